@@ -1,0 +1,1 @@
+"""Recipes: the embedded corpus and tiny models, and the experiments that reproduce the paper."""

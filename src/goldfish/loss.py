@@ -1,0 +1,87 @@
+"""The goldfish loss: mean cross-entropy over the kept ("supervised") targets only.
+
+    L = -(1/|G|) * sum_{i in G} log p(x_i | x_<i)
+
+G is the set of targets whose label is not ignore_index after the goldfish mask. With
+``num_items_in_batch`` (HF Trainer's count of supervised targets in the whole global batch) the sum
+is divided by that instead, so gradient accumulation and DDP average over the global batch. When G
+is empty the loss is 0 with zero gradient (never NaN) and still part of the autograd graph, so
+DDP/FSDP gradient synchronisation runs as usual.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from goldfish.config import GoldfishConfig
+from goldfish.mask import apply_goldfish
+
+
+def _normalise(total: torch.Tensor, count, num_items_in_batch) -> torch.Tensor:
+    if num_items_in_batch is not None:
+        count = num_items_in_batch
+    if isinstance(count, torch.Tensor):
+        return total / count.to(total.device).clamp(min=1)
+    return total / max(int(count), 1)
+
+
+def causal_lm_loss(logits, labels, ignore_index: int = -100, num_items_in_batch=None) -> torch.Tensor:
+    """Shifted causal-LM cross-entropy (HF convention): logits[:, i] predicts labels[:, i + 1].
+
+    Sum over targets != ignore_index, divided by their count (or by num_items_in_batch), in fp32.
+    """
+    shift_logits = logits[..., :-1, :].reshape(-1, logits.shape[-1]).float()
+    shift_labels = labels[..., 1:].reshape(-1).to(shift_logits.device)
+    total = F.cross_entropy(shift_logits, shift_labels, ignore_index=ignore_index, reduction="sum")
+    return _normalise(total, (shift_labels != ignore_index).sum(), num_items_in_batch)
+
+
+def goldfish_loss(
+    logits, labels, input_ids, cfg: GoldfishConfig, position_ids=None, num_items_in_batch=None, **mask_kwargs
+) -> torch.Tensor:
+    """Goldfish loss from full logits (B, T, V): mask the labels, then ``causal_lm_loss``.
+
+    ``mask_kwargs`` (doc_ids, attention_mask, token_k, ...) go to ``goldfish_mask``. Note that
+    ``num_items_in_batch``, when given, must count the *kept* targets (labels after the mask).
+    """
+    kept = apply_goldfish(labels, input_ids, cfg, position_ids, **mask_kwargs)
+    return causal_lm_loss(logits, kept, cfg.ignore_index, num_items_in_batch)
+
+
+def supervised_logits_loss(
+    model, input_ids, labels, ignore_index: int = -100, num_items_in_batch=None, **model_inputs
+) -> torch.Tensor:
+    """Causal-LM loss computing the LM head only at supervised positions.
+
+    ``labels`` are already masked (goldfish applied). The model runs as usual (through any DDP/FSDP
+    wrapper), but a forward pre-hook on its output embeddings gathers the final hidden states at the
+    n positions whose next label is supervised, so the head sees (1, n, H) instead of (B, T, H): the
+    (B, T, V) logits are never built. Whatever the model does after the head (logit soft-capping,
+    scaling) still applies. Same value and gradients as ``causal_lm_loss`` on full logits.
+    Works for any HF causal LM whose ``get_output_embeddings()`` module is applied to the hidden
+    states; ``model_inputs`` (attention_mask, position_ids, ...) are passed to the model.
+    """
+    core = model.module if hasattr(model, "module") else model  # unwrap DDP for the head lookup
+    head = core.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(core).__name__} exposes no output embeddings; use the full-logits loss")
+    targets = labels[:, 1:]
+    keep = targets != ignore_index
+
+    def gather_supervised(module, args):
+        hidden = args[0]
+        if hidden.shape[:2] != labels.shape:
+            raise ValueError(
+                f"output embeddings received hidden states of shape {tuple(hidden.shape)}, expected "
+                f"{tuple(labels.shape)} + (H,); this model needs the full-logits loss"
+            )
+        return (hidden[:, :-1][keep].unsqueeze(0),) + tuple(args[1:])
+
+    handle = head.register_forward_pre_hook(gather_supervised)
+    try:
+        logits = model(input_ids=input_ids, use_cache=False, **model_inputs).logits
+    finally:
+        handle.remove()
+    total = F.cross_entropy(logits[0].float(), targets[keep], reduction="sum")
+    return _normalise(total, keep.sum(), num_items_in_batch)

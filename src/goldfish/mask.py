@@ -1,0 +1,232 @@
+"""Goldfish drop masks: which targets the loss leaves out.
+
+Conventions (HF): ``labels`` are aligned with ``input_ids`` and the model shifts inside, so the
+target at position i is token x_i and its context is the tokens before it *in the same document*.
+Every function takes a torch tensor (any device; result on that device) or a NumPy array (result
+NumPy) of shape (T,) or (B, T). ``hash`` and ``static`` compute natively on both with the same
+integer/float64 arithmetic; ``random`` and ``paper-table`` are defined by torch generators, so
+NumPy input goes through torch on the CPU.
+
+Document boundaries (a context never crosses one), from whichever is given:
+    position_ids    a document starts where position_ids[t] != position_ids[t-1] + 1 (HF packing
+                    resets to 0; left padding in HF gives pads their own segments)
+    doc_ids         a document starts where the id changes
+    attention_mask  a document starts at the first attended token after an unattended one
+    cu_seqlens      cumulative document lengths of a flattened (T,) or (1, T) row (flash-attn style)
+and always at t = 0 of each row.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from goldfish.config import GoldfishConfig
+from goldfish.hashing import context_hashes
+
+PAPER_TABLE_SIZE = 1_000_003
+PAPER_TABLE_SEED = 2971215073
+_TWO32 = 4294967296.0
+
+
+def _is_torch(x) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def _check_ids(input_ids):
+    if not isinstance(input_ids, (torch.Tensor, np.ndarray)):
+        raise ValueError(
+            f"input_ids must be a torch.Tensor or numpy.ndarray, got {type(input_ids).__name__}; "
+            "wrap lists with torch.tensor(...)"
+        )
+    if input_ids.ndim not in (1, 2):
+        raise ValueError(f"input_ids must have shape (T,) or (B, T), got {tuple(input_ids.shape)}")
+    integer = (
+        not input_ids.dtype.is_floating_point and not input_ids.dtype.is_complex and input_ids.dtype != torch.bool
+        if _is_torch(input_ids)
+        else np.issubdtype(input_ids.dtype, np.integer)
+    )
+    if not integer:
+        raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}; cast with .long()")
+    if input_ids.numel() if _is_torch(input_ids) else input_ids.size:
+        lo, hi = (int(v) for v in ((input_ids.min(), input_ids.max())))
+        if lo < 0 or hi >= 2**32:
+            raise ValueError(
+                f"token ids must lie in [0, 2**32), found {lo if lo < 0 else hi}; "
+                "pass the real token ids (padding too), not labels with -100"
+            )
+
+
+def _check_like(name, value, input_ids):
+    if value is None:
+        return None
+    if tuple(value.shape) != tuple(input_ids.shape):
+        raise ValueError(f"{name} has shape {tuple(value.shape)} but input_ids has {tuple(input_ids.shape)}")
+    if _is_torch(input_ids):
+        return torch.as_tensor(value, device=input_ids.device)
+    return np.asarray(value.cpu() if _is_torch(value) else value)
+
+
+def document_starts(input_ids, position_ids=None, doc_ids=None, attention_mask=None, cu_seqlens=None):
+    """Bool array/tensor (B, T) (or (T,)): True where a document starts (see module docstring)."""
+    like = input_ids
+    if _is_torch(like):
+        starts = torch.zeros(like.shape, dtype=torch.bool, device=like.device)
+    else:
+        starts = np.zeros(like.shape, dtype=bool)
+    starts[..., 0] = True
+    if position_ids is not None:
+        starts[..., 1:] |= position_ids[..., 1:] != position_ids[..., :-1] + 1
+    if doc_ids is not None:
+        starts[..., 1:] |= doc_ids[..., 1:] != doc_ids[..., :-1]
+    if attention_mask is not None:
+        attended = attention_mask != 0
+        starts[..., 1:] |= attended[..., 1:] & ~attended[..., :-1]
+        starts |= ~attended
+    if cu_seqlens is not None:
+        if like.ndim == 2 and like.shape[0] != 1:
+            raise ValueError("cu_seqlens describes one flattened row: input_ids must be (T,) or (1, T)")
+        offsets = [int(o) for o in cu_seqlens]
+        if offsets[0] != 0 or offsets != sorted(offsets) or offsets[-1] > like.shape[-1]:
+            raise ValueError(f"cu_seqlens must rise from 0 to at most the row length {like.shape[-1]}, got {offsets}")
+        for o in offsets[:-1]:
+            starts[..., o] = True
+    return starts
+
+
+def _last_start_index(starts):
+    """For each position, the index of the start of its document."""
+    if _is_torch(starts):
+        idx = torch.arange(starts.shape[-1], device=starts.device).expand(starts.shape)
+        return torch.cummax(torch.where(starts, idx, torch.zeros_like(idx)), dim=-1).values
+    idx = np.broadcast_to(np.arange(starts.shape[-1]), starts.shape)
+    return np.maximum.accumulate(np.where(starts, idx, 0), axis=-1)
+
+
+def _position_in_document(starts):
+    """int64: how many tokens of the same document precede each position."""
+    if _is_torch(starts):
+        return torch.arange(starts.shape[-1], device=starts.device) - _last_start_index(starts)
+    return np.arange(starts.shape[-1]) - _last_start_index(starts)
+
+
+def _thresholds(cfg: GoldfishConfig, token_k, like):
+    """Integer drop thresholds floor(2**32 / k) (scalar, or per token where token_k is given)."""
+    if token_k is None:
+        return int(math.floor(_TWO32 / cfg.k))
+    if _is_torch(like):
+        return torch.floor(_TWO32 / token_k.to(torch.float64)).to(torch.int64)
+    return np.floor(_TWO32 / token_k.astype(np.float64)).astype(np.int64)
+
+
+def _hash_mask(input_ids, starts, cfg, token_k):
+    ctx = _position_in_document(starts)
+    if _is_torch(input_ids):
+        ids, ctx = input_ids.long(), torch.clamp(ctx, max=cfg.h)
+    else:
+        ids, ctx = input_ids.astype(np.int64), np.minimum(ctx, cfg.h)
+    return context_hashes(ids, ctx, cfg.h, cfg.seed) < _thresholds(cfg, token_k, input_ids)
+
+
+def _static_mask(input_ids, starts, cfg, token_k, supervised):
+    """Drop the n-th supervised target of a document iff floor(n/k) > floor((n-1)/k) (every k-th)."""
+    if _is_torch(input_ids):
+        sup = supervised.to(torch.int64)
+        count = torch.cumsum(sup, dim=-1)
+        before_doc = torch.gather(count - sup, -1, _last_start_index(starts))
+        n = (count - before_doc).to(torch.float64)
+        k = cfg.k if token_k is None else token_k.to(torch.float64)
+        return supervised & (torch.floor(n / k) > torch.floor((n - 1) / k))
+    sup = supervised.astype(np.int64)
+    count = np.cumsum(sup, axis=-1)
+    before_doc = np.take_along_axis(count - sup, _last_start_index(starts), axis=-1)
+    n = (count - before_doc).astype(np.float64)
+    k = cfg.k if token_k is None else token_k.astype(np.float64)
+    return supervised & (np.floor(n / k) > np.floor((n - 1) / k))
+
+
+def _random_mask(input_ids, cfg, token_k, generator):
+    device = input_ids.device if _is_torch(input_ids) else "cpu"
+    if generator is not None:
+        device = generator.device
+    u = torch.rand(tuple(input_ids.shape), generator=generator, dtype=torch.float64, device=device)
+    k = cfg.k if token_k is None else torch.as_tensor(token_k, device=device, dtype=torch.float64)
+    return (u < 1.0 / k).to(input_ids.device) if _is_torch(input_ids) else (u < 1.0 / k).numpy()
+
+
+@lru_cache(maxsize=1)
+def paper_table() -> torch.Tensor:
+    """The paper code's table: torch.rand(1_000_003) from a CPU generator seeded 2971215073."""
+    gen = torch.Generator(device="cpu").manual_seed(PAPER_TABLE_SEED)
+    return torch.rand(PAPER_TABLE_SIZE, generator=gen)
+
+
+def _paper_table_mask(input_ids, starts, cfg, token_k):
+    """Window of the h ids ending at the target; product mod 1,000,003 indexes paper_table();
+    drop where the value < 1/k; the first h-1 targets of a document are never dropped."""
+    ids = torch.as_tensor(input_ids).long().cpu()
+    starts = torch.as_tensor(starts).cpu()
+    m = ids % PAPER_TABLE_SIZE
+    for d in range(1, min(cfg.h, ids.shape[-1])):
+        m = (m * (torch.nn.functional.pad(ids[..., : ids.shape[-1] - d], (d, 0)) % PAPER_TABLE_SIZE)) % PAPER_TABLE_SIZE
+    k = cfg.k if token_k is None else torch.as_tensor(token_k).cpu().to(torch.float64)
+    drop = (paper_table()[m].to(torch.float64) < 1.0 / k) & (_position_in_document(starts) >= cfg.h - 1)
+    return drop.to(input_ids.device) if _is_torch(input_ids) else drop.numpy()
+
+
+def goldfish_mask(
+    input_ids,
+    cfg: GoldfishConfig,
+    position_ids=None,
+    doc_ids=None,
+    *,
+    attention_mask=None,
+    cu_seqlens=None,
+    labels=None,
+    token_k=None,
+    generator: torch.Generator | None = None,
+):
+    """Bool mask, same shape/type/device as ``input_ids``: True = the target at that position is dropped.
+
+    labels: optional; only "static" reads it (it counts supervised targets, label != ignore_index).
+        Other strategies decide for every position; ignored positions stay ignored downstream anyway.
+    token_k: optional per-token k (float, same shape), overriding cfg.k; ``inf`` means never drop
+        (a document that opts out). Values must be >= 2 or inf.
+    generator: torch generator for "random" (default: torch's global RNG on the input's device).
+    """
+    _check_ids(input_ids)
+    position_ids = _check_like("position_ids", position_ids, input_ids)
+    doc_ids = _check_like("doc_ids", doc_ids, input_ids)
+    attention_mask = _check_like("attention_mask", attention_mask, input_ids)
+    labels = _check_like("labels", labels, input_ids)
+    token_k = _check_like("token_k", token_k, input_ids)
+    if token_k is not None and bool((token_k < 2).any()):
+        raise ValueError("token_k values must be >= 2 (drop rate 1/k) or inf (never drop)")
+    if cfg.strategy == "none":
+        return torch.zeros_like(input_ids, dtype=torch.bool) if _is_torch(input_ids) else np.zeros(input_ids.shape, bool)
+    starts = document_starts(input_ids, position_ids, doc_ids, attention_mask, cu_seqlens)
+    if cfg.strategy == "hash":
+        return _hash_mask(input_ids, starts, cfg, token_k)
+    if cfg.strategy == "static":
+        supervised = labels != cfg.ignore_index if labels is not None else starts | True
+        return _static_mask(input_ids, starts, cfg, token_k, supervised)
+    if cfg.strategy == "random":
+        return _random_mask(input_ids, cfg, token_k, generator)
+    return _paper_table_mask(input_ids, starts, cfg, token_k)
+
+
+def apply_goldfish(labels, input_ids, cfg: GoldfishConfig, position_ids=None, doc_ids=None, **mask_kwargs):
+    """A copy of ``labels`` with dropped targets set to ``cfg.ignore_index``.
+
+    Positions already equal to ignore_index stay ignored; the hash still reads their token ids, so
+    prompt tokens feed the context of the reply that follows. ``mask_kwargs`` go to goldfish_mask.
+    """
+    if tuple(labels.shape) != tuple(input_ids.shape):
+        raise ValueError(f"labels has shape {tuple(labels.shape)} but input_ids has {tuple(input_ids.shape)}")
+    drop = goldfish_mask(input_ids, cfg, position_ids, doc_ids, labels=labels, **mask_kwargs)
+    if _is_torch(labels):
+        return labels.masked_fill(drop.to(labels.device), cfg.ignore_index)
+    return np.where(drop, cfg.ignore_index, labels).astype(labels.dtype)

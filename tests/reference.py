@@ -1,0 +1,39 @@
+"""Slow pure-Python references of the mask rules, written from the spec, independent of the package."""
+
+M32 = 0xFFFFFFFF
+
+
+def ref_mix32(x: int) -> int:
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & M32
+    x ^= x >> 15
+    x = (x * 0x5BD1E995) & M32
+    x ^= x >> 16
+    return x
+
+
+def ref_hash(seed: int, context: list[int]) -> int:
+    s = ref_mix32(seed ^ (((len(context) + 1) * 0x9E3779B9) & M32))
+    for t in context:
+        s = ref_mix32(s ^ t)
+    return s
+
+
+def ref_documents(n: int, doc_ids=None) -> list[int]:
+    """Start index of the document of each position."""
+    starts, cur = [], 0
+    for i in range(n):
+        if i > 0 and doc_ids is not None and doc_ids[i] != doc_ids[i - 1]:
+            cur = i
+        starts.append(cur)
+    return starts
+
+
+def ref_hash_mask(ids: list[int], k: float, h: int, seed: int, doc_ids=None) -> list[bool]:
+    threshold = int(4294967296.0 / k)
+    starts = ref_documents(len(ids), doc_ids)
+    out = []
+    for i in range(len(ids)):
+        context = ids[max(starts[i], i - h) : i]
+        out.append(ref_hash(seed, context) < threshold)
+    return out
