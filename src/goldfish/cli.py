@@ -85,6 +85,28 @@ def _load_tokenizer(path):
     return AutoTokenizer.from_pretrained(path)
 
 
+def cmd_train(args) -> int:
+    from goldfish.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        data=args.data, out=args.out, model=args.model, init=args.init, text_field=args.text_field,
+        goldfish=config_from_args(args), goldfish_start_step=args.goldfish_start_step, pack=args.pack,
+        seq_len=args.seq_len, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr,
+        batch_size=args.batch_size, grad_accum=args.grad_accum, warmup=args.warmup,
+        weight_decay=args.weight_decay, lr_scheduler=args.lr_scheduler, save_steps=args.save_steps,
+        logging_steps=args.logging_steps, supervised_logits=not args.full_logits, resume=args.resume,
+        overwrite=args.overwrite, sequential=args.sequential, bf16=args.bf16, progress=not args.no_progress,
+    )
+    record = train(cfg)
+    t = record["tokens_per_epoch"]
+    print(
+        f"saved {args.out} after {record['global_steps']} steps: train loss {record['train_loss']:.4f}; per epoch "
+        f"{t['input_tokens']} input tokens, {t['supervised_targets']} supervised, {t['dropped_targets']} dropped "
+        f"({100 * t['drop_rate']:.1f}%)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="goldfish", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +120,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plain", action="store_true", help="plain [[markers]] even in a terminal")
     add_goldfish_flags(p)
     p.set_defaults(func=cmd_mask)
+
+    p = sub.add_parser("train", help="train or fine-tune a causal LM with the goldfish loss (HF Trainer)")
+    src = p.add_argument_group("model and data")
+    src.add_argument("--model", help="local HF model folder (with its tokenizer)")
+    src.add_argument("--init", choices=["tiny", "micro"], help="a fresh tiny Llama with the embedded tokenizer")
+    src.add_argument("--data", action="append", required=True,
+                     help=".jsonl (text or messages), .txt, a folder, a save_to_disk dataset, or embedded:PART; repeatable")
+    src.add_argument("--text-field", default="text", help="jsonl field holding the text (default: %(default)s)")
+    src.add_argument("--seq-len", type=int, default=512, help="tokens a row; longer documents are split (default: %(default)s)")
+    src.add_argument("--pack", action="store_true", help="pack documents into full rows (position_ids restart per document)")
+    add_goldfish_flags(p)
+    p.add_argument("--goldfish-start-step", type=int, default=0, help="train with the standard loss before this step")
+    t = p.add_argument_group("training")
+    t.add_argument("--out", required=True, help="output folder: HF model + goldfish.json + checkpoints + TensorBoard runs/")
+    t.add_argument("--epochs", type=float, default=1.0)
+    t.add_argument("--max-steps", type=int, default=-1, help="stop after N optimizer steps (overrides --epochs)")
+    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--batch-size", type=int, default=8, help="per device")
+    t.add_argument("--grad-accum", type=int, default=1)
+    t.add_argument("--warmup", type=float, default=0.0, help="warm-up steps, or a ratio of all steps if < 1")
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--lr-scheduler", default="linear", help="any HF scheduler name (default: %(default)s)")
+    t.add_argument("--save-steps", type=int, default=500, help="checkpoint every N steps")
+    t.add_argument("--logging-steps", type=int, default=10)
+    t.add_argument("--resume", nargs="?", const="latest", help="resume from a checkpoint folder (default: the latest in --out)")
+    t.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
+    t.add_argument("--full-logits", action="store_true", help="build full (B, T, V) logits instead of only supervised ones")
+    t.add_argument("--sequential", action="store_true", help="iterate the data in order (no shuffling)")
+    t.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

@@ -11,6 +11,8 @@ DDP/FSDP gradient synchronisation runs as usual.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -49,25 +51,28 @@ def goldfish_loss(
     return causal_lm_loss(logits, kept, cfg.ignore_index, num_items_in_batch)
 
 
-def supervised_logits_loss(
-    model, input_ids, labels, ignore_index: int = -100, num_items_in_batch=None, **model_inputs
-) -> torch.Tensor:
-    """Causal-LM loss computing the LM head only at supervised positions.
+def supervised_targets(labels, ignore_index: int = -100) -> torch.Tensor:
+    """The supervised next-token targets, flattened in (row, position) order: labels[:, 1:] kept."""
+    targets = labels[..., 1:]
+    return targets[targets != ignore_index]
 
-    ``labels`` are already masked (goldfish applied). The model runs as usual (through any DDP/FSDP
-    wrapper), but a forward pre-hook on its output embeddings gathers the final hidden states at the
-    n positions whose next label is supervised, so the head sees (1, n, H) instead of (B, T, H): the
-    (B, T, V) logits are never built. Whatever the model does after the head (logit soft-capping,
-    scaling) still applies. Same value and gradients as ``causal_lm_loss`` on full logits.
-    Works for any HF causal LM whose ``get_output_embeddings()`` module is applied to the hidden
-    states; ``model_inputs`` (attention_mask, position_ids, ...) are passed to the model.
+
+@contextlib.contextmanager
+def logits_only_where_supervised(model, labels, ignore_index: int = -100):
+    """While active, ``model(...)`` builds logits only at the positions whose next label is supervised.
+
+    A forward pre-hook on the model's output embeddings (``get_output_embeddings()``) gathers the
+    final hidden states at those n positions, so the head sees (1, n, H) instead of (B, T, H) and
+    ``outputs.logits`` is (1, n, V), aligned with ``supervised_targets(labels)``. The model runs as
+    usual, through any DDP/FSDP wrapper, and whatever it does after the head (soft-capping, scaling)
+    still applies. Works for any HF causal LM that applies its output embeddings module to the
+    hidden states.
     """
-    core = model.module if hasattr(model, "module") else model  # unwrap DDP for the head lookup
+    core = model.module if hasattr(model, "module") else model  # DDP keeps the model in .module
     head = core.get_output_embeddings()
     if head is None:
         raise ValueError(f"{type(core).__name__} exposes no output embeddings; use the full-logits loss")
-    targets = labels[:, 1:]
-    keep = targets != ignore_index
+    keep = labels[..., 1:] != ignore_index
 
     def gather_supervised(module, args):
         hidden = args[0]
@@ -80,8 +85,27 @@ def supervised_logits_loss(
 
     handle = head.register_forward_pre_hook(gather_supervised)
     try:
-        logits = model(input_ids=input_ids, use_cache=False, **model_inputs).logits
+        yield
     finally:
         handle.remove()
-    total = F.cross_entropy(logits[0].float(), targets[keep], reduction="sum")
-    return _normalise(total, keep.sum(), num_items_in_batch)
+
+
+def supervised_loss_from_logits(logits, labels, ignore_index: int = -100, num_items_in_batch=None) -> torch.Tensor:
+    """Loss from the (1, n, V) logits built under ``logits_only_where_supervised(model, labels)``."""
+    targets = supervised_targets(labels, ignore_index).to(logits.device)
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum")
+    return _normalise(total, targets.numel(), num_items_in_batch)
+
+
+def supervised_logits_loss(
+    model, input_ids, labels, ignore_index: int = -100, num_items_in_batch=None, **model_inputs
+) -> torch.Tensor:
+    """Causal-LM loss with the LM head computed only at supervised positions.
+
+    ``labels`` are already masked (goldfish applied). Same value and gradients as
+    ``causal_lm_loss(model(...).logits, labels)``, without building (B, T, V) logits.
+    ``model_inputs`` (attention_mask, position_ids, ...) are passed to the model.
+    """
+    with logits_only_where_supervised(model, labels, ignore_index):
+        logits = model(input_ids=input_ids, use_cache=False, **model_inputs).logits
+    return supervised_loss_from_logits(logits, labels, ignore_index, num_items_in_batch)

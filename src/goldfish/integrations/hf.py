@@ -1,0 +1,149 @@
+"""Hugging Face integration: a collator wrapper, a Trainer subclass, and a ``datasets.map`` function.
+
+Where the mask goes: into the ``labels`` before the loss, so that ``Trainer``'s
+``num_items_in_batch`` (the supervised-token count of the whole accumulated, all-device batch)
+counts only kept targets. Either at run time (``GoldfishCollator``) or at dataset-preparation time
+(``goldfish_labels_map``, the route for TRL, which uses a pre-built ``labels`` column as is).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from transformers import Trainer
+
+from goldfish.config import GoldfishConfig
+from goldfish.loss import logits_only_where_supervised, supervised_loss_from_logits
+from goldfish.mask import apply_goldfish
+
+
+class GoldfishCollator:
+    """Wrap any collator that returns ``input_ids`` and ``labels``; mask the labels.
+
+    The hash reads the collated ``input_ids`` (prompt tokens labelled -100 included) and the
+    document boundaries from ``position_ids`` (packing collators) or ``attention_mask`` (padding).
+    Features may carry ``goldfish_k`` (one float per token, ``inf`` = never drop): it is taken out
+    before the base collator runs and laid out like the batch (rows padded on the tokenizer's
+    padding side, or concatenated when the base collator flattens the batch into one row).
+    With ``keep_full_labels=True`` the unmasked labels are returned too, as ``goldfish_full_labels``
+    (``GoldfishTrainer`` uses them before ``goldfish_start_step``).
+    """
+
+    def __init__(self, base_collator, config: GoldfishConfig, keep_full_labels: bool = False):
+        self.base_collator = base_collator
+        self.config = config
+        self.keep_full_labels = keep_full_labels
+        self.generator = torch.Generator().manual_seed(config.seed)  # the "random" strategy's draws
+
+    def __call__(self, features):
+        features = [dict(f) for f in features]  # never mutate the dataset's rows
+        token_k = [f.pop("goldfish_k", None) for f in features]
+        batch = self.base_collator(features)
+        if "labels" not in batch:
+            raise ValueError("the base collator returned no 'labels'; goldfish masks labels (use mlm=False for causal LMs)")
+        labels, ids = batch["labels"], batch["input_ids"]
+        kwargs = {"generator": self.generator}
+        if "position_ids" in batch:
+            kwargs["position_ids"] = batch["position_ids"]
+        elif "attention_mask" in batch:
+            kwargs["attention_mask"] = batch["attention_mask"]
+        if any(k is not None for k in token_k):
+            kwargs["token_k"] = self._layout_token_k(token_k, [len(f["input_ids"]) for f in features], ids)
+        if self.keep_full_labels:
+            batch["goldfish_full_labels"] = labels.clone()
+        batch["labels"] = apply_goldfish(labels, ids, self.config, **kwargs)
+        return batch
+
+    def _layout_token_k(self, token_k, lengths, ids) -> torch.Tensor:
+        rows = [torch.tensor(k if k is not None else [self.config.k] * n, dtype=torch.float64) for k, n in zip(token_k, lengths)]
+        if ids.shape[0] == 1 and len(rows) > 1:  # flattened (padding-free) batch
+            flat = torch.cat(rows)
+            return torch.nn.functional.pad(flat, (0, ids.shape[1] - len(flat)), value=math.inf).unsqueeze(0)
+        if ids.shape[0] != len(rows):
+            raise ValueError(f"cannot lay out goldfish_k: {len(rows)} features but {ids.shape[0]} rows")
+        left = getattr(getattr(self.base_collator, "tokenizer", None), "padding_side", "right") == "left"
+        out = torch.full(tuple(ids.shape), math.inf, dtype=torch.float64)
+        for i, r in enumerate(rows):
+            if left:
+                out[i, ids.shape[1] - len(r) :] = r
+            else:
+                out[i, : len(r)] = r
+        return out
+
+
+class GoldfishTrainer(Trainer):
+    """``transformers.Trainer`` that computes the LM head only where a target is supervised.
+
+    Exact under gradient accumulation and DDP: the loss is the sum over kept targets divided by
+    Trainer's ``num_items_in_batch``, the kept-target count of the whole global batch (collate with
+    ``GoldfishCollator`` or prepare labels with ``goldfish_labels_map`` so that count is right).
+
+    supervised_logits: False computes the usual full (B, T, V) logits instead.
+    goldfish_start_step: before this optimizer step the full (unmasked) labels are used; needs
+        ``GoldfishCollator(..., keep_full_labels=True)``.
+    Evaluation returns the loss only (logits are not built where nothing is supervised): use
+    ``prediction_loss_only=True``.
+    """
+
+    def __init__(self, *args, supervised_logits: bool = True, goldfish_start_step: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.supervised_logits = supervised_logits
+        self.goldfish_start_step = goldfish_start_step
+        if supervised_logits:
+            # A compute_loss_func makes Trainer count num_items_in_batch and treat the loss as
+            # already normalised over the accumulated (and, by default, all-device) batch.
+            self.compute_loss_func = self._supervised_loss
+
+    def _supervised_loss(self, outputs, labels, num_items_in_batch=None):
+        return supervised_loss_from_logits(outputs.logits, labels, num_items_in_batch=num_items_in_batch)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = {k: v for k, v in inputs.items() if k != "goldfish_full_labels"}
+        if not self.supervised_logits or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        with logits_only_where_supervised(model, inputs["labels"]):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples = []
+        for _ in range(num_batches):
+            try:
+                batch_samples.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        started = self.state.global_step >= self.goldfish_start_step
+        for batch in batch_samples:
+            full = batch.pop("goldfish_full_labels", None)
+            if full is not None and not started:
+                batch["labels"] = full
+            elif full is None and not started:
+                raise ValueError("goldfish_start_step needs GoldfishCollator(..., keep_full_labels=True)")
+        return batch_samples, self._get_num_items_in_batch(batch_samples, device)
+
+
+def goldfish_labels_map(config: GoldfishConfig, k_column: str = "goldfish_k", opt_out_column: str = "goldfish"):
+    """A ``datasets.map(..., batched=True)`` function that writes the masked ``labels`` column.
+
+    Reads ``input_ids`` and ``labels`` (a copy of input_ids when absent); per example, an optional
+    ``goldfish_k`` column overrides k and ``goldfish == False`` opts the example out. Each example is
+    masked as one document (its context starts at its first token), with NumPy: pure, picklable,
+    safe with ``num_proc``. Prompt tokens (label -100) stay -100 and still feed the hash context.
+    """
+
+    def fn(batch):
+        out = []
+        for i, ids in enumerate(batch["input_ids"]):
+            ids = np.asarray(ids, dtype=np.int64)
+            labels = np.asarray(batch["labels"][i] if "labels" in batch else ids, dtype=np.int64)
+            k = config.k
+            if k_column in batch and batch[k_column][i] is not None:
+                k = batch[k_column][i]
+            if opt_out_column in batch and batch[opt_out_column][i] is False:
+                k = math.inf
+            token_k = None if k == config.k else np.full(ids.shape, float(k))
+            out.append(apply_goldfish(labels, ids, config, token_k=token_k).tolist())
+        return {"labels": out}
+
+    return fn
