@@ -1,0 +1,36 @@
+"""Small builders shared by the tests: tiny models and a deterministic Trainer setup."""
+
+import torch
+from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, TrainingArguments
+
+from goldfish.experiments.tiny import tiny_llama_config
+
+
+def micro_model(tokenizer, seed: int = 0):
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(tiny_llama_config(tokenizer, "micro"))
+
+
+def sgd_args(out, batch_size: int, grad_accum: int = 1, steps: int = 1, **kw) -> TrainingArguments:
+    """Plain SGD (an Adam step hides a wrong loss scale), data in order, no logging noise."""
+    return TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=batch_size, gradient_accumulation_steps=grad_accum,
+        max_steps=steps, learning_rate=0.5, optim="sgd", lr_scheduler_type="constant", report_to=[],
+        train_sampling_strategy="sequential", remove_unused_columns=False, save_strategy="no",
+        disable_tqdm=True, use_cpu=True, **kw,
+    )
+
+
+def seq2seq_collator(tokenizer):
+    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
+
+
+def text_examples(tokenizer, n: int = 8, length: int = 48, prompt: int = 0):
+    """n examples of real text, the first ``prompt`` labels of each set to -100; lengths vary."""
+    from goldfish.experiments.corpus import corpus_part
+
+    out = []
+    for i, doc in enumerate(corpus_part("targets")[:n]):
+        ids = tokenizer(doc["text"], add_special_tokens=False)["input_ids"][: length - 3 * i]
+        out.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+    return out

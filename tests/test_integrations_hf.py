@@ -1,0 +1,163 @@
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import micro_model, seq2seq_collator, sgd_args, text_examples
+from transformers import Trainer
+
+from goldfish import GoldfishConfig, apply_goldfish, goldfish_loss, goldfish_mask
+from goldfish.integrations.hf import GoldfishCollator, GoldfishTrainer, goldfish_labels_map
+
+CFG = GoldfishConfig()
+
+
+def test_collator_masks_labels_and_reads_prompt_ids(tokenizer):
+    feats = text_examples(tokenizer, n=4, prompt=10)
+    batch = GoldfishCollator(seq2seq_collator(tokenizer), CFG)(feats)
+    plain = seq2seq_collator(tokenizer)(feats)
+    want = apply_goldfish(plain["labels"], plain["input_ids"], CFG, attention_mask=plain["attention_mask"])
+    assert torch.equal(batch["labels"], want)
+    assert (batch["labels"][:, :10] == -100).all()
+
+
+def test_collator_per_example_k_and_opt_out(tokenizer):
+    feats = text_examples(tokenizer, n=2, length=300)
+    feats[0]["goldfish_k"] = [math.inf] * len(feats[0]["input_ids"])
+    feats[1]["goldfish_k"] = [2.0] * len(feats[1]["input_ids"])
+    batch = GoldfishCollator(seq2seq_collator(tokenizer), CFG)(feats)
+    assert "goldfish_k" in feats[0]  # the dataset's rows stay intact
+    n0 = len(feats[0]["input_ids"])
+    assert torch.equal(batch["labels"][0, :n0], torch.tensor(feats[0]["input_ids"]))
+    dropped = (batch["labels"][1] == -100)[: len(feats[1]["input_ids"])].float().mean().item()
+    assert abs(dropped - 0.5) < 0.1
+
+
+def test_plain_trainer_with_collator_gives_the_core_goldfish_loss(tokenizer, tmp_path):
+    model = micro_model(tokenizer)
+    feats = text_examples(tokenizer, n=4, prompt=5)
+    batch = GoldfishCollator(seq2seq_collator(tokenizer), CFG)(feats)
+    trainer = Trainer(model=model, args=sgd_args(tmp_path, 4), data_collator=GoldfishCollator(seq2seq_collator(tokenizer), CFG))
+    hf_loss = trainer.compute_loss(model, dict(batch))
+    plain = seq2seq_collator(tokenizer)(feats)
+    logits = model(input_ids=plain["input_ids"], attention_mask=plain["attention_mask"]).logits
+    core = goldfish_loss(logits, plain["labels"], plain["input_ids"], CFG, attention_mask=plain["attention_mask"])
+    assert torch.allclose(hf_loss, core, atol=1e-5)
+    gf = GoldfishTrainer(model=model, args=sgd_args(tmp_path, 4))
+    assert torch.allclose(gf.compute_loss(model, dict(batch)), core, atol=1e-5)
+
+
+def test_dropped_targets_contribute_exactly_zero_gradient(tokenizer):
+    model = micro_model(tokenizer)
+    feats = text_examples(tokenizer, n=2)
+    batch = GoldfishCollator(seq2seq_collator(tokenizer), CFG)(feats)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    out.logits.retain_grad()
+    from goldfish import causal_lm_loss
+
+    causal_lm_loss(out.logits, batch["labels"]).backward()
+    row_grad = out.logits.grad[:, :-1].abs().sum(-1)
+    kept = batch["labels"][:, 1:] != -100
+    assert (row_grad[~kept] == 0).all() and (row_grad[kept] > 0).all()
+    dropped = goldfish_mask(batch["input_ids"], CFG, attention_mask=batch["attention_mask"])[:, 1:]
+    assert dropped[batch["attention_mask"][:, 1:].bool()].any()
+
+
+def _weights_after(tokenizer, tmp_path, batch_size, grad_accum, supervised_logits=True):
+    model = micro_model(tokenizer)
+    trainer = GoldfishTrainer(
+        model=model, args=sgd_args(tmp_path, batch_size, grad_accum), train_dataset=text_examples(tokenizer, n=4, prompt=7),
+        data_collator=GoldfishCollator(seq2seq_collator(tokenizer), CFG), supervised_logits=supervised_logits,
+    )
+    trainer.train()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_gradient_accumulation_is_exact(tokenizer, tmp_path):
+    one_by_four = _weights_after(tokenizer, tmp_path / "a", 4, 1)
+    two_by_two = _weights_after(tokenizer, tmp_path / "b", 2, 2)
+    full_logits = _weights_after(tokenizer, tmp_path / "c", 2, 2, supervised_logits=False)
+    start = [p.detach() for p in micro_model(tokenizer).parameters()]
+    assert any(not torch.equal(a, s) for a, s in zip(one_by_four, start))
+    for a, b, c in zip(one_by_four, two_by_two, full_logits):
+        assert torch.allclose(a, b, atol=1e-6) and torch.allclose(a, c, atol=1e-6)
+
+
+def test_goldfish_labels_map_with_datasets_num_proc(tokenizer):
+    from datasets import Dataset
+
+    feats = text_examples(tokenizer, n=6, length=200, prompt=4)
+    rows = [{**f, "goldfish_k": None, "goldfish": True} for f in feats]
+    rows[1]["goldfish"] = False
+    rows[2]["goldfish_k"] = 8.0
+    ds = Dataset.from_list(rows).map(goldfish_labels_map(CFG), batched=True, batch_size=2, num_proc=2)
+    for i, f in enumerate(feats):
+        ids, labels = np.array(f["input_ids"]), np.array(f["labels"])
+        if i == 1:
+            want = labels
+        else:
+            want = apply_goldfish(labels, ids, GoldfishConfig(k=8) if i == 2 else CFG)
+        assert ds[i]["labels"] == want.tolist()
+
+
+def test_trl_sft_recipe_assistant_only(tokenizer, tmp_path):
+    """Recipe: tokenize chats with the assistant mask, goldfish the labels with datasets.map, SFTTrainer."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from goldfish.data import tokenize_document
+    from goldfish.experiments.corpus import corpus_part
+
+    chats = [
+        {"messages": [{"role": "user", "content": f"Tell me about topic {i}."},
+                      {"role": "assistant", "content": d["text"][:600]}]}
+        for i, d in enumerate(corpus_part("targets")[:12])
+    ]
+    rows = []
+    for c in chats:
+        ids, labels = tokenize_document(c, tokenizer)
+        rows.append({"input_ids": ids, "labels": labels})
+    ds = Dataset.from_list(rows).map(goldfish_labels_map(CFG), batched=True)
+    model = micro_model(tokenizer)
+    trainer = SFTTrainer(
+        model=model, train_dataset=ds, processing_class=tokenizer,
+        args=SFTConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, report_to=[], use_cpu=True,
+                       disable_tqdm=True, save_strategy="no", learning_rate=1e-3),
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    sup_before = torch.tensor([l != -100 for r in rows[:4] for l in r["labels"][1:]])
+    for r, lab in zip(rows[:4], ds["labels"][:4]):
+        lab = torch.tensor(lab)
+        assistant = torch.tensor(r["labels"]) != -100
+        assert (lab[~assistant] == -100).all()  # never supervises a prompt token
+        assert 0.15 < (lab[assistant] == -100).float().mean() < 0.35  # drops ~1/4 among assistant tokens
+    assert (batch["labels"] != -100).sum() < sup_before.sum()  # TRL trains on the goldfished labels as given
+    trainer.train()
+
+
+WORKER = Path(__file__).parent / "ddp_worker.py"
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, str(WORKER), str(tmp_path / "single"), "4"], env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", str(WORKER), str(tmp_path / "ddp"), "2"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    a = torch.load(tmp_path / "single" / "result.pt")
+    b = torch.load(tmp_path / "ddp" / "result.pt")
+    assert b["world_size"] == 2 and a["world_size"] == 1
+    assert a["losses"] and len(a["losses"]) == len(b["losses"])
+    for x, y in zip(a["losses"], b["losses"]):
+        assert math.isclose(x, y, rel_tol=1e-4)
+    for name in a["weights"]:
+        assert torch.allclose(a["weights"][name], b["weights"][name], atol=1e-5), name
+    assert torch.equal(a["masked_labels"], b["masked_labels"])

@@ -1,0 +1,151 @@
+import json
+import shutil
+
+import pytest
+import torch
+from helpers import micro_model, seq2seq_collator, sgd_args, text_examples
+from safetensors.torch import load_file
+
+from goldfish import GoldfishConfig, goldfish_mask
+from goldfish.cli import main
+from goldfish.data import build_examples, pack_examples, read_documents
+from goldfish.integrations.hf import GoldfishCollator, GoldfishTrainer
+
+BASE = ["train", "--init", "micro", "--batch-size", "4", "--lr", "1e-3", "--no-progress"]
+SEQ = ["--seq-len", "64"]
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_train_end_to_end_and_resume_is_identical(tmp_path):
+    data = ["--data", "embedded:targets", "--max-steps", "6", "--save-steps", "3", "--logging-steps", "1"]
+    assert main([*BASE, *SEQ, *data, "--out", str(tmp_path / "full")]) == 0
+    record = json.loads((tmp_path / "full" / "goldfish.json").read_text())
+    assert record["hash_version"] == "goldfish-hash-v1" and record["global_steps"] == 6
+    t = record["tokens_per_epoch"]
+    assert abs(t["drop_rate"] - 0.25) < 0.01 and t["kept_targets"] + t["dropped_targets"] == t["supervised_targets"]
+    for f in ("config.json", "model.safetensors", "tokenizer.json", "checkpoint-3", "runs"):
+        assert (tmp_path / "full" / f).exists(), f
+    # interrupted at step 3: only checkpoint-3 survives; resuming reaches the same weights
+    shutil.copytree(tmp_path / "full" / "checkpoint-3", tmp_path / "resumed" / "checkpoint-3")
+    assert main([*BASE, *SEQ, *data, "--out", str(tmp_path / "resumed"), "--resume"]) == 0
+    a = load_file(tmp_path / "full" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "model.safetensors")
+    start = load_file(tmp_path / "full" / "checkpoint-3" / "model.safetensors")
+    assert any(not torch.equal(a[n], start[n]) for n in a)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_chat_jsonl_supervises_only_assistant_tokens(tmp_path, tokenizer):
+    from goldfish.experiments.corpus import corpus_part
+
+    rows = [{"messages": [{"role": "user", "content": "What is this about? " * 3},
+                          {"role": "assistant", "content": d["text"][:800]},
+                          {"role": "user", "content": "Thanks, and more?"},
+                          {"role": "assistant", "content": d["text"][800:1200]}]}
+            for d in corpus_part("targets")[:20]]
+    docs = read_documents(_write_jsonl(tmp_path / "chat.jsonl", rows))
+    examples = build_examples(docs, tokenizer, 4096, 4)
+    batch = GoldfishCollator(seq2seq_collator(tokenizer), GoldfishConfig())(examples)
+    assistant_id = tokenizer.convert_tokens_to_ids("<|assistant|>")
+    end_id = tokenizer.convert_tokens_to_ids("<|end|>")
+    n_sup = n_drop = 0
+    for ex, labels in zip(examples, batch["labels"]):
+        ids, sup = ex["input_ids"], [label != -100 for label in ex["labels"]]
+        inside, want = False, []
+        for i, t in enumerate(ids):  # independent reading of the template: assistant text up to its <|end|>
+            want.append(inside and t != assistant_id)
+            if t == assistant_id:
+                inside = "pending"
+            elif inside == "pending":
+                inside = True  # the newline after <|assistant|> is template, not reply
+                want[-1] = False
+            elif t == end_id:
+                inside = False
+        assert sup == want
+        kept = labels[: len(ids)] != -100
+        assert not (kept & ~torch.tensor(sup)).any()
+        n_sup += sum(sup[1:])
+        n_drop += int((torch.tensor(sup) & ~kept)[1:].sum())
+    assert abs(n_drop / n_sup - 0.25) < 0.02
+
+
+def test_pack_keeps_each_documents_mask(tokenizer):
+    docs = [{"text": d["text"][:300]} for d in read_documents("embedded:targets")[:10]]
+    examples = build_examples(docs, tokenizer, 128, 4)
+    rows = pack_examples(examples, 256, tokenizer.pad_token_id)
+    assert len(rows) < len(examples) and all(len(r["input_ids"]) == 256 for r in rows)
+    flat_ids = [t for r in rows for t in r["input_ids"]]
+    flat_drop = torch.cat([goldfish_mask(torch.tensor(r["input_ids"]), GoldfishConfig(), position_ids=torch.tensor(r["position_ids"])) for r in rows])
+    pos = 0
+    for ex in examples:  # find each example in the packed stream, in order
+        while flat_ids[pos : pos + len(ex["input_ids"])] != ex["input_ids"]:
+            pos += 1
+        assert torch.equal(flat_drop[pos : pos + len(ex["input_ids"])], goldfish_mask(torch.tensor(ex["input_ids"]), GoldfishConfig()))
+        pos += len(ex["input_ids"])
+
+
+def test_per_document_control_in_token_counts(tmp_path, tokenizer):
+    from goldfish.experiments.corpus import corpus_part
+
+    texts = [d["text"] for d in corpus_part("targets")[:6]]
+    rows = [{"text": texts[0], "goldfish": False}, {"text": texts[1], "goldfish_k": 2}] + [{"text": t} for t in texts[2:]]
+    from goldfish.train import TrainConfig, prepare_examples, token_counts
+
+    cfg = TrainConfig(data=[_write_jsonl(tmp_path / "d.jsonl", rows)], out=str(tmp_path / "o"), init="micro", seq_len=10_000)
+    examples = prepare_examples(cfg, tokenizer)
+    assert token_counts(examples[:1], GoldfishConfig())["dropped_targets"] == 0
+    assert abs(token_counts(examples[1:2], GoldfishConfig())["drop_rate"] - 0.5) < 0.06
+    assert abs(token_counts(examples[2:], GoldfishConfig())["drop_rate"] - 0.25) < 0.04
+
+
+def test_goldfish_start_step_trains_standard_before_it(tokenizer, tmp_path):
+    def weights(cfg, start):
+        model = micro_model(tokenizer)
+        GoldfishTrainer(model=model, args=sgd_args(tmp_path, 4), train_dataset=text_examples(tokenizer, n=4),
+                        data_collator=GoldfishCollator(seq2seq_collator(tokenizer), cfg, keep_full_labels=start > 0),
+                        goldfish_start_step=start).train()
+        return [p.detach().clone() for p in model.parameters()]
+
+    late, standard, goldfish = weights(GoldfishConfig(), 1), weights(GoldfishConfig(strategy="none"), 0), weights(GoldfishConfig(), 0)
+    assert all(torch.allclose(a, b) for a, b in zip(late, standard))
+    assert not all(torch.allclose(a, b) for a, b in zip(late, goldfish))
+
+
+@pytest.mark.parametrize(
+    "rows,extra,message",
+    [
+        ([{"content": "x"}], [], "record 0 has no 'text' or 'messages' field"),
+        ([], [], "holds no documents"),
+        ([{"text": "hello there"}], ["--k", "1"], "k must be a finite number >= 2"),
+        ([{"text": "hello there"}], ["--seq-len", "8"], "must be longer than the hash context"),
+        ([{"text": "hi", "goldfish_k": 1}], [], "goldfish_k must be a number >= 2"),
+    ],
+)
+def test_bad_input_fails_before_touching_out(tmp_path, capsys, rows, extra, message):
+    data = _write_jsonl(tmp_path / "d.jsonl", rows)
+    out = tmp_path / "out"
+    seq = [] if "--seq-len" in extra else SEQ
+    assert main([*BASE, *seq, "--data", data, "--out", str(out), "--max-steps", "1", *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_unreadable_model_dir_and_non_empty_out(tmp_path, capsys):
+    data = _write_jsonl(tmp_path / "d.jsonl", [{"text": "hello"}])
+    assert main(["train", "--model", str(tmp_path / "nope"), "--data", data, "--out", str(tmp_path / "o")]) == 2
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    assert main(["train", "--model", str(tmp_path / "m"), "--data", data, "--out", str(tmp_path / "o")]) == 2
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("keep me")
+    assert main([*BASE, "--data", data, "--out", str(tmp_path / "busy")]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable HF model folder" in err and "has no tokenizer" in err and "exists and is not empty" in err
+    assert not (tmp_path / "o").exists() and (tmp_path / "busy" / "x").read_text() == "keep me"
+    assert main([*BASE, "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
