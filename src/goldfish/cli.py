@@ -107,6 +107,40 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    from goldfish.audit import AuditConfig, run_audit
+    from goldfish.audit.report import summary_rows
+
+    cfg = AuditConfig(
+        models=args.model, names=args.name, data=args.data, out=args.out, suffix_len=args.suffix_len,
+        prefix_len=args.prefix_len, batch_size=args.batch_size, non_members=args.non_members,
+        reference_model=args.reference_model, beams=args.beam, stop_at_eos=args.stop_at_eos, device=args.device,
+        dtype=args.dtype, text_field=args.text_field, max_documents=args.max_documents, progress=not args.no_progress,
+    )
+    result = run_audit(cfg)
+    print_table(*summary_rows(result["models"]))
+    for name, s in result["models"].items():
+        for score, m in s.get("mia", {}).items():
+            if score != "non_members":
+                print(f"{name}: MIA {score}: AUC {m['auc']:.3f}, TPR@1%FPR {m['tpr_at_1%_fpr']:.3f}")
+    print(f"report: {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def print_table(headers: list[str], rows: list[list]) -> None:
+    """A table on the terminal (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*headers)
+    for row in rows:
+        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # piped: don't squeeze the columns to 80
+    console.print(table)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="goldfish", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +185,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("audit", help="measure memorization: extraction and membership inference")
+    p.add_argument("--model", action="append", required=True, help="local HF model folder; repeat to compare models")
+    p.add_argument("--name", action="append", help="display name for each --model, in order")
+    p.add_argument("--data", required=True, help="documents to test: .jsonl / .txt / folder / save_to_disk / embedded:PART")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--suffix-len", type=int, default=50, help="tokens to extract (default: %(default)s)")
+    p.add_argument("--prefix-len", type=int, default=None, help="prompt tokens (default: all before the suffix)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--non-members", help="documents the model never saw: runs membership inference")
+    p.add_argument("--reference-model", help="reference model for the loss-difference MIA score")
+    p.add_argument("--beam", type=int, default=1, help="beam search width (1 = greedy)")
+    p.add_argument("--stop-at-eos", action="store_true", help="stop a generation at EOS")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--max-documents", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_audit)
     return parser
 
 

@@ -1,0 +1,107 @@
+"""Extraction: split documents into prefix/suffix, decode suffixes in batches, score token log-probs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+
+def load_model(path: str, device: str | None = None, dtype: str = "auto"):
+    """(model, tokenizer) from a local HF folder, in eval mode on ``device`` (default: cuda if present)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"--model {path}: not a HF model folder (no config.json)")
+    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        raise ValueError(f"--model {path}: the folder has no tokenizer (save one there with tokenizer.save_pretrained)")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model, tokenizer
+
+
+def max_context(model) -> int:
+    return int(getattr(model.config, "max_position_embeddings", None) or 2048)
+
+
+def split_document(ids: list[int], prefix_len: int | None, suffix_len: int, context: int):
+    """(prefix, suffix) of a tokenized document, or None when it is too short.
+
+    suffix = the last ``suffix_len`` tokens; prefix = the ``prefix_len`` tokens before it (default:
+    all of them, keeping the last ``context - suffix_len`` so prefix + suffix fit the model).
+    """
+    want = prefix_len if prefix_len is not None else 1
+    if len(ids) < want + suffix_len:
+        return None
+    before = ids[: len(ids) - suffix_len]
+    keep = min(prefix_len if prefix_len is not None else len(before), context - suffix_len)
+    return before[len(before) - keep :], ids[len(ids) - suffix_len :]
+
+
+@torch.no_grad()
+def generate_suffixes(
+    model, tokenizer, prefixes: list[list[int]], suffix_len: int, batch_size: int = 16, beams: int = 1,
+    stop_at_eos: bool = False, progress: bool = True, desc: str = "extract",
+) -> list[list[int]]:
+    """Greedy (or beam) continuations of exactly ``suffix_len`` tokens for each prefix.
+
+    HF ``generate`` with its KV cache on left-padded batches; prefixes are batched by length so
+    padding stays small. Decoding does not stop at EOS unless ``stop_at_eos`` (then the result may
+    be shorter). Same tokens as one-prefix-at-a-time ``generate(do_sample=False)``.
+    """
+    from transformers import GenerationConfig
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    config = GenerationConfig(
+        max_new_tokens=suffix_len, do_sample=False, num_beams=beams, pad_token_id=pad,
+        eos_token_id=tokenizer.eos_token_id if stop_at_eos else [],
+    )
+    order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i]))
+    out: list[list[int] | None] = [None] * len(prefixes)
+    device = next(model.parameters()).device
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
+        idx = order[start : start + batch_size]
+        width = max(len(prefixes[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            ids[row, width - len(prefixes[i]) :] = torch.tensor(prefixes[i])
+            mask[row, width - len(prefixes[i]) :] = 1
+        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+        for row, i in enumerate(idx):
+            new = gen[row, width:].tolist()
+            if stop_at_eos and tokenizer.eos_token_id in new:
+                new = new[: new.index(tokenizer.eos_token_id)]
+            out[i] = new
+    return out
+
+
+@torch.no_grad()
+def token_logprobs(model, sequences: list[list[int]], batch_size: int = 8, progress: bool = True, desc: str = "score"):
+    """Per sequence: (log p(x_i | x_<i) for i >= 1, mean and std of log p(. | x_<i)) as float64 arrays."""
+    device = next(model.parameters()).device
+    out = [None] * len(sequences)
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
+        idx = order[start : start + batch_size]
+        width = max(len(sequences[i]) for i in idx)
+        ids = torch.zeros((len(idx), width), dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
+            mask[row, : len(sequences[i])] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        p = logp.exp()
+        mu = (p * logp).sum(-1)
+        sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp(min=0).sqrt()
+        target = logp.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+        for row, i in enumerate(idx):
+            n = len(sequences[i]) - 1
+            out[i] = tuple(np.asarray(t[row, :n].cpu(), dtype=np.float64) for t in (target, mu, sigma))
+    return out

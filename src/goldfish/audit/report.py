@@ -1,0 +1,199 @@
+"""Reports: ``results.jsonl``, ``summary.json``, ``report.md``, self-contained ``report.html`` and PNG
+plots, every file written atomically. ``Report`` is the building block the experiments reuse."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import platform
+from pathlib import Path
+
+from goldfish.cache import write_bytes_atomic, write_text_atomic
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.45}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
+pre{white-space:pre-wrap;background:#f8f8f8;padding:8px;border-radius:4px}
+.same{background:#d7f5d7}.diff{background:#ffd6d6}.drop{background:#e0474c;color:#fff}
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:12px}.muted{color:#777}"""
+
+
+def versions() -> dict:
+    import torch
+    import transformers
+
+    import goldfish
+
+    return {"goldfish": goldfish.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+class Report:
+    """Collects sections, then writes report.md + report.html (+ the PNGs) atomically."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.md: list[str] = [f"# {title}\n"]
+        self.html: list[str] = [f"<h1>{html.escape(title)}</h1>"]
+        self.images: dict[str, bytes] = {}
+
+    def heading(self, text: str) -> None:
+        self.md.append(f"\n## {text}\n")
+        self.html.append(f"<h2>{html.escape(text)}</h2>")
+
+    def paragraph(self, text: str) -> None:
+        self.md.append(f"{text}\n")
+        self.html.append(f"<p>{html.escape(text)}</p>")
+
+    def table(self, headers: list[str], rows: list[list]) -> None:
+        self.md.append("| " + " | ".join(headers) + " |\n|" + "---|" * len(headers))
+        self.md += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+        self.md.append("")
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
+        self.html.append(f"<table><tr>{head}</tr>{body}</table>")
+
+    def image(self, filename: str, png: bytes, caption: str) -> None:
+        self.images[filename] = png
+        self.md.append(f"![{caption}]({filename})\n")
+        data = base64.b64encode(png).decode()
+        self.html.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+    def comparison(self, label: str, context: str, generated: str, true: str, diverge_at_char: int) -> None:
+        """Generated vs true text side by side; the shared start green, the rest red (divergence)."""
+        cut = max(0, min(diverge_at_char, len(generated)))
+        self.md.append(f"**{label}**\n\n…{context.strip()[-200:]} ⟶\n\n| generated | true |\n|---|---|\n"
+                       f"| {_md_cell(generated[:cut])}⟦diverges⟧{_md_cell(generated[cut:])} | {_md_cell(true)} |\n")
+        gen_html = (f'<span class="same">{html.escape(generated[:cut])}</span>'
+                    f'<span class="diff">{html.escape(generated[cut:])}</span>')
+        self.html.append(f"<h3>{html.escape(label)}</h3><p class='muted'>…{html.escape(context.strip()[-200:])} ⟶</p>"
+                         f"<div class='pair'><div><b>generated</b><pre>{gen_html}</pre></div>"
+                         f"<div><b>true</b><pre>{html.escape(true)}</pre></div></div>")
+
+    def raw(self, markdown: str, html_text: str) -> None:
+        self.md.append(markdown)
+        self.html.append(html_text)
+
+    def write(self, out: str | Path) -> None:
+        out = Path(out)
+        for name, png in self.images.items():
+            write_bytes_atomic(out / name, png)
+        write_text_atomic(out / "report.md", "\n".join(self.md) + "\n")
+        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+                f"<style>{_CSS}</style></head><body>{''.join(self.html)}</body></html>")
+        write_text_atomic(out / "report.html", page)
+
+
+def _md_cell(text: str) -> str:
+    return html.escape(text).replace("|", "\\|").replace("\n", "↵ ")
+
+
+def histogram_png(values: dict[str, list[float]], xlabel: str, title: str, bins=None) -> bytes:
+    """Overlaid histograms, one per series (legend shows the mean), as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    bins = bins if bins is not None else np.linspace(0, 1, 21)
+    for name, vals in values.items():
+        ax.hist(vals, bins=bins, alpha=0.55, label=f"{name} (mean {np.mean(vals):.2f})", edgecolor="black", linewidth=0.4)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("documents")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def figure_png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+SUMMARY_COLUMNS = [
+    ("documents", "docs"), ("skipped_too_short", "skipped"), ("exact_match_rate", "verbatim"),
+    ("token_match_rate", "token match"), ("rouge_l_mean", "Rouge-L"), ("rouge_l_tokens_mean", "Rouge-L (tokens)"),
+    ("longest_run_mean", "longest run (mean)"), ("longest_run_max", "longest run (max)"),
+]
+
+
+def summary_rows(models: dict) -> tuple[list[str], list[list]]:
+    headers = ["model"] + [label for _, label in SUMMARY_COLUMNS]
+    return headers, [[name] + [s.get(key, "") for key, _ in SUMMARY_COLUMNS] for name, s in models.items()]
+
+
+def add_examples(report: Report, rows: list[dict], per_model: int = 3) -> None:
+    """The most-memorized documents of each model, generated vs true, divergence marked."""
+    by_model: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["member"] and "generated" in r:
+            by_model.setdefault(r["model"], []).append(r)
+    for name, rs in by_model.items():
+        for r in sorted(rs, key=lambda r: (-r["longest_run"], -r["rouge_l"]))[:per_model]:
+            cut = _common_prefix_chars(r["generated"], r["true_suffix"])
+            label = (f"{name} · {r['id']} · longest run {r['longest_run']} tokens, Rouge-L {r['rouge_l']:.2f}"
+                     f"{' · verbatim' if r['exact_match'] else ''}")
+            report.comparison(label, r["prefix_tail"], r["generated"], r["true_suffix"], cut)
+
+
+def _common_prefix_chars(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def write_report(result: dict, out: str | Path) -> None:
+    """The audit's files: results.jsonl, summary.json, rouge_l_hist.png, report.md, report.html."""
+    out = Path(out)
+    rows = result["rows"]
+    summary = {"models": result["models"], "settings": result["settings"], "wall_time_s": result["wall_time_s"],
+               "versions": versions()}
+    report = Report("Memorization audit")
+    report.paragraph(f"{len(result['models'])} model(s) on {result['settings']['data']}: suffix of "
+                     f"{result['settings']['suffix_len']} tokens after a prefix of "
+                     f"{result['settings']['prefix_len'] or 'all preceding'} tokens, "
+                     f"{'greedy' if result['settings']['beams'] == 1 else str(result['settings']['beams']) + '-beam'} decoding. "
+                     f"Wall time {result['wall_time_s']:.1f} s.")
+    report.heading("Extraction")
+    report.table(*summary_rows(result["models"]))
+    hist = {name: [r["rouge_l"] for r in rows if r["model"] == name and r["member"] and "rouge_l" in r]
+            for name in result["models"]}
+    hist = {k: v for k, v in hist.items() if v}
+    if hist:
+        report.image("rouge_l_hist.png", histogram_png(hist, "Rouge-L of generated vs true suffix", "Extraction Rouge-L"),
+                     "Rouge-L per document, one histogram per model")
+    mia = {name: s["mia"] for name, s in result["models"].items() if "mia" in s}
+    if mia:
+        report.heading("Membership inference")
+        scores = [k for k in next(iter(mia.values())) if k != "non_members"]
+        report.table(["model", "score", "ROC AUC", "TPR @ 0.1% FPR", "TPR @ 1% FPR"],
+                     [[name, k, m[k]["auc"], m[k]["tpr_at_0.1%_fpr"], m[k]["tpr_at_1%_fpr"]] for name, m in mia.items() for k in scores])
+    report.heading("Most-memorized documents")
+    add_examples(report, rows)
+    report.heading("Settings")
+    report.raw(f"```json\n{json.dumps(summary['settings'] | {'versions': summary['versions']}, indent=1)}\n```\n",
+               f"<pre>{html.escape(json.dumps(summary['settings'] | {'versions': summary['versions']}, indent=1))}</pre>")
+    write_text_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    report.write(out)

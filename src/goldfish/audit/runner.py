@@ -1,0 +1,200 @@
+"""Run a memorization audit: extraction on documents (+ membership inference with non-members) for
+one or more models, sharded across processes under ``accelerate launch`` / ``torchrun``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from goldfish.audit.extraction import generate_suffixes, load_model, max_context, split_document, token_logprobs
+from goldfish.audit.metrics import extraction_metrics, mia_scores, roc_summary
+
+MIA_SCORES = ("loss", "zlib", "min_k", "min_k_pp")
+
+
+@dataclass
+class AuditConfig:
+    """Settings of ``goldfish audit`` (CLI flags have the same names)."""
+
+    models: list[str]
+    data: str
+    out: str | None = None
+    names: list[str] | None = None
+    suffix_len: int = 50
+    prefix_len: int | None = None
+    batch_size: int = 16
+    non_members: str | None = None
+    reference_model: str | None = None
+    beams: int = 1
+    stop_at_eos: bool = False
+    device: str | None = None
+    dtype: str = "auto"
+    text_field: str = "text"
+    max_documents: int | None = None
+    progress: bool = True
+    extra: dict = field(default_factory=dict)  # settings of the caller, copied into the summary
+
+
+def _check_model_folder(path: str) -> None:
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"--model {path}: not a HF model folder (no config.json)")
+    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        raise ValueError(f"--model {path}: the folder has no tokenizer (save one there with tokenizer.save_pretrained)")
+
+
+def _validate(cfg: AuditConfig) -> None:
+    if not cfg.models:
+        raise ValueError("give at least one --model DIR")
+    for m in [*cfg.models, *([cfg.reference_model] if cfg.reference_model else [])]:
+        _check_model_folder(m)
+    if cfg.suffix_len < 1:
+        raise ValueError(f"--suffix-len must be >= 1, got {cfg.suffix_len}")
+    if cfg.prefix_len is not None and cfg.prefix_len < 1:
+        raise ValueError(f"--prefix-len must be >= 1, got {cfg.prefix_len}")
+    if cfg.batch_size < 1 or cfg.beams < 1:
+        raise ValueError("--batch-size and --beam must be >= 1")
+    if cfg.names is not None and len(cfg.names) != len(cfg.models):
+        raise ValueError(f"{len(cfg.names)} --name given for {len(cfg.models)} --model")
+
+
+def _texts(source: str, text_field: str, limit: int | None) -> list[dict]:
+    from goldfish.data import read_documents
+
+    docs = read_documents(source, text_field)
+    if any("text" not in d for d in docs):
+        raise ValueError(f"{source}: the audit needs text documents (a {text_field!r} field)")
+    docs = [{"id": str(d.get("id", i)), "text": d["text"]} for i, d in enumerate(docs)]
+    return docs[:limit] if limit else docs
+
+
+def _model_names(cfg: AuditConfig) -> list[str]:
+    if cfg.names:
+        return list(cfg.names)
+    names = [Path(m).name or str(m) for m in cfg.models]
+    return [n if names.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(names)]
+
+
+def _shard(items: list, state) -> list:
+    return items[state.process_index :: state.num_processes] if state is not None else items
+
+
+def _gather(rows: list, state) -> list:
+    if state is None or state.num_processes == 1:
+        return rows
+    from accelerate.utils import gather_object
+
+    return gather_object(rows)
+
+
+def _distributed_state():
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"))
+
+
+def audit_model(model, tokenizer, name: str, docs: list[dict], cfg: AuditConfig, member: bool, extract: bool) -> tuple[list[dict], int]:
+    """Rows (one a document) for one model, and how many documents were too short."""
+    ids = [tokenizer(d["text"], add_special_tokens=False)["input_ids"] for d in docs]
+    context = max_context(model)
+    rows, kept_ids, skipped = [], [], 0
+    for doc, doc_ids in zip(docs, ids):
+        split = split_document(doc_ids, cfg.prefix_len, cfg.suffix_len, context)
+        if split is None:
+            skipped += 1
+            continue
+        prefix, suffix = split
+        rows.append({"model": name, "id": doc["id"], "member": member, "prefix_tokens": len(prefix),
+                     "_prefix": prefix, "_suffix": suffix, "_text": doc["text"]})
+        kept_ids.append((prefix + suffix)[-context:])
+    tag = "members" if member else "non-members"
+    if extract and rows:
+        generated = generate_suffixes(model, tokenizer, [r["_prefix"] for r in rows], cfg.suffix_len, cfg.batch_size,
+                                      cfg.beams, cfg.stop_at_eos, cfg.progress, desc=f"{name}: extract")
+        for r, gen in zip(rows, generated):
+            gen_text, true_text = tokenizer.decode(gen), tokenizer.decode(r["_suffix"])
+            r.update(generated=gen_text, true_suffix=true_text, prefix_tail=tokenizer.decode(r["_prefix"][-40:]),
+                     generated_ids=gen, true_ids=r["_suffix"], **extraction_metrics(gen, r["_suffix"], gen_text, true_text))
+    if cfg.non_members is not None and rows:
+        scored = token_logprobs(model, kept_ids, max(1, cfg.batch_size // 2), cfg.progress, desc=f"{name}: score {tag}")
+        for r, (lp, mu, sigma) in zip(rows, scored):
+            r.update(mia_scores(lp, mu, sigma, r["_text"]))
+    for r in rows:
+        for key in ("_prefix", "_suffix", "_text"):
+            r.pop(key)
+    return rows, skipped
+
+
+def summarize(rows: list[dict], skipped: int, reference: bool) -> dict:
+    members = [r for r in rows if r["member"]]
+    s = {"documents": len(members), "skipped_too_short": skipped}
+    if members and "exact_match" in members[0]:
+        runs = [r["longest_run"] for r in members]
+        s.update(
+            exact_match_rate=float(np.mean([r["exact_match"] for r in members])),
+            exact_match_count=int(sum(r["exact_match"] for r in members)),
+            token_match_rate=float(np.mean([r["token_match_rate"] for r in members])),
+            rouge_l_mean=float(np.mean([r["rouge_l"] for r in members])),
+            rouge_l_tokens_mean=float(np.mean([r["rouge_l_tokens"] for r in members])),
+            first_divergence_mean=float(np.mean([r["first_divergence"] for r in members])),
+            longest_run_mean=float(np.mean(runs)),
+            longest_run_max=int(max(runs)),
+        )
+    non = [r for r in rows if not r["member"]]
+    if non and members:
+        names = MIA_SCORES + (("reference",) if reference else ())
+        s["mia"] = {k: roc_summary([r[k] for r in members], [r[k] for r in non]) for k in names}
+        s["mia"]["non_members"] = len(non)
+    return s
+
+
+def run_audit(cfg: AuditConfig) -> dict:
+    """Audit every model on the documents; write the report to ``cfg.out`` (rank 0) if given.
+
+    Returns {"models": {name: summary}, "rows": [...], "settings": ..., "wall_time_s": ...}.
+    """
+    _validate(cfg)
+    start = time.time()
+    docs = _texts(cfg.data, cfg.text_field, cfg.max_documents)
+    non_members = _texts(cfg.non_members, cfg.text_field, None) if cfg.non_members else []
+    state = _distributed_state()
+    my_docs, my_non = _shard(docs, state), _shard(non_members, state)
+    reference_nll = {}
+    if cfg.reference_model:
+        ref, ref_tok = load_model(cfg.reference_model, cfg.device, cfg.dtype)
+        for member, group in ((True, my_docs), (False, my_non)):
+            rows, _ = audit_model(ref, ref_tok, "reference", group, cfg, member, extract=False)
+            reference_nll.update({(member, r["id"]): r["nll"] for r in rows})
+        del ref
+    all_rows, summaries = [], {}
+    for path, name in zip(cfg.models, _model_names(cfg)):
+        model, tokenizer = load_model(path, cfg.device, cfg.dtype)
+        rows, skipped = audit_model(model, tokenizer, name, my_docs, cfg, True, extract=True)
+        non_rows, _ = audit_model(model, tokenizer, name, my_non, cfg, False, extract=False) if my_non else ([], 0)
+        rows += non_rows
+        for r in rows:
+            if reference_nll and (r["member"], r["id"]) in reference_nll:
+                r["reference"] = reference_nll[(r["member"], r["id"])] - r["nll"]  # higher = member
+        rows = _gather(rows, state)
+        skipped = sum(_gather([skipped], state))
+        summaries[name] = summarize(rows, skipped, bool(reference_nll))
+        all_rows += rows
+        del model
+    if not any(s["documents"] for s in summaries.values()):
+        raise ValueError(f"no document of {cfg.data} is long enough for prefix + suffix ({cfg.prefix_len or 1} + {cfg.suffix_len} tokens)")
+    result = {
+        "models": summaries, "rows": all_rows, "wall_time_s": round(time.time() - start, 2),
+        "settings": {k: v for k, v in asdict(cfg).items() if k not in ("extra", "progress")} | cfg.extra,
+    }
+    if cfg.out and (state is None or state.is_main_process):
+        from goldfish.audit.report import write_report
+
+        write_report(result, cfg.out)
+    return result
