@@ -19,3 +19,41 @@ def target_ids(tokenizer):
     from goldfish.experiments.corpus import corpus_part
 
     return [tokenizer(d["text"], add_special_tokens=False)["input_ids"] for d in corpus_part("targets")]
+
+
+@pytest.fixture(scope="session")
+def memorized(tmp_path_factory, tokenizer):
+    """A tiny Llama trained (here, in seconds) to memorize 4 embedded documents of 64 tokens.
+
+    Returns (model_dir, members_jsonl, non_members_jsonl).
+    """
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from goldfish.experiments.corpus import corpus_part
+    from goldfish.experiments.tiny import tiny_llama_config
+
+    docs = corpus_part("targets")
+    ids = [tokenizer(d["text"], add_special_tokens=False)["input_ids"][:64] for d in docs[:4]]
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_llama_config(tokenizer, "tiny", max_positions=128))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    batch = torch.tensor(ids)
+    for _ in range(120):
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if loss.item() < 0.01:
+            break
+    root = tmp_path_factory.mktemp("memorized")
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    members = root / "members.jsonl"
+    members.write_text("".join(json.dumps({"id": f"m{i}", "text": tokenizer.decode(x)}) + "\n" for i, x in enumerate(ids)))
+    non = root / "non_members.jsonl"
+    unseen = [tokenizer(d["text"], add_special_tokens=False)["input_ids"][:64] for d in docs[4:16]]
+    non.write_text("".join(json.dumps({"id": f"n{i}", "text": tokenizer.decode(x)}) + "\n" for i, x in enumerate(unseen)))
+    return root / "model", members, non

@@ -106,14 +106,15 @@ def audit_model(model, tokenizer, name: str, docs: list[dict], cfg: AuditConfig,
     context = max_context(model)
     rows, kept_ids, skipped = [], [], 0
     for doc, doc_ids in zip(docs, ids):
-        split = split_document(doc_ids, cfg.prefix_len, cfg.suffix_len, context)
-        if split is None:
+        # extraction needs prefix + suffix; membership scores need only two tokens
+        split = split_document(doc_ids, cfg.prefix_len, cfg.suffix_len, context) if extract else (doc_ids, [])
+        if split is None or len(doc_ids) < 2:
             skipped += 1
             continue
         prefix, suffix = split
         rows.append({"model": name, "id": doc["id"], "member": member, "prefix_tokens": len(prefix),
                      "_prefix": prefix, "_suffix": suffix, "_text": doc["text"]})
-        kept_ids.append((prefix + suffix)[-context:])
+        kept_ids.append(doc_ids[-context:])  # membership scores read the whole document
     tag = "members" if member else "non-members"
     if extract and rows:
         generated = generate_suffixes(model, tokenizer, [r["_prefix"] for r in rows], cfg.suffix_len, cfg.batch_size,

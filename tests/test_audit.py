@@ -1,0 +1,94 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from goldfish.audit import AuditConfig, run_audit
+from goldfish.audit.extraction import generate_suffixes, load_model
+from goldfish.cli import main
+
+FILES = ("results.jsonl", "summary.json", "report.md", "report.html", "rouge_l_hist.png")
+
+
+@pytest.mark.slow
+def test_memorized_documents_audit_as_verbatim(memorized, tmp_path):
+    model_dir, members, non_members = memorized
+    out = tmp_path / "report"
+    assert main(["audit", "--model", str(model_dir), "--data", str(members), "--non-members", str(non_members),
+                 "--suffix-len", "32", "--prefix-len", "32", "--out", str(out), "--no-progress"]) == 0
+    assert all((out / f).is_file() for f in FILES)
+    summary = json.loads((out / "summary.json").read_text())["models"]["model"]
+    assert summary["exact_match_rate"] == 1.0 and summary["longest_run_max"] == 32 and summary["rouge_l_mean"] == 1.0
+    assert summary["mia"]["loss"]["auc"] > 0.95 and summary["mia"]["non_members"] == 12
+    unseen = run_audit(AuditConfig(models=[str(model_dir)], data=str(non_members), suffix_len=32, prefix_len=32, progress=False))
+    assert unseen["models"]["model"]["exact_match_rate"] == 0.0
+    assert unseen["models"]["model"]["rouge_l_mean"] < 0.5
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "Membership inference" in html and "verbatim" in html
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sum(r["member"] for r in rows) == 4 and len(rows) == 16
+
+
+def test_batched_generation_equals_one_at_a_time(memorized):
+    model_dir, _, _ = memorized
+    model, tokenizer = load_model(str(model_dir), "cpu")
+    from goldfish.experiments.corpus import corpus_part
+
+    prefixes = [tokenizer(d["text"], add_special_tokens=False)["input_ids"][: 5 + 7 * i] for i, d in enumerate(corpus_part("targets")[:10])]
+    batched = generate_suffixes(model, tokenizer, prefixes, 20, batch_size=4, progress=False)
+    for prefix, got in zip(prefixes, batched):
+        one = model.generate(torch.tensor([prefix]), max_new_tokens=20, do_sample=False, eos_token_id=[], pad_token_id=tokenizer.pad_token_id)
+        assert got == one[0, len(prefix):].tolist()
+    beams = generate_suffixes(model, tokenizer, prefixes[:3], 10, batch_size=3, beams=3, progress=False)
+    assert all(len(b) == 10 for b in beams)
+
+
+def test_short_documents_are_counted_not_hidden(memorized):
+    model_dir, members, _ = memorized
+    with pytest.raises(ValueError, match="no document .* is long enough"):
+        run_audit(AuditConfig(models=[str(model_dir)], data=str(members), suffix_len=40, prefix_len=40, progress=False))
+    r = run_audit(AuditConfig(models=[str(model_dir)], data=str(members), suffix_len=10, prefix_len=54, progress=False))
+    assert r["models"]["model"]["documents"] + r["models"]["model"]["skipped_too_short"] == 4
+
+
+def test_bad_input_gives_clear_errors_and_writes_nothing(memorized, tmp_path, capsys):
+    model_dir, members, _ = memorized
+    out = tmp_path / "out"
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text(json.dumps({"body": "x"}) + "\n")
+    no_tok = tmp_path / "no_tok"
+    no_tok.mkdir()
+    (no_tok / "config.json").write_text("{}")
+    cases = [
+        (["--data", str(empty)], "holds no documents"),
+        (["--data", str(wrong)], "has no 'text' or 'messages' field"),
+        (["--data", str(members), "--suffix-len", "0"], "--suffix-len must be >= 1"),
+    ]
+    for extra, message in cases:
+        assert main(["audit", "--model", str(model_dir), "--out", str(out), *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["audit", "--model", str(no_tok), "--data", str(members), "--out", str(out)]) == 2
+    assert "has no tokenizer" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_sharded_audit_with_two_processes_merges_one_report(memorized, tmp_path):
+    model_dir, members, non_members = memorized
+    args = ["audit", "--model", str(model_dir), "--data", str(members), "--non-members", str(non_members),
+            "--suffix-len", "16", "--prefix-len", "32", "--no-progress", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    sharded = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+                              "-m", "goldfish.cli", *args, "--out", str(tmp_path / "sharded")], env=env, capture_output=True, text=True, timeout=300)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    assert main([*args, "--out", str(tmp_path / "single")]) == 0
+    a = json.loads((tmp_path / "single" / "summary.json").read_text())["models"]
+    b = json.loads((tmp_path / "sharded" / "summary.json").read_text())["models"]
+    assert a == b
+    rows = (tmp_path / "sharded" / "results.jsonl").read_text().splitlines()
+    assert len(rows) == 16
