@@ -127,6 +127,29 @@ def cmd_audit(args) -> int:
     return 0
 
 
+def _experiment_config(args):
+    from goldfish.experiments.config import load_config
+
+    overrides = {k: getattr(args, k, None) for k in ("out", "model", "seed", "n_docs", "epochs", "strategies", "k", "steps",
+                                                      "repeats", "ks", "device", "conversations")}
+    if getattr(args, "no_progress", False):
+        overrides["progress"] = False
+    return load_config(args.preset, args.config, **overrides)
+
+
+def cmd_demo(args) -> int:
+    from goldfish.experiments.extreme import run_extreme
+    from goldfish.experiments.reporting import _runs, run_table
+
+    result = run_extreme(_experiment_config(args))
+    print_table(*run_table(result, _runs(result)))
+    if result.get("rouge_gap_closed") is not None:
+        print(f"goldfish removes {100 * result['rouge_gap_closed']:.0f}% of the standard-vs-control Rouge-L gap; "
+              f"mean longest verbatim run {100 * result['longest_run_ratio']:.0f}% of standard's")
+    print(f"wall time {result['wall_time_s']:.0f} s; report: {Path(args.out or result['settings']['out']) / 'report.html'}")
+    return 0
+
+
 def print_table(headers: list[str], rows: list[list]) -> None:
     """A table on the terminal (rich)."""
     from rich.console import Console
@@ -176,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=float, default=0.0, help="warm-up steps, or a ratio of all steps if < 1")
     t.add_argument("--weight-decay", type=float, default=0.0)
     t.add_argument("--lr-scheduler", default="linear", help="any HF scheduler name (default: %(default)s)")
-    t.add_argument("--save-steps", type=int, default=500, help="checkpoint every N steps")
+    t.add_argument("--save-steps", type=int, default=500, help="checkpoint every N steps (0: none)")
     t.add_argument("--logging-steps", type=int, default=10)
     t.add_argument("--resume", nargs="?", const="latest", help="resume from a checkpoint folder (default: the latest in --out)")
     t.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
@@ -204,7 +227,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-documents", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("demo", help="the paper's extreme setting on the embedded data: standard memorizes, goldfish does not")
+    add_experiment_flags(p, default_out="goldfish-demo")
+    p.set_defaults(func=cmd_demo)
     return parser
+
+
+def add_experiment_flags(p: argparse.ArgumentParser, default_out: str) -> None:
+    p.add_argument("--config", help="TOML file with ExperimentConfig keys (flags override it)")
+    p.add_argument("--preset", default="default", choices=["default", "quick", "test"])
+    p.add_argument("--out", default=None, help=f"output folder (default: {default_out})")
+    p.add_argument("--model", help="base model: any local HF causal LM folder (default: the cached tiny base)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--n-docs", dest="n_docs", type=int, help="documents to train on")
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--strategies", nargs="+", choices=["none", "hash", "static", "random", "paper-table"],
+                   help="runs to compare (none = the standard loss)")
+    p.add_argument("--k", type=float)
+    p.add_argument("--device")
+    p.add_argument("--no-progress", action="store_true")
 
 
 def main(argv=None) -> int:

@@ -40,7 +40,7 @@ class TrainConfig:
     warmup: float = 0.0
     weight_decay: float = 0.0
     lr_scheduler: str = "linear"
-    save_steps: int = 500
+    save_steps: int = 500  # 0: no checkpoints
     logging_steps: int = 10
     supervised_logits: bool = True
     resume: str | None = None
@@ -61,9 +61,11 @@ def _validate(cfg: TrainConfig) -> None:
             raise ValueError(f"--model {cfg.model}: the folder has no tokenizer (save it with tokenizer.save_pretrained)")
     if cfg.seq_len <= cfg.goldfish.h:
         raise ValueError(f"--seq-len {cfg.seq_len} must be longer than the hash context --h {cfg.goldfish.h}")
-    for name in ("batch_size", "grad_accum", "save_steps", "logging_steps"):
+    for name in ("batch_size", "grad_accum", "logging_steps"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    if cfg.save_steps < 0:
+        raise ValueError("--save-steps must be >= 0 (0: no checkpoints)")
     if cfg.lr <= 0 or not math.isfinite(cfg.lr):
         raise ValueError(f"--lr must be a positive number, got {cfg.lr}")
     if cfg.max_steps < 1 and cfg.epochs <= 0:
@@ -148,7 +150,8 @@ def train(cfg: TrainConfig) -> dict:
         warmup_steps=cfg.warmup,
         weight_decay=cfg.weight_decay,
         logging_steps=cfg.logging_steps,
-        save_steps=cfg.save_steps,
+        save_strategy="steps" if cfg.save_steps else "no",
+        save_steps=cfg.save_steps or 500,
         report_to=["tensorboard"],
         seed=cfg.goldfish.seed,
         remove_unused_columns=False,

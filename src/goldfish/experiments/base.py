@@ -1,0 +1,39 @@
+"""The base model: a tiny Llama pretrained on the embedded ``background`` part, built once and cached
+(keyed by corpus, tokenizer, model config and training settings), or a user's own HF folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from goldfish.cache import atomic_dir, cache_dir, fingerprint
+from goldfish.experiments.config import ExperimentConfig
+
+BASE_RECIPE = "base-v1"  # bump when the recipe below changes
+
+
+def base_model_dir(cfg: ExperimentConfig) -> Path:
+    """``cfg.model`` if given, else the cached tiny base (pretrained now if missing)."""
+    if cfg.model is not None:
+        return Path(cfg.model)
+    from goldfish.experiments.corpus import corpus_fingerprint
+    from goldfish.experiments.tiny import TINY_CONFIGS, embedded_tokenizer_dir
+
+    settings = {"size": cfg.size, "arch": TINY_CONFIGS[cfg.size], "steps": cfg.base_steps, "batch": cfg.base_batch,
+                "seq": cfg.base_seq, "lr": cfg.base_lr, "seed": cfg.seed}
+    key = fingerprint(BASE_RECIPE, corpus_fingerprint(), embedded_tokenizer_dir().name, settings)
+    final = cache_dir() / "base" / key
+    if (final / "goldfish.json").is_file():
+        return final
+    from goldfish.config import GoldfishConfig
+    from goldfish.train import TrainConfig, train
+
+    with atomic_dir(final) as tmp:
+        train(TrainConfig(
+            data=["embedded:background"], out=str(tmp), init=cfg.size, goldfish=GoldfishConfig(strategy="none", seed=cfg.seed),
+            pack=True, seq_len=cfg.base_seq, max_steps=cfg.base_steps, batch_size=cfg.base_batch, lr=cfg.base_lr,
+            warmup=0.05, lr_scheduler="cosine", save_steps=0, logging_steps=max(1, cfg.base_steps // 10),
+            overwrite=True, progress=cfg.progress,
+        ))
+        (tmp / "base.json").write_text(json.dumps(settings, indent=2))
+    return final

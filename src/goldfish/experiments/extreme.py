@@ -1,0 +1,100 @@
+"""The paper's "extreme" setting (Fig. 1) — what ``goldfish demo`` runs.
+
+Continue training the base model for many epochs on a few documents with each strategy ("none" is
+the standard loss), then audit the base (the control) and every run on those documents.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from goldfish.audit import AuditConfig, run_audit
+from goldfish.cache import write_text_atomic
+from goldfish.config import GoldfishConfig
+from goldfish.experiments.base import base_model_dir
+from goldfish.experiments.config import ExperimentConfig
+
+RUN_NAMES = {"none": "standard", "hash": "goldfish"}
+RUN_METRICS = ("exact_match_rate", "exact_match_count", "token_match_rate", "rouge_l_mean", "rouge_l_tokens_mean",
+               "longest_run_mean", "longest_run_max")
+
+
+def run_name(strategy: str) -> str:
+    return RUN_NAMES.get(strategy, strategy)
+
+
+def write_documents(tokenizer, docs: list[dict], n_tokens: int, path: Path) -> list[dict]:
+    """The first ``n_tokens`` tokens of each document, as text, to a jsonl file (atomically)."""
+    rows = []
+    for d in docs:
+        ids = tokenizer(d["text"], add_special_tokens=False)["input_ids"]
+        if len(ids) >= n_tokens:
+            rows.append({"id": d["id"], "text": tokenizer.decode(ids[:n_tokens])})
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def target_documents(cfg: ExperimentConfig, tokenizer, out: Path) -> tuple[Path, Path]:
+    """(targets.jsonl, non_members.jsonl): the first n_docs long-enough embedded targets and the next n_docs."""
+    from goldfish.experiments.corpus import corpus_part
+
+    docs = corpus_part("targets")
+    rows = write_documents(tokenizer, docs, cfg.doc_tokens, out / "data" / "all.jsonl")
+    if len(rows) < 2 * cfg.n_docs:
+        raise ValueError(f"only {len(rows)} embedded targets have {cfg.doc_tokens} tokens; lower n_docs or doc_tokens")
+    members, non = out / "data" / "targets.jsonl", out / "data" / "non_members.jsonl"
+    write_text_atomic(members, "".join(json.dumps(r) + "\n" for r in rows[: cfg.n_docs]))
+    write_text_atomic(non, "".join(json.dumps(r) + "\n" for r in rows[cfg.n_docs : 2 * cfg.n_docs]))
+    (out / "data" / "all.jsonl").unlink()
+    return members, non
+
+
+def finetune(cfg: ExperimentConfig, base: Path, data: Path, strategy: str, out: Path, epochs: float | None = None) -> Path:
+    """Continue training ``base`` on ``data`` with one strategy; returns the saved HF folder."""
+    from goldfish.train import TrainConfig, train
+
+    train(TrainConfig(
+        data=[str(data)], out=str(out), model=str(base), goldfish=GoldfishConfig(strategy=strategy, k=cfg.k, h=cfg.h, seed=cfg.seed),
+        seq_len=2 * cfg.doc_tokens, epochs=epochs or cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+        lr_scheduler="constant", save_steps=0, logging_steps=50, overwrite=True, progress=cfg.progress,
+    ))
+    return out
+
+
+def gap_closed(control: float, standard: float, goldfish: float) -> float | None:
+    """Share of the standard-vs-control gap that goldfish removes: (std - gf) / (std - control)."""
+    return (standard - goldfish) / (standard - control) if standard != control else None
+
+
+def run_extreme(cfg: ExperimentConfig) -> dict:
+    """Train, audit, report. Writes models/, data/, audit/ and summary.json + report.* into cfg.out."""
+    from transformers import AutoTokenizer
+
+    start = time.time()
+    out = Path(cfg.out)
+    base = base_model_dir(cfg)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    members, non_members = target_documents(cfg, tokenizer, out)
+    runs = {"control": base}
+    for strategy in cfg.strategies:
+        runs[run_name(strategy)] = finetune(cfg, base, members, strategy, out / "models" / run_name(strategy))
+    audit = run_audit(AuditConfig(
+        models=[str(p) for p in runs.values()], names=list(runs), data=str(members), non_members=str(non_members),
+        out=str(out / "audit"), prefix_len=cfg.prefix_len, suffix_len=cfg.suffix_len, batch_size=cfg.audit_batch,
+        device=cfg.device, progress=cfg.progress,
+    ))
+    summary = {name: {k: s[k] for k in RUN_METRICS} | {"mia_loss_auc": s["mia"]["loss"]["auc"]} for name, s in audit["models"].items()}
+    result = {"experiment": "extreme", **summary}
+    if "standard" in summary and "goldfish" in summary:
+        c, s, g = (summary[n] for n in ("control", "standard", "goldfish"))
+        result["rouge_gap_closed"] = gap_closed(c["rouge_l_mean"], s["rouge_l_mean"], g["rouge_l_mean"])
+        result["rouge_gap_closed_tokens"] = gap_closed(c["rouge_l_tokens_mean"], s["rouge_l_tokens_mean"], g["rouge_l_tokens_mean"])
+        result["longest_run_ratio"] = g["longest_run_mean"] / s["longest_run_mean"] if s["longest_run_mean"] else None
+    result["wall_time_s"] = round(time.time() - start, 1)
+    result["settings"] = cfg.to_dict() | {"base_model": str(base)}
+    from goldfish.experiments.reporting import write_extreme_report
+
+    write_extreme_report(result, audit, out)
+    return result
