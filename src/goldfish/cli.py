@@ -132,6 +132,8 @@ def _experiment_config(args):
 
     overrides = {k: getattr(args, k, None) for k in ("out", "model", "seed", "n_docs", "epochs", "strategies", "k", "steps",
                                                       "repeats", "ks", "device", "conversations")}
+    if overrides["out"] is None and getattr(args, "name", None):
+        overrides["out"] = f"goldfish-{args.name}"
     if getattr(args, "no_progress", False):
         overrides["progress"] = False
     return load_config(args.preset, args.config, **overrides)
@@ -147,6 +149,30 @@ def cmd_demo(args) -> int:
         print(f"goldfish removes {100 * result['rouge_gap_closed']:.0f}% of the standard-vs-control Rouge-L gap; "
               f"mean longest verbatim run {100 * result['longest_run_ratio']:.0f}% of standard's")
     print(f"wall time {result['wall_time_s']:.0f} s; report: {Path(args.out or result['settings']['out']) / 'report.html'}")
+    return 0
+
+
+def cmd_experiment(args) -> int:
+    from goldfish.experiments.reporting import _runs, run_table
+
+    cfg = _experiment_config(args)
+    if args.name == "extreme":
+        from goldfish.experiments.extreme import run_extreme as run
+    elif args.name == "duplicated":
+        from goldfish.experiments.duplicated import run_duplicated as run
+    elif args.name == "budget":
+        from goldfish.experiments.budget import run_budget as run
+    else:
+        from goldfish.experiments.chat import run_chat as run
+    result = run(cfg)
+    runs = _runs(result)
+    if runs:
+        print_table(*run_table(result, runs))
+    for p in result.get("per_k", []):
+        print(f"k={p['k']:g}: Rouge-L {p['rouge_l_mean']:.3f}, longest run {p['longest_run_mean']:.1f} tokens")
+    for name, loss in result.get("final_validation_loss", {}).items():
+        print(f"{name}: final validation loss {loss:.4f}")
+    print(f"wall time {result['wall_time_s']:.0f} s; report: {Path(cfg.out) / 'report.html'}")
     return 0
 
 
@@ -231,6 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the paper's extreme setting on the embedded data: standard memorizes, goldfish does not")
     add_experiment_flags(p, default_out="goldfish-demo")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("experiment", help="reproduce the paper's experiments: extreme, duplicated, budget, chat")
+    p.add_argument("name", choices=["extreme", "duplicated", "budget", "chat"])
+    add_experiment_flags(p, default_out="goldfish-NAME")
+    p.add_argument("--steps", type=int, help="pretraining steps (duplicated, budget)")
+    p.add_argument("--repeats", type=int, help="times each target is inserted (duplicated)")
+    p.add_argument("--ks", type=float, nargs="+", help="goldfish k values (duplicated)")
+    p.add_argument("--conversations", type=int, help="training conversations (chat)")
+    p.set_defaults(func=cmd_experiment)
     return parser
 
 

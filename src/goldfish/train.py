@@ -124,8 +124,8 @@ def token_counts(examples: list[dict], gcfg: GoldfishConfig) -> dict:
             "kept_targets": n_sup - n_drop, "drop_rate": n_drop / max(n_sup, 1)}
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run training; returns the ``goldfish.json`` record."""
+def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
+    """Run training; returns the ``goldfish.json`` record. ``callbacks``: extra TrainerCallbacks."""
     _validate(cfg)
     from transformers import DataCollatorForSeq2Seq, TrainingArguments
 
@@ -159,10 +159,11 @@ def train(cfg: TrainConfig) -> dict:
         disable_tqdm=not cfg.progress,
         train_sampling_strategy="sequential" if cfg.sequential else "random",
         bf16=cfg.bf16,
+        include_num_input_tokens_seen="non_padding",
     )
     trainer = GoldfishTrainer(
         model=model, args=args, train_dataset=rows, data_collator=collator, processing_class=tokenizer,
-        supervised_logits=cfg.supervised_logits, goldfish_start_step=cfg.goldfish_start_step,
+        supervised_logits=cfg.supervised_logits, goldfish_start_step=cfg.goldfish_start_step, callbacks=callbacks,
     )
     start = time.time()
     resume = True if cfg.resume == "latest" else cfg.resume

@@ -83,6 +83,7 @@ class GoldfishTrainer(Trainer):
     supervised_logits: False computes the usual full (B, T, V) logits instead.
     goldfish_start_step: before this optimizer step the full (unmasked) labels are used; needs
         ``GoldfishCollator(..., keep_full_labels=True)``.
+    ``state.supervised_targets_seen`` counts the kept targets trained on so far (all processes).
     Evaluation returns the loss only (logits are not built where nothing is supervised): use
     ``prediction_loss_only=True``.
     """
@@ -120,7 +121,10 @@ class GoldfishTrainer(Trainer):
                 batch["labels"] = full
             elif full is None and not started:
                 raise ValueError("goldfish_start_step needs GoldfishCollator(..., keep_full_labels=True)")
-        return batch_samples, self._get_num_items_in_batch(batch_samples, device)
+        num_items = self._get_num_items_in_batch(batch_samples, device)
+        if num_items is not None:  # kept targets of the global batch, for token-budget curves
+            self.state.supervised_targets_seen = getattr(self.state, "supervised_targets_seen", 0) + int(num_items)
+        return batch_samples, num_items
 
 
 def goldfish_labels_map(config: GoldfishConfig, k_column: str = "goldfish_k", opt_out_column: str = "goldfish"):

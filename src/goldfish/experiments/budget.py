@@ -1,0 +1,113 @@
+"""The paper's token-budget comparison (Fig. 5): validation loss against input tokens and against
+supervised tokens, standard loss vs goldfish k = 4, both trained from the tiny config on the
+embedded background text and evaluated on the held-out validation part."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from goldfish.audit.report import Report, figure_png
+from goldfish.config import GoldfishConfig
+from goldfish.experiments.config import ExperimentConfig
+from goldfish.experiments.reporting import settings_block, write_summary
+from goldfish.loss import causal_lm_loss
+
+
+class ValidationCurve(TrainerCallback):
+    """Every ``every`` steps: mean validation loss (all tokens, standard CE) and the tokens seen."""
+
+    def __init__(self, rows: list[dict], every: int, batch_size: int = 16):
+        self.rows, self.every, self.batch_size = rows, every, batch_size
+        self.points: list[dict] = []
+
+    @torch.no_grad()
+    def validation_loss(self, model) -> float:
+        was_training = model.training
+        model.eval()
+        total = count = 0.0
+        device = next(model.parameters()).device
+        for i in range(0, len(self.rows), self.batch_size):
+            chunk = self.rows[i : i + self.batch_size]
+            ids = torch.tensor([r["input_ids"] for r in chunk], device=device)
+            labels = torch.tensor([r["labels"] for r in chunk], device=device)
+            pos = torch.tensor([r["position_ids"] for r in chunk], device=device)
+            n = (labels[:, 1:] != -100).sum().item()
+            total += causal_lm_loss(model(input_ids=ids, position_ids=pos).logits, labels).item() * n
+            count += n
+        model.train(was_training)
+        return total / count
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self.points.append({"step": state.global_step, "input_tokens": state.num_input_tokens_seen,
+                                "supervised_tokens": getattr(state, "supervised_targets_seen", 0),
+                                "validation_loss": self.validation_loss(model)})
+
+
+def run_budget(cfg: ExperimentConfig) -> dict:
+    from goldfish.data import build_examples, pack_examples, read_documents
+    from goldfish.experiments.tiny import load_embedded_tokenizer
+    from goldfish.train import TrainConfig, train
+
+    start = time.time()
+    out = Path(cfg.out)
+    tokenizer = load_embedded_tokenizer()
+    val = pack_examples(build_examples(read_documents("embedded:validation"), tokenizer, cfg.base_seq, cfg.k),
+                        cfg.base_seq, tokenizer.pad_token_id)
+    curves = {}
+    for name, strategy in (("standard", "none"), (f"goldfish k={cfg.k:g}", "hash")):
+        curve = ValidationCurve(val, cfg.eval_every)
+        train(TrainConfig(
+            data=["embedded:background"], out=str(out / "models" / ("standard" if strategy == "none" else "goldfish")),
+            init=cfg.size, goldfish=GoldfishConfig(strategy=strategy, k=cfg.k, h=cfg.h, seed=cfg.seed), pack=True,
+            seq_len=cfg.base_seq, max_steps=cfg.steps, batch_size=cfg.base_batch, lr=cfg.base_lr, warmup=0.05,
+            lr_scheduler="cosine", save_steps=0, logging_steps=max(1, cfg.steps // 10), overwrite=True, progress=cfg.progress,
+        ), callbacks=[curve])
+        curves[name] = curve.points
+    result = {"experiment": "budget", "curves": curves,
+              "final_validation_loss": {n: c[-1]["validation_loss"] for n, c in curves.items()},
+              "wall_time_s": round(time.time() - start, 1), "settings": cfg.to_dict()}
+    _write_report(result, out)
+    return result
+
+
+def _plot(curves: dict) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110, sharey=True)
+    for name, points in curves.items():
+        for ax, x in zip(axes, ("input_tokens", "supervised_tokens")):
+            ax.plot([p[x] for p in points], [p["validation_loss"] for p in points], marker="o", ms=3, label=name)
+    axes[0].set_xlabel("input tokens seen")
+    axes[1].set_xlabel("supervised tokens (loss terms) seen")
+    axes[0].set_ylabel("validation loss")
+    for ax in axes:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def _write_report(result: dict, out: Path) -> None:
+    s = result["settings"]
+    report = Report("goldfish experiment budget (paper Fig. 5)")
+    report.paragraph(
+        f"Tiny Llama ({s['size']}) trained from scratch for {s['steps']} steps of {s['base_batch']} x {s['base_seq']} packed "
+        f"tokens of the embedded background text; validation loss (all tokens, standard cross-entropy) on the held-out "
+        f"validation part every {s['eval_every']} steps. Goldfish sees the same input tokens but learns from ~{100 - 100 / s['k']:.0f}% "
+        f"of them, so it should trail the standard loss per input token and match it per supervised token. "
+        f"Wall time {result['wall_time_s']:.0f} s, seed {s['seed']}."
+    )
+    report.table(["run", "final validation loss", "input tokens", "supervised tokens"],
+                 [[n, c[-1]["validation_loss"], c[-1]["input_tokens"], c[-1]["supervised_tokens"]] for n, c in result["curves"].items()])
+    report.image("validation_loss.png", _plot(result["curves"]), "Validation loss against input tokens and against supervised tokens")
+    settings_block(report, result)
+    write_summary(result, out)
+    report.write(out)

@@ -1,0 +1,116 @@
+"""The paper's duplicated-documents setting (Fig. 2): pretrain from the tiny config on background
+text with the target documents inserted ``repeats`` times at random positions, with the standard
+loss and goldfish at each k, and a control that never saw the targets; audit all on the targets."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from goldfish.audit import AuditConfig, run_audit
+from goldfish.audit.report import Report, figure_png
+from goldfish.cache import write_text_atomic
+from goldfish.config import GoldfishConfig
+from goldfish.experiments.config import ExperimentConfig
+from goldfish.experiments.extreme import RUN_METRICS, target_documents
+from goldfish.experiments.reporting import run_table, settings_block, write_summary
+
+
+def _mixture(cfg: ExperimentConfig, targets: Path, with_targets: bool, path: Path) -> Path:
+    from goldfish.experiments.corpus import corpus_part
+
+    docs = [{"text": d["text"]} for d in corpus_part("background")]
+    if with_targets:
+        inserted = [json.loads(line) for line in targets.read_text().splitlines()] * cfg.repeats
+        rng = random.Random(cfg.seed)
+        for doc in inserted:
+            docs.insert(rng.randrange(len(docs) + 1), {"text": doc["text"]})
+    write_text_atomic(path, "".join(json.dumps(d) + "\n" for d in docs))
+    return path
+
+
+def _pretrain(cfg: ExperimentConfig, data: Path, strategy: str, k: float, out: Path) -> Path:
+    from goldfish.train import TrainConfig, train
+
+    train(TrainConfig(
+        data=[str(data)], out=str(out), init=cfg.size, goldfish=GoldfishConfig(strategy=strategy, k=k, h=cfg.h, seed=cfg.seed),
+        pack=True, seq_len=max(cfg.base_seq, cfg.doc_tokens + 1), max_steps=cfg.steps, batch_size=cfg.base_batch,
+        lr=cfg.base_lr, warmup=0.05, lr_scheduler="cosine", save_steps=0, logging_steps=max(1, cfg.steps // 10),
+        overwrite=True, progress=cfg.progress,
+    ))
+    return out
+
+
+def run_name(k: float | None) -> str:
+    return "standard" if k is None else f"goldfish k={k:g}"
+
+
+def run_duplicated(cfg: ExperimentConfig) -> dict:
+    from goldfish.experiments.tiny import load_embedded_tokenizer
+
+    start = time.time()
+    out = Path(cfg.out)
+    members, non_members = target_documents(cfg, load_embedded_tokenizer(), out)
+    mix = _mixture(cfg, members, True, out / "data" / "mixture.jsonl")
+    clean = _mixture(cfg, members, False, out / "data" / "control.jsonl")
+    runs = {"control": _pretrain(cfg, clean, "none", 4, out / "models" / "control")}
+    runs["standard"] = _pretrain(cfg, mix, "none", 4, out / "models" / "standard")
+    for k in cfg.ks:
+        runs[run_name(k)] = _pretrain(cfg, mix, "hash", k, out / "models" / f"goldfish-k{k:g}")
+    audit = run_audit(AuditConfig(
+        models=[str(p) for p in runs.values()], names=list(runs), data=str(members), non_members=str(non_members),
+        out=str(out / "audit"), prefix_len=cfg.prefix_len, suffix_len=cfg.suffix_len, batch_size=cfg.audit_batch,
+        device=cfg.device, progress=cfg.progress,
+    ))
+    result = {"experiment": "duplicated"}
+    for name, s in audit["models"].items():
+        result[name] = {k: s[k] for k in RUN_METRICS} | {"mia_loss_auc": s["mia"]["loss"]["auc"]}
+    result["per_k"] = [{"k": k, "rouge_l_mean": result[run_name(k)]["rouge_l_mean"],
+                        "longest_run_mean": result[run_name(k)]["longest_run_mean"]} for k in cfg.ks]
+    result["wall_time_s"] = round(time.time() - start, 1)
+    result["settings"] = cfg.to_dict()
+    _write_report(result, audit, list(runs), out)
+    return result
+
+
+def _histograms(audit: dict, runs: list[str]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rouge = {n: [r["rouge_l"] for r in audit["rows"] if r["model"] == n and r["member"]] for n in runs}
+    others = [n for n in runs if n != "control"]
+    fig, axes = plt.subplots(1, len(others), figsize=(3.2 * len(others), 3), dpi=110, sharey=True, squeeze=False)
+    bins = np.linspace(0, 1, 21)
+    for ax, name in zip(axes[0], others):
+        ax.hist(rouge["control"], bins=bins, alpha=0.5, label="control", color="tab:blue")
+        ax.hist(rouge[name], bins=bins, alpha=0.6, label=name, color="tab:red" if name == "standard" else "tab:green")
+        ax.set_title(f"{name}\nmean {np.mean(rouge[name]):.2f} (control {np.mean(rouge['control']):.2f})", fontsize=9)
+        ax.set_xlabel("Rouge-L")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("documents")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def _write_report(result: dict, audit: dict, runs: list[str], out: Path) -> None:
+    s = result["settings"]
+    report = Report("goldfish experiment duplicated (paper Fig. 2)")
+    report.paragraph(
+        f"Tiny Llama ({s['size']}) trained from scratch for {s['steps']} steps of {s['base_batch']} packed rows on the embedded "
+        f"background text, with {s['n_docs']} target documents of {s['doc_tokens']} tokens inserted {s['repeats']} times each "
+        f"at random positions; the control saw no targets. Extraction: {s['prefix_len']}-token prefix, {s['suffix_len']}-token "
+        f"greedy suffix. Wall time {result['wall_time_s']:.0f} s, seed {s['seed']}."
+    )
+    report.table(*run_table(result, runs))
+    report.heading("Per k")
+    report.table(["k", "Rouge-L (mean)", "longest run (mean)"], [[p["k"], p["rouge_l_mean"], p["longest_run_mean"]] for p in result["per_k"]])
+    report.image("rouge_l_hist.png", _histograms(audit, runs), "Rouge-L per document, each run against the control")
+    settings_block(report, result)
+    write_summary(result, out)
+    report.write(out)
