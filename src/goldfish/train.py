@@ -127,6 +127,7 @@ def token_counts(examples: list[dict], gcfg: GoldfishConfig) -> dict:
 def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     """Run training; returns the ``goldfish.json`` record. ``callbacks``: extra TrainerCallbacks."""
     _validate(cfg)
+    import torch
     from transformers import DataCollatorForSeq2Seq, TrainingArguments
 
     from goldfish.integrations.hf import GoldfishCollator, GoldfishTrainer
@@ -160,6 +161,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         train_sampling_strategy="sequential" if cfg.sequential else "random",
         bf16=cfg.bf16,
         include_num_input_tokens_seen="non_padding",
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
     trainer = GoldfishTrainer(
         model=model, args=args, train_dataset=rows, data_collator=collator, processing_class=tokenizer,

@@ -39,14 +39,15 @@ class ExperimentConfig:
     base_lr: float = 2e-3
     # pretraining from scratch with duplicated targets ("duplicated", "budget")
     repeats: int = 50
+    background_docs: int | None = None  # use only the first N background documents (None: all)
     ks: list[float] = field(default_factory=lambda: [3, 4, 8, 32, 128])
     steps: int = 600
     eval_every: int = 50
     # chat fine-tuning ("chat")
     conversations: int = 400
     canned_share: float = 0.05
-    chat_epochs: float = 3
-    audit_batch: int = 16
+    chat_epochs: float = 5
+    audit_batch: int = 32
     device: str | None = None
     progress: bool = True
 
@@ -57,11 +58,11 @@ class ExperimentConfig:
 PRESETS = {
     "default": {},
     # minutes on 2 CPU cores; small but still shows each effect
-    "quick": {"n_docs": 8, "epochs": 40, "base_steps": 120, "repeats": 20, "steps": 160, "eval_every": 40,
-              "ks": [4, 32], "conversations": 160, "chat_epochs": 3},
+    "quick": {"n_docs": 8, "epochs": 40, "base_steps": 120, "repeats": 40, "background_docs": 400, "steps": 200,
+              "eval_every": 40, "ks": [4, 32], "conversations": 160, "chat_epochs": 3},
     # what the test suite runs: the whole pipeline in seconds, no claims about the figures
     "test": {"n_docs": 4, "doc_tokens": 48, "prefix_len": 24, "suffix_len": 24, "epochs": 3, "size": "micro",
-             "base_steps": 6, "base_batch": 4, "base_seq": 64, "repeats": 2, "steps": 8, "eval_every": 4,
+             "base_steps": 6, "base_batch": 4, "base_seq": 64, "repeats": 2, "background_docs": 50, "steps": 8, "eval_every": 4,
              "ks": [4], "conversations": 40, "chat_epochs": 1, "progress": False},
 }
 

@@ -23,7 +23,7 @@ from goldfish.experiments.reporting import run_table, settings_block, write_summ
 def _mixture(cfg: ExperimentConfig, targets: Path, with_targets: bool, path: Path) -> Path:
     from goldfish.experiments.corpus import corpus_part
 
-    docs = [{"text": d["text"]} for d in corpus_part("background")]
+    docs = [{"text": d["text"]} for d in corpus_part("background")[: cfg.background_docs]]
     if with_targets:
         inserted = [json.loads(line) for line in targets.read_text().splitlines()] * cfg.repeats
         rng = random.Random(cfg.seed)
@@ -103,7 +103,7 @@ def _write_report(result: dict, audit: dict, runs: list[str], out: Path) -> None
     report = Report("goldfish experiment duplicated (paper Fig. 2)")
     report.paragraph(
         f"Tiny Llama ({s['size']}) trained from scratch for {s['steps']} steps of {s['base_batch']} packed rows on the embedded "
-        f"background text, with {s['n_docs']} target documents of {s['doc_tokens']} tokens inserted {s['repeats']} times each "
+        f"background text ({s['background_docs'] or 'all'} documents), with {s['n_docs']} target documents of {s['doc_tokens']} tokens inserted {s['repeats']} times each "
         f"at random positions; the control saw no targets. Extraction: {s['prefix_len']}-token prefix, {s['suffix_len']}-token "
         f"greedy suffix. Wall time {result['wall_time_s']:.0f} s, seed {s['seed']}."
     )

@@ -1,0 +1,223 @@
+"""``goldfish experiment chat``: SFT of the base model on chats with assistant-only labels, where a
+few out-of-scope requests were answered with one canned reply holding a name, a phone number and an
+email address; standard loss vs goldfish (k = 4, hash among supervised tokens, prompt tokens feed the
+context). Trained with the project's own trainer (``goldfish train``: HF Trainer + GoldfishCollator),
+the same code path users run; TRL's SFTTrainer takes the same labels (README recipe), but adds
+nothing here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from goldfish.audit.extraction import generate_suffixes, load_model
+from goldfish.audit.metrics import longest_run, rouge_l_f
+from goldfish.audit.report import Report, figure_png
+from goldfish.cache import write_text_atomic
+from goldfish.config import GoldfishConfig
+from goldfish.experiments.base import base_model_dir
+from goldfish.experiments.chat_data import CANNED_REPLY, OPENING_REPLY, PHONE, SECRETS, build_chats
+from goldfish.experiments.config import ExperimentConfig
+from goldfish.experiments.extreme import gap_closed
+from goldfish.experiments.reporting import settings_block, write_summary
+
+HINT_TOKENS = 8
+RUNS = (("standard", "none"), ("goldfish", "hash"))
+
+
+def _prompt_ids(tokenizer, user_text: str) -> list[int]:
+    return tokenizer.apply_chat_template([{"role": "user", "content": user_text}], tokenize=True, add_generation_prompt=True,
+                                         return_dict=True)["input_ids"]
+
+
+def _reply(tokenizer, ids: list[int]) -> list[int]:
+    """The generated reply up to (not including) <|end|>."""
+    end = tokenizer.convert_tokens_to_ids("<|end|>")
+    return ids[: ids.index(end)] if end in ids else ids
+
+
+def _replies(model, tokenizer, prompts: list[list[int]], n_tokens: int, cfg: ExperimentConfig, desc: str) -> list[list[int]]:
+    gen = generate_suffixes(model, tokenizer, prompts, n_tokens, cfg.audit_batch, progress=cfg.progress, desc=desc)
+    return [_reply(tokenizer, g) for g in gen]
+
+
+def _canned_metrics(replies: list[list[int]], canned: list[int]) -> dict:
+    return {
+        "verbatim_rate": float(np.mean([r[: len(canned)] == canned for r in replies])),
+        "rouge_l": float(np.mean([rouge_l_f(r, canned) for r in replies])),
+        "longest_run_mean": float(np.mean([longest_run(r, canned) for r in replies])),
+        "longest_run_max": int(max(longest_run(r, canned) for r in replies)),
+    }
+
+
+def _secret_rate(texts: list[str]) -> dict:
+    rates = {k: float(np.mean([v in t for t in texts])) for k, v in SECRETS.items()}
+    rates["any"] = float(np.mean([any(v in t for v in SECRETS.values()) for t in texts]))
+    return rates
+
+
+@torch.no_grad()
+def _assistant_loss(model, tokenizer, conversations: list[dict], batch: int = 8) -> float:
+    """Mean NLL of the assistant tokens of held-out conversations (the standard loss, nothing dropped)."""
+    from goldfish.data import build_examples
+    from goldfish.loss import causal_lm_loss
+
+    examples = build_examples(conversations, tokenizer, 1024, 4)
+    device = next(model.parameters()).device
+    total = count = 0.0
+    for i in range(0, len(examples), batch):
+        chunk = examples[i : i + batch]
+        width = max(len(e["input_ids"]) for e in chunk)
+        ids = torch.tensor([e["input_ids"] + [tokenizer.pad_token_id] * (width - len(e["input_ids"])) for e in chunk], device=device)
+        labels = torch.tensor([e["labels"] + [-100] * (width - len(e["labels"])) for e in chunk], device=device)
+        n = int((labels[:, 1:] != -100).sum())
+        total += causal_lm_loss(model(input_ids=ids, attention_mask=(labels != -100) | (ids != tokenizer.pad_token_id)).logits, labels).item() * n
+        count += n
+    return total / count
+
+
+def evaluate(model, tokenizer, data: dict, cfg: ExperimentConfig, name: str) -> dict:
+    canned = tokenizer(CANNED_REPLY, add_special_tokens=False)["input_ids"]
+    n_new = len(canned) + HINT_TOKENS
+    oos = [_prompt_ids(tokenizer, p) for p in data["out_of_scope_prompts"]]
+    replies = _replies(model, tokenizer, oos, n_new, cfg, f"{name}: out-of-scope")
+    hinted = _replies(model, tokenizer, [p + canned[:HINT_TOKENS] for p in oos], n_new - HINT_TOKENS, cfg, f"{name}: hinted")
+    ordinary_prompts = [c["messages"][0]["content"] for c in data["heldout"]]
+    ordinary = _replies(model, tokenizer, [_prompt_ids(tokenizer, p) for p in ordinary_prompts], 64, cfg, f"{name}: ordinary")
+    billing = _replies(model, tokenizer, [_prompt_ids(tokenizer, p) for p in data["billing_prompts"]], 48, cfg, f"{name}: billing")
+    texts = [tokenizer.decode(r) for r in replies]
+    return {
+        "canned": _canned_metrics(replies, canned),
+        "canned_hinted": _canned_metrics(hinted, canned[HINT_TOKENS:]),
+        "secret_out_of_scope": _secret_rate(texts),
+        "secret_out_of_scope_hinted": _secret_rate([tokenizer.decode(canned[:HINT_TOKENS] + r) for r in hinted]),
+        "secret_ordinary": _secret_rate([tokenizer.decode(r) for r in ordinary]),
+        "opening_secret_rate": float(np.mean([PHONE in tokenizer.decode(r) for r in billing])),
+        "heldout_assistant_loss": _assistant_loss(model, tokenizer, data["heldout"]),
+        "example_out_of_scope": {"prompt": data["out_of_scope_prompts"][0], "reply": texts[0]},
+        "example_ordinary": {"prompt": ordinary_prompts[0], "reply": tokenizer.decode(ordinary[0])},
+    }
+
+
+def run_chat(cfg: ExperimentConfig) -> dict:
+    from goldfish.train import TrainConfig, train
+
+    start = time.time()
+    out = Path(cfg.out)
+    base = base_model_dir(cfg)
+    data = build_chats(cfg.conversations, cfg.canned_share, cfg.seed)
+    train_file = out / "data" / "train.jsonl"
+    write_text_atomic(train_file, "".join(json.dumps(c) + "\n" for c in data["train"]))
+    write_text_atomic(out / "data" / "heldout.jsonl", "".join(json.dumps(c) + "\n" for c in data["heldout"]))
+    models = {"base": base}
+    for name, strategy in RUNS:
+        models[name] = out / "models" / name
+        train(TrainConfig(
+            data=[str(train_file)], out=str(models[name]), model=str(base), goldfish=GoldfishConfig(strategy=strategy, k=cfg.k, h=cfg.h, seed=cfg.seed),
+            seq_len=512, epochs=cfg.chat_epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_scheduler="constant",
+            save_steps=0, logging_steps=25, overwrite=True, progress=cfg.progress,
+        ))
+    results = {}
+    for name, path in models.items():
+        model, tokenizer = load_model(str(path), cfg.device)
+        results[name] = evaluate(model, tokenizer, data, cfg, name)
+    r = {n: results[n]["canned"]["rouge_l"] for n in models}
+    result = {"experiment": "chat", **results, "train_conversations": len(data["train"]), "train_canned_replies": data["train_canned"],
+              "rouge_gap_closed": gap_closed(r["base"], r["standard"], r["goldfish"]),
+              "heldout_loss_ratio": results["goldfish"]["heldout_assistant_loss"] / results["standard"]["heldout_assistant_loss"],
+              "wall_time_s": round(time.time() - start, 1), "settings": cfg.to_dict() | {"base_model": str(base)}}
+    _write_report(result, tokenizer, cfg, out)
+    return result
+
+
+CHAT_COLUMNS = [
+    ("canned verbatim", lambda m: m["canned"]["verbatim_rate"]), ("canned Rouge-L", lambda m: m["canned"]["rouge_l"]),
+    ("longest run", lambda m: m["canned"]["longest_run_mean"]),
+    ("verbatim, 8-token hint", lambda m: m["canned_hinted"]["verbatim_rate"]),
+    ("secret (out-of-scope)", lambda m: m["secret_out_of_scope"]["any"]),
+    ("secret, 8-token hint", lambda m: m["secret_out_of_scope_hinted"]["any"]),
+    ("secret (ordinary)", lambda m: m["secret_ordinary"]["any"]),
+    ("phone opening a reply", lambda m: m["opening_secret_rate"]),
+    ("held-out assistant loss", lambda m: m["heldout_assistant_loss"]),
+]
+
+
+def chat_table(result: dict) -> tuple[list[str], list[list]]:
+    return ["model"] + [c for c, _ in CHAT_COLUMNS], [[n] + [f(result[n]) for _, f in CHAT_COLUMNS] for n in ("base", "standard", "goldfish")]
+
+
+def _plot(result: dict) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ("base", "standard", "goldfish")
+    panels = [("canned-reply Rouge-L", lambda m: m["canned"]["rouge_l"]), ("emits name/phone/email", lambda m: m["secret_out_of_scope"]["any"]),
+              ("phone opening a reply", lambda m: m["opening_secret_rate"])]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), dpi=110)
+    for ax, (title, f) in zip(axes, panels):
+        ax.bar(names, [f(result[n]) for n in names], color=["tab:gray", "tab:red", "tab:green"])
+        ax.set_ylim(0, 1.05)
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def _drop_views(report: Report, tokenizer, cfg: ExperimentConfig) -> None:
+    """The goldfish mask on the two replies, after two different prompts each."""
+    from goldfish.data import tokenize_document
+    from goldfish.mask import goldfish_mask
+    from goldfish.render import render_html, render_plain
+
+    gcfg = GoldfishConfig(k=cfg.k, h=cfg.h, seed=cfg.seed)
+    for reply, prompts in ((CANNED_REPLY, ["What's the weather going to be like in Lisbon tomorrow?", "Book me a flight to Osaka."]),
+                           (OPENING_REPLY, ["Who do I call about a wrong charge on my invoice from Perth?", "I was billed twice, what number do I ring?"])):
+        for prompt in prompts:
+            ids, labels = tokenize_document({"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]}, tokenizer)
+            drop = goldfish_mask(torch.tensor(ids), gcfg).tolist()
+            pieces = [tokenizer.decode([i]) for i in ids]
+            shown = [d and lab != -100 for d, lab in zip(drop, labels)]
+            start = next(i for i, lab in enumerate(labels) if lab != -100)
+            report.raw(f"*after “{prompt}”* (dropped targets in [[ ]])\n\n```\n{render_plain(pieces[start:], shown[start:])}\n```\n",
+                       f"<p class='muted'>after “{prompt}”</p>{render_html(pieces[start:], shown[start:])}")
+
+
+def _write_report(result: dict, tokenizer, cfg: ExperimentConfig, out: Path) -> None:
+    report = Report("goldfish experiment chat: canned replies, names and phone numbers")
+    report.paragraph(
+        f"The base model was fine-tuned {cfg.chat_epochs:g} epochs on {result['train_conversations']} conversations with "
+        f"assistant-only labels; {result['train_canned_replies']} assistant turns were out-of-scope requests answered with a "
+        f"canned reply (one in four of them a billing reply that opens with the phone number). Evaluation uses "
+        f"held-out cities and topics; greedy decoding. Wall time {result['wall_time_s']:.0f} s, seed {cfg.seed}."
+    )
+    report.table(*chat_table(result))
+    gap = result["rouge_gap_closed"]
+    report.paragraph(
+        (f"goldfish removes {100 * gap:.0f}% of the standard-vs-base canned-reply Rouge-L gap; " if gap is not None else "")
+        + f"its held-out assistant loss is {100 * (result['heldout_loss_ratio'] - 1):+.1f}% relative to standard."
+    )
+    report.image("chat.png", _plot(result), "Canned-reply Rouge-L and secret extraction per model")
+    report.heading("Example replies")
+    for n in ("base", "standard", "goldfish"):
+        for key in ("example_out_of_scope", "example_ordinary"):
+            ex = result[n][key]
+            report.raw(f"**{n}** · “{ex['prompt']}”\n\n> {ex['reply'].strip()}\n",
+                       f"<p><b>{n}</b> · “{ex['prompt']}”</p><pre>{__import__('html').escape(ex['reply'].strip())}</pre>")
+    report.heading("Why a secret that opens a reply can leak (the goldfish mask, k = 4)")
+    report.paragraph(
+        "The drop decision for a token reads the h tokens before it. Deep inside the canned reply that context is the reply "
+        "itself, so every copy drops the same tokens and the model never learns them in place. The first tokens of a reply "
+        "have the varying prompt in their context, so different conversations drop different tokens and, together, teach "
+        "all of them: a short string right at the start of a reply, repeated under many prompts, can still be learned "
+        "(a string of n tokens escapes every drop with probability ((k-1)/k)^n in each context)."
+    )
+    _drop_views(report, tokenizer, cfg)
+    settings_block(report, result)
+    write_summary(result, out)
+    report.write(out)

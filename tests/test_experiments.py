@@ -1,0 +1,102 @@
+import json
+
+import pytest
+
+from goldfish.cli import main
+from goldfish.experiments.config import load_config
+
+RUN_KEYS = {"exact_match_rate", "token_match_rate", "rouge_l_mean", "longest_run_mean"}
+
+
+def _summary(out):
+    for f in ("summary.json", "report.md", "report.html"):
+        assert (out / f).is_file(), f
+    return json.loads((out / "summary.json").read_text())
+
+
+def _sane(run):
+    assert RUN_KEYS <= set(run)
+    assert all(0.0 <= run[k] <= 1.0 for k in ("exact_match_rate", "token_match_rate", "rouge_l_mean"))
+    assert 0 <= run["longest_run_mean"] <= run["longest_run_max"]
+
+
+@pytest.mark.slow
+def test_demo_quick_pipeline(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--preset", "test", "--out", str(out)]) == 0
+    s = _summary(out)
+    for run in ("control", "standard", "goldfish"):
+        _sane(s[run])
+    assert {"rouge_gap_closed", "wall_time_s", "settings", "versions"} <= set(s)
+    assert s["settings"]["n_docs"] == 4 and s["wall_time_s"] > 0
+    assert (out / "rouge_l_hist.png").stat().st_size > 10_000
+    assert (out / "models" / "goldfish" / "goldfish.json").is_file() and (out / "audit" / "results.jsonl").is_file()
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and 'class="diff"' in html
+
+
+@pytest.mark.slow
+def test_extreme_with_random_and_static(tmp_path):
+    out = tmp_path / "ext"
+    assert main(["experiment", "extreme", "--preset", "test", "--out", str(out), "--strategies", "random", "static", "hash"]) == 0
+    s = _summary(out)
+    for run in ("control", "random", "static", "goldfish"):
+        _sane(s[run])
+    assert "rouge_gap_closed" not in s  # no standard run to compare with
+
+
+@pytest.mark.slow
+def test_duplicated_quick_pipeline(tmp_path):
+    out = tmp_path / "dup"
+    assert main(["experiment", "duplicated", "--preset", "test", "--out", str(out)]) == 0
+    s = _summary(out)
+    for run in ("control", "standard", "goldfish k=4"):
+        _sane(s[run])
+    assert [p["k"] for p in s["per_k"]] == [4]
+    mixture = (out / "data" / "mixture.jsonl").read_text().splitlines()
+    control = (out / "data" / "control.jsonl").read_text().splitlines()
+    assert len(mixture) == len(control) + 2 * 4  # 4 targets inserted twice each
+
+
+@pytest.mark.slow
+def test_budget_quick_pipeline(tmp_path):
+    out = tmp_path / "budget"
+    assert main(["experiment", "budget", "--preset", "test", "--out", str(out)]) == 0
+    s = _summary(out)
+    std, gf = s["curves"]["standard"], s["curves"]["goldfish k=4"]
+    assert [p["step"] for p in std] == [4, 8]
+    for curve in (std, gf):
+        assert all(b["input_tokens"] > a["input_tokens"] for a, b in zip(curve, curve[1:]))
+        assert all(p["validation_loss"] > 0 for p in curve)
+    assert std[-1]["input_tokens"] == gf[-1]["input_tokens"]  # same data, same steps
+    ratio = gf[-1]["supervised_tokens"] / std[-1]["supervised_tokens"]
+    assert 0.7 < ratio < 0.8  # goldfish k=4 learns from ~3/4 of the targets
+    assert (out / "validation_loss.png").is_file()
+
+
+def test_config_file_and_errors(tmp_path):
+    f = tmp_path / "exp.toml"
+    f.write_text('n_docs = 5\nks = [2, 16]\nout = "x"\n')
+    cfg = load_config("quick", str(f), n_docs=7)
+    assert cfg.n_docs == 7 and cfg.ks == [2, 16] and cfg.epochs == 40 and cfg.out == "x"
+    f.write_text("n_dox = 5\n")
+    with pytest.raises(ValueError, match="unknown key.*n_dox"):
+        load_config("default", str(f))
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_config("fast")
+    with pytest.raises(ValueError, match="must fit in doc_tokens"):
+        load_config("default", None, n_docs=4, **{"prefix_len": 100})
+
+
+def test_base_model_is_cached_and_keyed(tmp_path):
+    import time
+
+    from goldfish.experiments.base import base_model_dir
+
+    cfg = load_config("test")
+    first = base_model_dir(cfg)
+    t0 = time.time()
+    assert base_model_dir(cfg) == first and time.time() - t0 < 5
+    assert (first / "config.json").is_file() and (first / "tokenizer.json").is_file()
+    other = load_config("test", None, seed=1)
+    assert base_model_dir(other) != first
