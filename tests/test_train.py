@@ -40,40 +40,6 @@ def test_train_end_to_end_and_resume_is_identical(tmp_path):
     assert all(torch.equal(a[n], b[n]) for n in a)
 
 
-def test_chat_jsonl_supervises_only_assistant_tokens(tmp_path, tokenizer):
-    from goldfish.experiments.corpus import corpus_part
-
-    rows = [{"messages": [{"role": "user", "content": "What is this about? " * 3},
-                          {"role": "assistant", "content": d["text"][:800]},
-                          {"role": "user", "content": "Thanks, and more?"},
-                          {"role": "assistant", "content": d["text"][800:1200]}]}
-            for d in corpus_part("targets")[:20]]
-    docs = read_documents(_write_jsonl(tmp_path / "chat.jsonl", rows))
-    examples = build_examples(docs, tokenizer, 4096, 4)
-    batch = GoldfishCollator(seq2seq_collator(tokenizer), GoldfishConfig())(examples)
-    assistant_id = tokenizer.convert_tokens_to_ids("<|assistant|>")
-    end_id = tokenizer.convert_tokens_to_ids("<|end|>")
-    n_sup = n_drop = 0
-    for ex, labels in zip(examples, batch["labels"]):
-        ids, sup = ex["input_ids"], [label != -100 for label in ex["labels"]]
-        inside, want = False, []
-        for i, t in enumerate(ids):  # independent reading of the template: assistant text up to its <|end|>
-            want.append(inside and t != assistant_id)
-            if t == assistant_id:
-                inside = "pending"
-            elif inside == "pending":
-                inside = True  # the newline after <|assistant|> is template, not reply
-                want[-1] = False
-            elif t == end_id:
-                inside = False
-        assert sup == want
-        kept = labels[: len(ids)] != -100
-        assert not (kept & ~torch.tensor(sup)).any()
-        n_sup += sum(sup[1:])
-        n_drop += int((torch.tensor(sup) & ~kept)[1:].sum())
-    assert abs(n_drop / n_sup - 0.25) < 0.02
-
-
 def test_pack_keeps_each_documents_mask(tokenizer):
     docs = [{"text": d["text"][:300]} for d in read_documents("embedded:targets")[:10]]
     examples = build_examples(docs, tokenizer, 128, 4)

@@ -1,0 +1,80 @@
+import json
+
+import pytest
+import torch
+from helpers import seq2seq_collator
+
+from goldfish import GoldfishConfig
+from goldfish.cli import main
+from goldfish.data import build_examples, read_documents
+from goldfish.experiments.chat_data import CANNED_REPLY, CITIES, EMAIL, NAME, OPENING_REPLY, PHONE, build_chats
+from goldfish.integrations.hf import GoldfishCollator
+
+
+def test_chat_data_is_deterministic_with_held_out_cities_and_topics(tokenizer):
+    a, b = build_chats(400, 0.05, seed=0), build_chats(400, 0.05, seed=0)
+    assert a == b
+    assert len(tokenizer(CANNED_REPLY, add_special_tokens=False)["input_ids"]) >= 40
+    assert all(s in CANNED_REPLY for s in (NAME, PHONE, EMAIL)) and OPENING_REPLY.startswith(PHONE)
+    turns = [m for c in a["train"] for m in c["messages"] if m["role"] == "user"]
+    canned = sum(m["content"] in (CANNED_REPLY, OPENING_REPLY) for c in a["train"] for m in c["messages"])
+    assert canned == a["train_canned"] and 0.02 < canned / len(turns) < 0.08
+    train_text = " ".join(m["content"] for c in a["train"] for m in c["messages"])
+    held_cities = {c for c in CITIES if any(c in p for p in a["out_of_scope_prompts"])}
+    assert held_cities and not any(c in train_text for c in held_cities)
+    held_questions = {c["messages"][0]["content"] for c in a["heldout"]}
+    assert not held_questions & {m["content"] for c in a["train"] for m in c["messages"]}
+    assert all(1 <= len(c["messages"]) // 2 <= 3 for c in a["train"])
+
+
+def test_chat_template_supervises_exactly_the_assistant_tokens(tmp_path, tokenizer):
+    from goldfish.experiments.corpus import corpus_part
+
+    rows = [{"messages": [{"role": "user", "content": "What is this about? " * 3},
+                          {"role": "assistant", "content": d["text"][:800]},
+                          {"role": "user", "content": "Thanks, and more?"},
+                          {"role": "assistant", "content": d["text"][800:1200]}]}
+            for d in corpus_part("targets")[:20]]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    docs = read_documents(str(path))
+    examples = build_examples(docs, tokenizer, 4096, 4)
+    batch = GoldfishCollator(seq2seq_collator(tokenizer), GoldfishConfig())(examples)
+    assistant_id = tokenizer.convert_tokens_to_ids("<|assistant|>")
+    end_id = tokenizer.convert_tokens_to_ids("<|end|>")
+    n_sup = n_drop = 0
+    for ex, labels in zip(examples, batch["labels"]):
+        ids, sup = ex["input_ids"], [label != -100 for label in ex["labels"]]
+        inside, want = False, []
+        for i, t in enumerate(ids):  # independent reading of the template: assistant text up to its <|end|>
+            want.append(inside and t != assistant_id)
+            if t == assistant_id:
+                inside = "pending"
+            elif inside == "pending":
+                inside = True  # the newline after <|assistant|> is template, not reply
+                want[-1] = False
+            elif t == end_id:
+                inside = False
+        assert sup == want
+        kept = labels[: len(ids)] != -100
+        assert not (kept & ~torch.tensor(sup)).any()
+        n_sup += sum(sup[1:])
+        n_drop += int((torch.tensor(sup) & ~kept)[1:].sum())
+    assert abs(n_drop / n_sup - 0.25) < 0.02
+
+
+@pytest.mark.slow
+def test_chat_experiment_quick_pipeline(tmp_path):
+    out = tmp_path / "chat"
+    assert main(["experiment", "chat", "--preset", "test", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    for name in ("base", "standard", "goldfish"):
+        m = s[name]
+        assert 0 <= m["canned"]["rouge_l"] <= 1 and 0 <= m["canned"]["verbatim_rate"] <= 1
+        assert set(m["secret_out_of_scope"]) == {"name", "phone", "email", "any"}
+        assert 0 <= m["opening_secret_rate"] <= 1 and m["heldout_assistant_loss"] > 0
+        assert m["example_ordinary"]["prompt"]
+    assert s["train_conversations"] == 40 and s["heldout_loss_ratio"] > 0
+    html = (out / "report.html").read_text()
+    assert 'class="drop"' in html and "data:image/png;base64," in html
+    assert (out / "data" / "train.jsonl").is_file() and (out / "models" / "goldfish" / "goldfish.json").is_file()
