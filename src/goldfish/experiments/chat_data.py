@@ -50,13 +50,12 @@ def _topics() -> list[tuple[str, str]]:
     """(topic name, answer text) pairs from the embedded reference topics and docstrings."""
     from goldfish.experiments.corpus import corpus_part
 
-    out = []
+    out = {}
     for d in corpus_part("targets") + corpus_part("background"):
         kind, _, name = d["id"].partition(":")
         topic = name.split(":")[0].replace("-", " ") if kind == "topic" else name.split(":")[0]
-        answer = re.sub(r"\s+", " ", d["text"][:ANSWER_CHARS]).strip()
-        out.append((topic, answer))
-    return out
+        out.setdefault(topic, re.sub(r"\s+", " ", d["text"][:ANSWER_CHARS]).strip())  # one answer a topic name
+    return list(out.items())
 
 
 def _split(items: list, seed: int, held_share: float) -> tuple[list, list]:
