@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from goldfish.audit import AuditConfig, run_audit
-from goldfish.audit.extraction import generate_suffixes, load_model
+from goldfish.audit.extraction import generate_suffixes
+from goldfish.models import load_model
 from goldfish.cli import main
 
 FILES = ("results.jsonl", "summary.json", "report.md", "report.html", "rouge_l_hist.png")

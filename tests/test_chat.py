@@ -46,7 +46,7 @@ def test_chat_template_supervises_exactly_the_assistant_tokens(tmp_path, tokeniz
     for ex, labels in zip(examples, batch["labels"]):
         ids, sup = ex["input_ids"], [label != -100 for label in ex["labels"]]
         inside, want = False, []
-        for i, t in enumerate(ids):  # independent reading of the template: assistant text up to its <|end|>
+        for t in ids:  # independent reading of the template: assistant text up to its <|end|>
             want.append(inside and t != assistant_id)
             if t == assistant_id:
                 inside = "pending"

@@ -38,7 +38,7 @@ def _mask_text(args) -> str:
     try:
         return docs[int(index or 0)]["text"]
     except (ValueError, IndexError):
-        raise ValueError(f"--embedded wants PART:INDEX with INDEX in 0..{len(docs) - 1}, got {args.embedded!r}")
+        raise ValueError(f"--embedded wants PART:INDEX with INDEX in 0..{len(docs) - 1}, got {args.embedded!r}") from None
 
 
 def cmd_mask(args) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from goldfish.cache import write_text_atomic
 from goldfish.config import GoldfishConfig
 from goldfish.hashing import HASH_VERSION
+from goldfish.models import check_model_folder
 
 
 @dataclass
@@ -54,11 +55,7 @@ def _validate(cfg: TrainConfig) -> None:
     if (cfg.model is None) == (cfg.init is None):
         raise ValueError("give exactly one of --model DIR (a local HF model folder) or --init tiny")
     if cfg.model is not None:
-        model_dir = Path(cfg.model)
-        if not (model_dir / "config.json").is_file():
-            raise ValueError(f"--model {cfg.model}: not a readable HF model folder (no config.json)")
-        if not any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-            raise ValueError(f"--model {cfg.model}: the folder has no tokenizer (save it with tokenizer.save_pretrained)")
+        check_model_folder(cfg.model)
     if cfg.seq_len <= cfg.goldfish.h:
         raise ValueError(f"--seq-len {cfg.seq_len} must be longer than the hash context --h {cfg.goldfish.h}")
     for name in ("batch_size", "grad_accum", "logging_steps"):

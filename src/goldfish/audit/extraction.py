@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-
-
-def load_model(path: str, device: str | None = None, dtype: str = "auto"):
-    """(model, tokenizer) from a local HF folder, in eval mode on ``device`` (default: cuda if present)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = Path(path)
-    if not (folder / "config.json").is_file():
-        raise ValueError(f"--model {path}: not a HF model folder (no config.json)")
-    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-        raise ValueError(f"--model {path}: the folder has no tokenizer (save one there with tokenizer.save_pretrained)")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    return model, tokenizer
 
 
 def max_context(model) -> int:

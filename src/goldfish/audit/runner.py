@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from goldfish.audit.extraction import generate_suffixes, load_model, max_context, split_document, token_logprobs
+from goldfish.audit.extraction import generate_suffixes, max_context, split_document, token_logprobs
 from goldfish.audit.metrics import extraction_metrics, mia_scores, roc_summary
+from goldfish.models import check_model_folder, load_model
 
 MIA_SCORES = ("loss", "zlib", "min_k", "min_k_pp")
 
@@ -38,19 +39,11 @@ class AuditConfig:
     extra: dict = field(default_factory=dict)  # settings of the caller, copied into the summary
 
 
-def _check_model_folder(path: str) -> None:
-    folder = Path(path)
-    if not (folder / "config.json").is_file():
-        raise ValueError(f"--model {path}: not a HF model folder (no config.json)")
-    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-        raise ValueError(f"--model {path}: the folder has no tokenizer (save one there with tokenizer.save_pretrained)")
-
-
 def _validate(cfg: AuditConfig) -> None:
     if not cfg.models:
         raise ValueError("give at least one --model DIR")
     for m in [*cfg.models, *([cfg.reference_model] if cfg.reference_model else [])]:
-        _check_model_folder(m)
+        check_model_folder(m)
     if cfg.suffix_len < 1:
         raise ValueError(f"--suffix-len must be >= 1, got {cfg.suffix_len}")
     if cfg.prefix_len is not None and cfg.prefix_len < 1:

@@ -8,6 +8,7 @@ nothing here.
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from goldfish.audit.extraction import generate_suffixes, load_model
+from goldfish.audit.extraction import generate_suffixes
 from goldfish.audit.metrics import longest_run, rouge_l_f
 from goldfish.audit.report import Report, figure_png
 from goldfish.cache import write_text_atomic
@@ -25,6 +26,7 @@ from goldfish.experiments.chat_data import CANNED_REPLY, OPENING_REPLY, PHONE, S
 from goldfish.experiments.config import ExperimentConfig
 from goldfish.experiments.extreme import gap_closed
 from goldfish.experiments.reporting import settings_block, write_summary
+from goldfish.models import load_model
 
 HINT_TOKENS = 8
 RUNS = (("standard", "none"), ("goldfish", "hash"))
@@ -208,7 +210,7 @@ def _write_report(result: dict, tokenizer, cfg: ExperimentConfig, out: Path) -> 
         for key in ("example_out_of_scope", "example_ordinary"):
             ex = result[n][key]
             report.raw(f"**{n}** · “{ex['prompt']}”\n\n> {ex['reply'].strip()}\n",
-                       f"<p><b>{n}</b> · “{ex['prompt']}”</p><pre>{__import__('html').escape(ex['reply'].strip())}</pre>")
+                       f"<p><b>{n}</b> · “{ex['prompt']}”</p><pre>{html.escape(ex['reply'].strip())}</pre>")
     report.heading("Why a secret that opens a reply can leak (the goldfish mask, k = 4)")
     report.paragraph(
         "The drop decision for a token reads the h tokens before it. Deep inside the canned reply that context is the reply "

@@ -15,6 +15,7 @@ from goldfish.cache import write_text_atomic
 from goldfish.config import GoldfishConfig
 from goldfish.experiments.base import base_model_dir
 from goldfish.experiments.config import ExperimentConfig
+from goldfish.experiments.reporting import write_extreme_report
 
 RUN_NAMES = {"none": "standard", "hash": "goldfish"}
 RUN_METRICS = ("exact_match_rate", "exact_match_count", "token_match_rate", "rouge_l_mean", "rouge_l_tokens_mean",
@@ -94,7 +95,5 @@ def run_extreme(cfg: ExperimentConfig) -> dict:
         result["longest_run_ratio"] = g["longest_run_mean"] / s["longest_run_mean"] if s["longest_run_mean"] else None
     result["wall_time_s"] = round(time.time() - start, 1)
     result["settings"] = cfg.to_dict() | {"base_model": str(base)}
-    from goldfish.experiments.reporting import write_extreme_report
-
     write_extreme_report(result, audit, out)
     return result
