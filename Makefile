@@ -18,10 +18,12 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/goldfish mask --embedded targets:0 --max-tokens 200
+	$(VENV)/bin/goldfish demo
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_mask.py
+	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_audit.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

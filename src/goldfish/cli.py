@@ -42,6 +42,7 @@ def _mask_text(args) -> str:
 
 
 def cmd_mask(args) -> int:
+    import numpy as np
     from rich.console import Console
 
     from goldfish.mask import goldfish_mask
@@ -53,23 +54,18 @@ def cmd_mask(args) -> int:
     ids, pieces = token_pieces(tokenizer, text, args.max_tokens)
     if not ids:
         raise ValueError("the text has no tokens")
-    import numpy as np
-
     dropped = goldfish_mask(np.asarray(ids, dtype=np.int64), cfg).tolist()
     console = Console(highlight=False, soft_wrap=True)
-    if console.is_terminal and not args.plain:
+    colour = console.is_terminal and not args.plain
+    n = sum(dropped)
+    summary = (f"\ndropped {n} of {len(ids)} targets ({100 * n / len(ids):.1f}%; expected {100 / cfg.k:.1f}%), "
+               f"strategy={cfg.strategy} k={cfg.k} h={cfg.h} seed={cfg.seed}; ")
+    if colour:
         console.print(render_rich(pieces, dropped))
-        legend = "[bold white on red]dropped[/] targets are left out of the loss"
+        console.print(summary + "[bold white on red]dropped[/] targets are left out of the loss")
     else:
         print(render_plain(pieces, dropped))
-        legend = "[[dropped]] targets are left out of the loss"
-    n = sum(dropped)
-    rate = f"dropped {n} of {len(ids)} targets ({100 * n / len(ids):.1f}%; expected {100 / cfg.k:.1f}%)"
-    settings = f"strategy={cfg.strategy} k={cfg.k} h={cfg.h} seed={cfg.seed}"
-    if console.is_terminal and not args.plain:
-        console.print(f"\n{rate}, {settings}; {legend}")
-    else:
-        print(f"\n{rate}, {settings}; {legend}")
+        print(summary + "[[dropped]] targets are left out of the loss")
     return 0
 
 
