@@ -137,10 +137,10 @@ def _experiment_config(args):
 
 def cmd_demo(args) -> int:
     from goldfish.experiments.extreme import run_extreme
-    from goldfish.experiments.reporting import _runs, run_table
+    from goldfish.experiments.reporting import run_names, run_table
 
     result = run_extreme(_experiment_config(args))
-    print_table(*run_table(result, _runs(result)))
+    print_table(*run_table(result, run_names(result)))
     if result.get("rouge_gap_closed") is not None:
         print(f"goldfish removes {100 * result['rouge_gap_closed']:.0f}% of the standard-vs-control Rouge-L gap; "
               f"mean longest verbatim run {100 * result['longest_run_ratio']:.0f}% of standard's")
@@ -149,7 +149,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_experiment(args) -> int:
-    from goldfish.experiments.reporting import _runs, run_table
+    from goldfish.experiments.reporting import run_names, run_table
 
     cfg = _experiment_config(args)
     if args.name == "extreme":
@@ -161,7 +161,7 @@ def cmd_experiment(args) -> int:
     else:
         from goldfish.experiments.chat import run_chat as run
     result = run(cfg)
-    runs = _runs(result)
+    runs = run_names(result)
     if runs:
         print_table(*run_table(result, runs))
     for p in result.get("per_k", []):

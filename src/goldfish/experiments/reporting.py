@@ -29,12 +29,13 @@ def write_summary(result: dict, out: Path) -> None:
     write_text_atomic(out / "summary.json", json.dumps(result | {"versions": versions()}, indent=2) + "\n")
 
 
-def _runs(result: dict) -> list[str]:
+def run_names(result: dict) -> list[str]:
+    """Names of the runs in an experiment result (entries holding audit metrics)."""
     return [k for k, v in result.items() if isinstance(v, dict) and "rouge_l_mean" in v]
 
 
 def write_extreme_report(result: dict, audit: dict, out: Path) -> None:
-    runs = _runs(result)
+    runs = run_names(result)
     s = result["settings"]
     report = Report("goldfish demo: the extreme setting (paper Fig. 1)")
     report.paragraph(
