@@ -85,15 +85,20 @@ def _histograms(audit: dict, runs: list[str]) -> bytes:
 
     rouge = {n: [r["rouge_l"] for r in audit["rows"] if r["model"] == n and r["member"]] for n in runs}
     others = [n for n in runs if n != "control"]
-    fig, axes = plt.subplots(1, len(others), figsize=(3.2 * len(others), 3), dpi=110, sharey=True, squeeze=False)
+    cols = min(3, len(others))
+    rows = -(-len(others) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3 * rows), dpi=110, sharey=True, squeeze=False)
     bins = np.linspace(0, 1, 21)
-    for ax, name in zip(axes[0], others):
+    for ax in axes.flat[len(others):]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, others):
         ax.hist(rouge["control"], bins=bins, alpha=0.5, label="control", color="tab:blue")
         ax.hist(rouge[name], bins=bins, alpha=0.6, label=name, color="tab:red" if name == "standard" else "tab:green")
         ax.set_title(f"{name}\nmean {np.mean(rouge[name]):.2f} (control {np.mean(rouge['control']):.2f})", fontsize=9)
         ax.set_xlabel("Rouge-L")
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("documents")
+    for row in axes:
+        row[0].set_ylabel("documents")
     fig.tight_layout()
     return figure_png(fig)
 
