@@ -1,5 +1,7 @@
 """Small builders shared by the tests: tiny models and a deterministic Trainer setup."""
 
+import socket
+
 import torch
 from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, TrainingArguments
 
@@ -34,3 +36,10 @@ def text_examples(tokenizer, n: int = 8, length: int = 48, prompt: int = 0):
         ids = tokenizer(doc["text"], add_special_tokens=False)["input_ids"][: length - 3 * i]
         out.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
     return out
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for torchrun's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+from helpers import free_port
 
 from goldfish.audit import AuditConfig, run_audit
 from goldfish.audit.extraction import generate_suffixes
@@ -84,7 +85,7 @@ def test_sharded_audit_with_two_processes_merges_one_report(memorized, tmp_path)
     args = ["audit", "--model", str(model_dir), "--data", str(members), "--non-members", str(non_members),
             "--suffix-len", "16", "--prefix-len", "32", "--no-progress", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    sharded = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+    sharded = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                               "-m", "goldfish.cli", *args, "--out", str(tmp_path / "sharded")], env=env, capture_output=True, text=True, timeout=300)
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     assert main([*args, "--out", str(tmp_path / "single")]) == 0

@@ -88,15 +88,18 @@ def test_config_file_and_errors(tmp_path):
         load_config("default", None, n_docs=4, **{"prefix_len": 100})
 
 
-def test_base_model_is_cached_and_keyed(tmp_path):
-    import time
-
-    from goldfish.experiments.base import base_model_dir
+def test_base_model_is_cached_and_keyed(monkeypatch):
+    import goldfish.train
+    from goldfish.experiments.base import base_cache_path, base_model_dir
 
     cfg = load_config("test")
     first = base_model_dir(cfg)
-    t0 = time.time()
-    assert base_model_dir(cfg) == first and time.time() - t0 < 5
     assert (first / "config.json").is_file() and (first / "tokenizer.json").is_file()
-    other = load_config("test", None, seed=1)
-    assert base_model_dir(other) != first
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached base model was trained again")
+
+    monkeypatch.setattr(goldfish.train, "train", no_training)
+    assert base_model_dir(cfg) == first == base_cache_path(cfg)
+    assert base_cache_path(load_config("test", None, seed=1)) != first  # other settings, other key
+    assert base_cache_path(load_config("test", None, base_steps=7)) != first

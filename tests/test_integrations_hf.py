@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import micro_model, seq2seq_collator, sgd_args, text_examples
+from helpers import free_port, micro_model, seq2seq_collator, sgd_args, text_examples
 from transformers import Trainer
 
 from goldfish import GoldfishConfig, apply_goldfish, goldfish_loss, goldfish_mask
@@ -148,7 +148,7 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     single = subprocess.run([sys.executable, str(WORKER), str(tmp_path / "single"), "4"], env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
     ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", str(WORKER), str(tmp_path / "ddp"), "2"],
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), str(WORKER), str(tmp_path / "ddp"), "2"],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]

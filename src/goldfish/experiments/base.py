@@ -12,17 +12,26 @@ from goldfish.experiments.config import ExperimentConfig
 BASE_RECIPE = "base-v1"  # bump when the recipe below changes
 
 
+def _settings(cfg: ExperimentConfig) -> dict:
+    from goldfish.experiments.tiny import TINY_CONFIGS
+
+    return {"size": cfg.size, "arch": TINY_CONFIGS[cfg.size], "steps": cfg.base_steps, "batch": cfg.base_batch,
+            "seq": cfg.base_seq, "lr": cfg.base_lr, "seed": cfg.seed}
+
+
+def base_cache_path(cfg: ExperimentConfig) -> Path:
+    """Where the tiny base for these settings lives in the cache (keyed by corpus, tokenizer, settings)."""
+    from goldfish.experiments.corpus import corpus_fingerprint
+    from goldfish.experiments.tiny import embedded_tokenizer_dir
+
+    return cache_dir() / "base" / fingerprint(BASE_RECIPE, corpus_fingerprint(), embedded_tokenizer_dir().name, _settings(cfg))
+
+
 def base_model_dir(cfg: ExperimentConfig) -> Path:
     """``cfg.model`` if given, else the cached tiny base (pretrained now if missing)."""
     if cfg.model is not None:
         return Path(cfg.model)
-    from goldfish.experiments.corpus import corpus_fingerprint
-    from goldfish.experiments.tiny import TINY_CONFIGS, embedded_tokenizer_dir
-
-    settings = {"size": cfg.size, "arch": TINY_CONFIGS[cfg.size], "steps": cfg.base_steps, "batch": cfg.base_batch,
-                "seq": cfg.base_seq, "lr": cfg.base_lr, "seed": cfg.seed}
-    key = fingerprint(BASE_RECIPE, corpus_fingerprint(), embedded_tokenizer_dir().name, settings)
-    final = cache_dir() / "base" / key
+    final = base_cache_path(cfg)
     if (final / "goldfish.json").is_file():
         return final
     from goldfish.config import GoldfishConfig
@@ -35,5 +44,5 @@ def base_model_dir(cfg: ExperimentConfig) -> Path:
             warmup=0.05, lr_scheduler="cosine", save_steps=0, logging_steps=max(1, cfg.base_steps // 10),
             overwrite=True, progress=cfg.progress,
         ))
-        (tmp / "base.json").write_text(json.dumps(settings, indent=2))
+        (tmp / "base.json").write_text(json.dumps(_settings(cfg), indent=2))
     return final

@@ -26,30 +26,30 @@ def run_name(strategy: str) -> str:
     return RUN_NAMES.get(strategy, strategy)
 
 
-def write_documents(tokenizer, docs: list[dict], n_tokens: int, path: Path) -> list[dict]:
-    """The first ``n_tokens`` tokens of each document, as text, to a jsonl file (atomically)."""
+def truncated_documents(tokenizer, docs: list[dict], n_tokens: int) -> list[dict]:
+    """The first ``n_tokens`` tokens of each document long enough, as text."""
     rows = []
     for d in docs:
         ids = tokenizer(d["text"], add_special_tokens=False)["input_ids"]
         if len(ids) >= n_tokens:
             rows.append({"id": d["id"], "text": tokenizer.decode(ids[:n_tokens])})
-    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
     return rows
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return path
 
 
 def target_documents(cfg: ExperimentConfig, tokenizer, out: Path) -> tuple[Path, Path]:
     """(targets.jsonl, non_members.jsonl): the first n_docs long-enough embedded targets and the next n_docs."""
     from goldfish.experiments.corpus import corpus_part
 
-    docs = corpus_part("targets")
-    rows = write_documents(tokenizer, docs, cfg.doc_tokens, out / "data" / "all.jsonl")
+    rows = truncated_documents(tokenizer, corpus_part("targets"), cfg.doc_tokens)
     if len(rows) < 2 * cfg.n_docs:
         raise ValueError(f"only {len(rows)} embedded targets have {cfg.doc_tokens} tokens; lower n_docs or doc_tokens")
-    members, non = out / "data" / "targets.jsonl", out / "data" / "non_members.jsonl"
-    write_text_atomic(members, "".join(json.dumps(r) + "\n" for r in rows[: cfg.n_docs]))
-    write_text_atomic(non, "".join(json.dumps(r) + "\n" for r in rows[cfg.n_docs : 2 * cfg.n_docs]))
-    (out / "data" / "all.jsonl").unlink()
-    return members, non
+    return (_write_jsonl(out / "data" / "targets.jsonl", rows[: cfg.n_docs]),
+            _write_jsonl(out / "data" / "non_members.jsonl", rows[cfg.n_docs : 2 * cfg.n_docs]))
 
 
 def finetune(cfg: ExperimentConfig, base: Path, data: Path, strategy: str, out: Path, epochs: float | None = None) -> Path:
