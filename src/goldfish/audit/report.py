@@ -7,6 +7,7 @@ import base64
 import html
 import io
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -148,19 +149,10 @@ def add_examples(report: Report, rows: list[dict], per_model: int = 3) -> None:
             by_model.setdefault(r["model"], []).append(r)
     for name, rs in by_model.items():
         for r in sorted(rs, key=lambda r: (-r["longest_run"], -r["rouge_l"]))[:per_model]:
-            cut = _common_prefix_chars(r["generated"], r["true_suffix"])
+            cut = len(os.path.commonprefix([r["generated"], r["true_suffix"]]))
             label = (f"{name} · {r['id']} · longest run {r['longest_run']} tokens, Rouge-L {r['rouge_l']:.2f}"
                      f"{' · verbatim' if r['exact_match'] else ''}")
             report.comparison(label, r["prefix_tail"], r["generated"], r["true_suffix"], cut)
-
-
-def _common_prefix_chars(a: str, b: str) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def write_report(result: dict, out: str | Path) -> None:

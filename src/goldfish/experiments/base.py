@@ -35,14 +35,9 @@ def base_model_dir(cfg: ExperimentConfig) -> Path:
     if (final / "goldfish.json").is_file():
         return final
     from goldfish.config import GoldfishConfig
-    from goldfish.train import TrainConfig, train
+    from goldfish.experiments.training import pretrain
 
     with atomic_dir(final) as tmp:
-        train(TrainConfig(
-            data=["embedded:background"], out=str(tmp), init=cfg.size, goldfish=GoldfishConfig(strategy="none", seed=cfg.seed),
-            pack=True, seq_len=cfg.base_seq, max_steps=cfg.base_steps, batch_size=cfg.base_batch, lr=cfg.base_lr,
-            warmup=0.05, lr_scheduler="cosine", save_steps=0, logging_steps=max(1, cfg.base_steps // 10),
-            overwrite=True, progress=cfg.progress,
-        ))
+        pretrain(cfg, ["embedded:background"], GoldfishConfig(strategy="none", seed=cfg.seed), tmp, cfg.base_steps, cfg.base_seq)
         (tmp / "base.json").write_text(json.dumps(_settings(cfg), indent=2))
     return final

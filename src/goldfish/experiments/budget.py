@@ -11,7 +11,6 @@ import torch
 from transformers import TrainerCallback
 
 from goldfish.audit.report import Report, figure_png
-from goldfish.config import GoldfishConfig
 from goldfish.experiments.config import ExperimentConfig
 from goldfish.experiments.reporting import settings_block, write_summary
 from goldfish.loss import causal_lm_loss
@@ -51,7 +50,7 @@ class ValidationCurve(TrainerCallback):
 def run_budget(cfg: ExperimentConfig) -> dict:
     from goldfish.data import build_examples, pack_examples, read_documents
     from goldfish.experiments.tiny import load_embedded_tokenizer
-    from goldfish.train import TrainConfig, train
+    from goldfish.experiments.training import goldfish_config, pretrain
 
     start = time.time()
     out = Path(cfg.out)
@@ -61,12 +60,8 @@ def run_budget(cfg: ExperimentConfig) -> dict:
     curves = {}
     for name, strategy in (("standard", "none"), (f"goldfish k={cfg.k:g}", "hash")):
         curve = ValidationCurve(val, cfg.eval_every)
-        train(TrainConfig(
-            data=["embedded:background"], out=str(out / "models" / ("standard" if strategy == "none" else "goldfish")),
-            init=cfg.size, goldfish=GoldfishConfig(strategy=strategy, k=cfg.k, h=cfg.h, seed=cfg.seed), pack=True,
-            seq_len=cfg.base_seq, max_steps=cfg.steps, batch_size=cfg.base_batch, lr=cfg.base_lr, warmup=0.05,
-            lr_scheduler="cosine", save_steps=0, logging_steps=max(1, cfg.steps // 10), overwrite=True, progress=cfg.progress,
-        ), callbacks=[curve])
+        pretrain(cfg, ["embedded:background"], goldfish_config(cfg, strategy),
+                 out / "models" / ("standard" if strategy == "none" else "goldfish"), cfg.steps, cfg.base_seq, callbacks=[curve])
         curves[name] = curve.points
     result = {"experiment": "budget", "curves": curves,
               "final_validation_loss": {n: c[-1]["validation_loss"] for n, c in curves.items()},

@@ -26,6 +26,7 @@ from goldfish.experiments.chat_data import CANNED_REPLY, OPENING_REPLY, PHONE, S
 from goldfish.experiments.config import ExperimentConfig
 from goldfish.experiments.extreme import gap_closed
 from goldfish.experiments.reporting import settings_block, write_summary
+from goldfish.experiments.training import finetune, goldfish_config
 from goldfish.models import load_model
 
 HINT_TOKENS = 8
@@ -107,8 +108,6 @@ def evaluate(model, tokenizer, data: dict, cfg: ExperimentConfig, name: str) -> 
 
 
 def run_chat(cfg: ExperimentConfig) -> dict:
-    from goldfish.train import TrainConfig, train
-
     start = time.time()
     out = Path(cfg.out)
     base = base_model_dir(cfg)
@@ -119,11 +118,7 @@ def run_chat(cfg: ExperimentConfig) -> dict:
     models = {"base": base}
     for name, strategy in RUNS:
         models[name] = out / "models" / name
-        train(TrainConfig(
-            data=[str(train_file)], out=str(models[name]), model=str(base), goldfish=GoldfishConfig(strategy=strategy, k=cfg.k, h=cfg.h, seed=cfg.seed),
-            seq_len=512, epochs=cfg.chat_epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_scheduler="constant",
-            save_steps=0, logging_steps=25, overwrite=True, progress=cfg.progress,
-        ))
+        finetune(cfg, base, train_file, goldfish_config(cfg, strategy), models[name], cfg.chat_epochs, seq_len=512)
     results = {}
     for name, path in models.items():
         model, tokenizer = load_model(str(path), cfg.device)

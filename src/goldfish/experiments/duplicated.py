@@ -14,10 +14,10 @@ import numpy as np
 from goldfish.audit import AuditConfig, run_audit
 from goldfish.audit.report import Report, figure_png
 from goldfish.cache import write_text_atomic
-from goldfish.config import GoldfishConfig
 from goldfish.experiments.config import ExperimentConfig
 from goldfish.experiments.extreme import RUN_METRICS, target_documents
 from goldfish.experiments.reporting import run_table, settings_block, write_summary
+from goldfish.experiments.training import goldfish_config, pretrain
 
 
 def _mixture(cfg: ExperimentConfig, targets: Path, with_targets: bool, path: Path) -> Path:
@@ -34,15 +34,8 @@ def _mixture(cfg: ExperimentConfig, targets: Path, with_targets: bool, path: Pat
 
 
 def _pretrain(cfg: ExperimentConfig, data: Path, strategy: str, k: float, out: Path) -> Path:
-    from goldfish.train import TrainConfig, train
-
-    train(TrainConfig(
-        data=[str(data)], out=str(out), init=cfg.size, goldfish=GoldfishConfig(strategy=strategy, k=k, h=cfg.h, seed=cfg.seed),
-        pack=True, seq_len=max(cfg.base_seq, cfg.doc_tokens + 1), max_steps=cfg.steps, batch_size=cfg.base_batch,
-        lr=cfg.base_lr, warmup=0.05, lr_scheduler="cosine", save_steps=0, logging_steps=max(1, cfg.steps // 10),
-        overwrite=True, progress=cfg.progress,
-    ))
-    return out
+    """From scratch on ``data``; rows fit a whole target document (EOS included)."""
+    return pretrain(cfg, [str(data)], goldfish_config(cfg, strategy, k), out, cfg.steps, max(cfg.base_seq, cfg.doc_tokens + 1))
 
 
 def run_name(k: float | None) -> str:

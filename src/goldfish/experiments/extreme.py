@@ -12,10 +12,10 @@ from pathlib import Path
 
 from goldfish.audit import AuditConfig, run_audit
 from goldfish.cache import write_text_atomic
-from goldfish.config import GoldfishConfig
 from goldfish.experiments.base import base_model_dir
 from goldfish.experiments.config import ExperimentConfig
 from goldfish.experiments.reporting import write_extreme_report
+from goldfish.experiments.training import finetune, goldfish_config
 
 RUN_NAMES = {"none": "standard", "hash": "goldfish"}
 RUN_METRICS = ("exact_match_rate", "exact_match_count", "token_match_rate", "rouge_l_mean", "rouge_l_tokens_mean",
@@ -52,18 +52,6 @@ def target_documents(cfg: ExperimentConfig, tokenizer, out: Path) -> tuple[Path,
             _write_jsonl(out / "data" / "non_members.jsonl", rows[cfg.n_docs : 2 * cfg.n_docs]))
 
 
-def finetune(cfg: ExperimentConfig, base: Path, data: Path, strategy: str, out: Path, epochs: float | None = None) -> Path:
-    """Continue training ``base`` on ``data`` with one strategy; returns the saved HF folder."""
-    from goldfish.train import TrainConfig, train
-
-    train(TrainConfig(
-        data=[str(data)], out=str(out), model=str(base), goldfish=GoldfishConfig(strategy=strategy, k=cfg.k, h=cfg.h, seed=cfg.seed),
-        seq_len=2 * cfg.doc_tokens, epochs=epochs or cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-        lr_scheduler="constant", save_steps=0, logging_steps=50, overwrite=True, progress=cfg.progress,
-    ))
-    return out
-
-
 def gap_closed(control: float, standard: float, goldfish: float) -> float | None:
     """Share of the standard-vs-control gap that goldfish removes: (std - gf) / (std - control)."""
     return (standard - goldfish) / (standard - control) if standard != control else None
@@ -80,7 +68,8 @@ def run_extreme(cfg: ExperimentConfig) -> dict:
     members, non_members = target_documents(cfg, tokenizer, out)
     runs = {"control": base}
     for strategy in cfg.strategies:
-        runs[run_name(strategy)] = finetune(cfg, base, members, strategy, out / "models" / run_name(strategy))
+        runs[run_name(strategy)] = finetune(cfg, base, members, goldfish_config(cfg, strategy), out / "models" / run_name(strategy),
+                                            cfg.epochs, seq_len=2 * cfg.doc_tokens)
     audit = run_audit(AuditConfig(
         models=[str(p) for p in runs.values()], names=list(runs), data=str(members), non_members=str(non_members),
         out=str(out / "audit"), prefix_len=cfg.prefix_len, suffix_len=cfg.suffix_len, batch_size=cfg.audit_batch,

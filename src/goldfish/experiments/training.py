@@ -1,0 +1,37 @@
+"""The two training recipes the experiments share, both ``goldfish train`` underneath."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from goldfish.config import GoldfishConfig
+from goldfish.experiments.config import ExperimentConfig
+
+
+def goldfish_config(cfg: ExperimentConfig, strategy: str, k: float | None = None) -> GoldfishConfig:
+    return GoldfishConfig(strategy=strategy, k=cfg.k if k is None else k, h=cfg.h, seed=cfg.seed)
+
+
+def pretrain(cfg: ExperimentConfig, data: list[str], gcfg: GoldfishConfig, out: Path, steps: int, seq_len: int,
+             callbacks: list | None = None) -> Path:
+    """A tiny Llama from its config: ``steps`` steps of ``base_batch`` packed rows, cosine schedule."""
+    from goldfish.train import TrainConfig, train
+
+    train(TrainConfig(
+        data=data, out=str(out), init=cfg.size, goldfish=gcfg, pack=True, seq_len=seq_len, max_steps=steps,
+        batch_size=cfg.base_batch, lr=cfg.base_lr, warmup=0.05, lr_scheduler="cosine", save_steps=0,
+        logging_steps=max(1, steps // 10), overwrite=True, progress=cfg.progress,
+    ), callbacks=callbacks)
+    return Path(out)
+
+
+def finetune(cfg: ExperimentConfig, base: Path, data: Path, gcfg: GoldfishConfig, out: Path, epochs: float, seq_len: int) -> Path:
+    """Continue training ``base`` on ``data`` at a constant learning rate; returns the saved HF folder."""
+    from goldfish.train import TrainConfig, train
+
+    train(TrainConfig(
+        data=[str(data)], out=str(out), model=str(base), goldfish=gcfg, seq_len=seq_len, epochs=epochs,
+        batch_size=cfg.batch_size, lr=cfg.lr, lr_scheduler="constant", save_steps=0, logging_steps=50,
+        overwrite=True, progress=cfg.progress,
+    ))
+    return Path(out)
