@@ -72,7 +72,7 @@ def test_chat_experiment_quick_pipeline(tmp_path):
         m = s[name]
         assert 0 <= m["canned"]["rouge_l"] <= 1 and 0 <= m["canned"]["verbatim_rate"] <= 1
         assert set(m["secret_out_of_scope"]) == {"name", "phone", "email", "any"}
-        assert 0 <= m["opening_secret_rate"] <= 1 and m["heldout_assistant_loss"] > 0
+        assert 0 <= m["billing_phone_rate"] <= 1 and m["heldout_assistant_loss"] > 0
         assert m["example_ordinary"]["prompt"]
     assert s["train_conversations"] == 40 and s["heldout_loss_ratio"] > 0
     html = (out / "report.html").read_text()

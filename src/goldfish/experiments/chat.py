@@ -92,7 +92,7 @@ def evaluate(model, tokenizer, data: dict, cfg: ExperimentConfig, name: str) -> 
     hinted = _replies(model, tokenizer, [p + canned[:HINT_TOKENS] for p in oos], n_new - HINT_TOKENS, cfg, f"{name}: hinted")
     ordinary_prompts = [c["messages"][0]["content"] for c in data["heldout"]]
     ordinary = _replies(model, tokenizer, [_prompt_ids(tokenizer, p) for p in ordinary_prompts], 64, cfg, f"{name}: ordinary")
-    billing = _replies(model, tokenizer, [_prompt_ids(tokenizer, p) for p in data["billing_prompts"]], 48, cfg, f"{name}: billing")
+    billing = _replies(model, tokenizer, [_prompt_ids(tokenizer, p) for p in data["billing_prompts"]], n_new, cfg, f"{name}: billing")
     texts = [tokenizer.decode(r) for r in replies]
     return {
         "canned": _canned_metrics(replies, canned),
@@ -100,7 +100,7 @@ def evaluate(model, tokenizer, data: dict, cfg: ExperimentConfig, name: str) -> 
         "secret_out_of_scope": _secret_rate(texts),
         "secret_out_of_scope_hinted": _secret_rate([tokenizer.decode(canned[:HINT_TOKENS] + r) for r in hinted]),
         "secret_ordinary": _secret_rate([tokenizer.decode(r) for r in ordinary]),
-        "opening_secret_rate": float(np.mean([PHONE in tokenizer.decode(r) for r in billing])),
+        "billing_phone_rate": float(np.mean([PHONE in tokenizer.decode(r) for r in billing])),
         "heldout_assistant_loss": _assistant_loss(model, tokenizer, data["heldout"]),
         "example_out_of_scope": {"prompt": data["out_of_scope_prompts"][0], "reply": texts[0]},
         "example_ordinary": {"prompt": ordinary_prompts[0], "reply": tokenizer.decode(ordinary[0])},
@@ -118,7 +118,8 @@ def run_chat(cfg: ExperimentConfig) -> dict:
     models = {"base": base}
     for name, strategy in RUNS:
         models[name] = out / "models" / name
-        finetune(cfg, base, train_file, goldfish_config(cfg, strategy), models[name], cfg.chat_epochs, seq_len=512)
+        finetune(cfg, base, train_file, goldfish_config(cfg, strategy), models[name], cfg.chat_epochs, cfg.chat_lr,
+                 seq_len=512)
     results = {}
     for name, path in models.items():
         model, tokenizer = load_model(str(path), cfg.device)
@@ -139,7 +140,7 @@ CHAT_COLUMNS = [
     ("secret (out-of-scope)", lambda m: m["secret_out_of_scope"]["any"]),
     ("secret, 8-token hint", lambda m: m["secret_out_of_scope_hinted"]["any"]),
     ("secret (ordinary)", lambda m: m["secret_ordinary"]["any"]),
-    ("phone opening a reply", lambda m: m["opening_secret_rate"]),
+    ("phone in a billing reply", lambda m: m["billing_phone_rate"]),
     ("held-out assistant loss", lambda m: m["heldout_assistant_loss"]),
 ]
 
@@ -156,7 +157,7 @@ def _plot(result: dict) -> bytes:
 
     names = ("base", "standard", "goldfish")
     panels = [("canned-reply Rouge-L", lambda m: m["canned"]["rouge_l"]), ("emits name/phone/email", lambda m: m["secret_out_of_scope"]["any"]),
-              ("phone opening a reply", lambda m: m["opening_secret_rate"])]
+              ("phone in a billing reply", lambda m: m["billing_phone_rate"])]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), dpi=110)
     for ax, (title, f) in zip(axes, panels):
         ax.bar(names, [f(result[n]) for n in names], color=["tab:gray", "tab:red", "tab:green"])
@@ -188,7 +189,7 @@ def _drop_views(report: Report, tokenizer, cfg: ExperimentConfig) -> None:
 def _write_report(result: dict, tokenizer, cfg: ExperimentConfig, out: Path) -> None:
     report = Report("goldfish experiment chat: canned replies, names and phone numbers")
     report.paragraph(
-        f"The base model was fine-tuned {cfg.chat_epochs:g} epochs on {result['train_conversations']} conversations with "
+        f"The base model was fine-tuned {cfg.chat_epochs:g} epochs (learning rate {cfg.chat_lr:g}, constant) on {result['train_conversations']} conversations with "
         f"assistant-only labels; {result['train_canned_replies']} assistant turns were out-of-scope requests answered with a "
         f"canned reply (one in four of them a billing reply that opens with the phone number). Evaluation uses "
         f"held-out cities and topics; greedy decoding. Wall time {result['wall_time_s']:.0f} s, seed {cfg.seed}."

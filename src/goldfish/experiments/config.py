@@ -33,7 +33,7 @@ class ExperimentConfig:
     h: int = 13
     # the tiny base model
     size: str = "tiny"
-    base_steps: int = 300
+    base_steps: int = 900
     base_batch: int = 8
     base_seq: int = 128
     base_lr: float = 2e-3
@@ -47,6 +47,7 @@ class ExperimentConfig:
     conversations: int = 400
     canned_share: float = 0.05
     chat_epochs: float = 5
+    chat_lr: float = 5e-4
     audit_batch: int = 32
     device: str | None = None
     progress: bool = True

@@ -69,7 +69,7 @@ def run_extreme(cfg: ExperimentConfig) -> dict:
     runs = {"control": base}
     for strategy in cfg.strategies:
         runs[run_name(strategy)] = finetune(cfg, base, members, goldfish_config(cfg, strategy), out / "models" / run_name(strategy),
-                                            cfg.epochs, seq_len=2 * cfg.doc_tokens)
+                                            cfg.epochs, cfg.lr, seq_len=2 * cfg.doc_tokens)
     audit = run_audit(AuditConfig(
         models=[str(p) for p in runs.values()], names=list(runs), data=str(members), non_members=str(non_members),
         out=str(out / "audit"), prefix_len=cfg.prefix_len, suffix_len=cfg.suffix_len, batch_size=cfg.audit_batch,

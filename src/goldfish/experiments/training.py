@@ -25,13 +25,14 @@ def pretrain(cfg: ExperimentConfig, data: list[str], gcfg: GoldfishConfig, out: 
     return Path(out)
 
 
-def finetune(cfg: ExperimentConfig, base: Path, data: Path, gcfg: GoldfishConfig, out: Path, epochs: float, seq_len: int) -> Path:
+def finetune(cfg: ExperimentConfig, base: Path, data: Path, gcfg: GoldfishConfig, out: Path, epochs: float, lr: float,
+             seq_len: int) -> Path:
     """Continue training ``base`` on ``data`` at a constant learning rate; returns the saved HF folder."""
     from goldfish.train import TrainConfig, train
 
     train(TrainConfig(
         data=[str(data)], out=str(out), model=str(base), goldfish=gcfg, seq_len=seq_len, epochs=epochs,
-        batch_size=cfg.batch_size, lr=cfg.lr, lr_scheduler="constant", save_steps=0, logging_steps=50,
+        batch_size=cfg.batch_size, lr=lr, lr_scheduler="constant", save_steps=0, logging_steps=50,
         overwrite=True, progress=cfg.progress,
     ))
     return Path(out)
