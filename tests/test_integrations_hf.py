@@ -161,3 +161,27 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     for name in a["weights"]:
         assert torch.allclose(a["weights"][name], b["weights"][name], atol=1e-5), name
     assert torch.equal(a["masked_labels"], b["masked_labels"])
+
+
+@pytest.mark.slow
+def test_fsdp2_two_ranks_match_one_process(tmp_path):
+    """The supervised-logits head hook under torch FSDP2 (2 ranks, gloo, parameters sharded) gives the
+    same losses and weights as one process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    worker = Path(__file__).parent / "fsdp_worker.py"
+    single = subprocess.run([sys.executable, str(worker), str(tmp_path / "single")], env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    fsdp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), str(worker), str(tmp_path / "fsdp")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert fsdp.returncode == 0, fsdp.stderr[-3000:]
+    a = torch.load(tmp_path / "single" / "result.pt")
+    b = torch.load(tmp_path / "fsdp" / "result.pt")
+    assert b["world_size"] == 2 and b["sharded"] and not a["sharded"]
+    assert len(a["losses"]) == len(b["losses"]) == 3 and a["losses"][-1] < a["losses"][0]
+    for x, y in zip(a["losses"], b["losses"]):
+        assert math.isclose(x, y, rel_tol=1e-5)
+    assert a["weights"].keys() == b["weights"].keys()
+    for name in a["weights"]:
+        assert torch.allclose(a["weights"][name], b["weights"][name], atol=1e-5), name
