@@ -58,9 +58,10 @@ class ExperimentConfig:
 
 PRESETS = {
     "default": {},
-    # minutes on 2 CPU cores; small but still shows each effect
+    # minutes on 2 CPU cores; shows each effect except duplicated's (too small for verbatim memorization)
     "quick": {"n_docs": 8, "epochs": 40, "base_steps": 120, "repeats": 40, "background_docs": 400, "steps": 200,
-              "eval_every": 40, "ks": [4, 32], "conversations": 160, "chat_epochs": 3},
+              "eval_every": 40, "ks": [4, 32], "conversations": 160, "canned_share": 0.15, "chat_epochs": 5,
+              "chat_lr": 1e-3},
     # what the test suite runs: the whole pipeline in seconds, no claims about the figures
     "test": {"n_docs": 4, "doc_tokens": 48, "prefix_len": 24, "suffix_len": 24, "epochs": 3, "size": "micro",
              "base_steps": 6, "base_batch": 4, "base_seq": 64, "repeats": 2, "background_docs": 50, "steps": 8, "eval_every": 4,
