@@ -139,21 +139,24 @@ def test_trl_sft_recipe_assistant_only(tokenizer, tmp_path):
     trainer.train()
 
 
-WORKER = Path(__file__).parent / "ddp_worker.py"
+def run_one_and_two_ranks(worker: str, tmp_path, single_args: list[str], rank_args: list[str]) -> tuple[dict, dict]:
+    """Run tests/``worker`` in one process and as 2 ranks under torchrun; their saved result.pt files."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = str(Path(__file__).parent / worker)
+    single = subprocess.run([sys.executable, script, str(tmp_path / "single"), *single_args], env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    ranks = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), script,
+         str(tmp_path / "ranks"), *rank_args],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert ranks.returncode == 0, ranks.stderr[-3000:]
+    return torch.load(tmp_path / "single" / "result.pt"), torch.load(tmp_path / "ranks" / "result.pt")
 
 
 @pytest.mark.slow
 def test_ddp_two_processes_match_one_process(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, str(WORKER), str(tmp_path / "single"), "4"], env=env, capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr[-3000:]
-    ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), str(WORKER), str(tmp_path / "ddp"), "2"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    a = torch.load(tmp_path / "single" / "result.pt")
-    b = torch.load(tmp_path / "ddp" / "result.pt")
+    a, b = run_one_and_two_ranks("ddp_worker.py", tmp_path, ["4"], ["2"])
     assert b["world_size"] == 2 and a["world_size"] == 1
     assert a["losses"] and len(a["losses"]) == len(b["losses"])
     for x, y in zip(a["losses"], b["losses"]):
@@ -167,17 +170,7 @@ def test_ddp_two_processes_match_one_process(tmp_path):
 def test_fsdp2_two_ranks_match_one_process(tmp_path):
     """The supervised-logits head hook under torch FSDP2 (2 ranks, gloo, parameters sharded) gives the
     same losses and weights as one process."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    worker = Path(__file__).parent / "fsdp_worker.py"
-    single = subprocess.run([sys.executable, str(worker), str(tmp_path / "single")], env=env, capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr[-3000:]
-    fsdp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), str(worker), str(tmp_path / "fsdp")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert fsdp.returncode == 0, fsdp.stderr[-3000:]
-    a = torch.load(tmp_path / "single" / "result.pt")
-    b = torch.load(tmp_path / "fsdp" / "result.pt")
+    a, b = run_one_and_two_ranks("fsdp_worker.py", tmp_path, [], [])
     assert b["world_size"] == 2 and b["sharded"] and not a["sharded"]
     assert len(a["losses"]) == len(b["losses"]) == 3 and a["losses"][-1] < a["losses"][0]
     for x, y in zip(a["losses"], b["losses"]):

@@ -25,6 +25,25 @@ def split_document(ids: list[int], prefix_len: int | None, suffix_len: int, cont
     return before[len(before) - keep :], ids[len(ids) - suffix_len :]
 
 
+def length_batches(sequences: list[list[int]], batch_size: int, progress: bool, desc: str):
+    """Indices of ``sequences`` in batches of similar length (sorted by length), with a progress bar."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
+        yield order[start : start + batch_size]
+
+
+def pad_batch(sequences: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of the sequences padded with ``pad`` to the longest, on the left or right."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[row, cols] = torch.tensor(seq, dtype=torch.long)
+        mask[row, cols] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def generate_suffixes(
     model, tokenizer, prefixes: list[list[int]], suffix_len: int, batch_size: int = 16, beams: int = 1,
@@ -43,17 +62,11 @@ def generate_suffixes(
         max_new_tokens=suffix_len, do_sample=False, num_beams=beams, pad_token_id=pad,
         eos_token_id=tokenizer.eos_token_id if stop_at_eos else [],
     )
-    order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i]))
     out: list[list[int] | None] = [None] * len(prefixes)
     device = next(model.parameters()).device
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
-        idx = order[start : start + batch_size]
-        width = max(len(prefixes[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids[row, width - len(prefixes[i]) :] = torch.tensor(prefixes[i])
-            mask[row, width - len(prefixes[i]) :] = 1
+    for idx in length_batches(prefixes, batch_size, progress, desc):
+        ids, mask = pad_batch([prefixes[i] for i in idx], pad, left=True)
+        width = ids.shape[1]
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
         for row, i in enumerate(idx):
             new = gen[row, width:].tolist()
@@ -68,15 +81,8 @@ def token_logprobs(model, sequences: list[list[int]], batch_size: int = 8, progr
     """Per sequence: (log p(x_i | x_<i) for i >= 1, mean and std of log p(. | x_<i)) as float64 arrays."""
     device = next(model.parameters()).device
     out = [None] * len(sequences)
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
-        idx = order[start : start + batch_size]
-        width = max(len(sequences[i]) for i in idx)
-        ids = torch.zeros((len(idx), width), dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
-            mask[row, : len(sequences[i])] = 1
+    for idx in length_batches(sequences, batch_size, progress, desc):
+        ids, mask = pad_batch([sequences[i] for i in idx], 0, left=False)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
         logp = torch.log_softmax(logits, dim=-1)
         p = logp.exp()
@@ -87,3 +93,33 @@ def token_logprobs(model, sequences: list[list[int]], batch_size: int = 8, progr
             n = len(sequences[i]) - 1
             out[i] = tuple(np.asarray(t[row, :n].cpu(), dtype=np.float64) for t in (target, mu, sigma))
     return out
+
+
+@torch.no_grad()
+def mean_supervised_nll(model, rows: list[dict], pad_token_id: int, batch_size: int = 16) -> float:
+    """Mean NLL (the standard loss, nothing dropped) over the supervised targets of ``rows``.
+
+    A row has ``input_ids`` and ``labels`` (-100 where not supervised), and ``position_ids`` when
+    packed (then it is passed on and no attention mask is, so attention stays within documents);
+    otherwise rows are right-padded per batch and masked to their own tokens. The model is put in
+    eval mode for the call and restored after.
+    """
+    from goldfish.loss import causal_lm_loss
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total = count = 0.0
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i : i + batch_size]
+        ids, mask = pad_batch([r["input_ids"] for r in chunk], pad_token_id, left=False)
+        labels, _ = pad_batch([r["labels"] for r in chunk], -100, left=False)
+        if "position_ids" in chunk[0]:
+            inputs = {"position_ids": pad_batch([r["position_ids"] for r in chunk], 0, left=False)[0].to(device)}
+        else:
+            inputs = {"attention_mask": mask.to(device)}
+        n = int((labels[:, 1:] != -100).sum())
+        total += causal_lm_loss(model(input_ids=ids.to(device), **inputs).logits, labels.to(device)).item() * n
+        count += n
+    model.train(was_training)
+    return total / count

@@ -96,6 +96,13 @@ class Report:
         write_text_atomic(out / "report.html", page)
 
 
+def settings_block(report: Report, result: dict) -> None:
+    """A "Settings" section: the result's settings and wall time, with package versions, as JSON."""
+    report.heading("Settings")
+    text = json.dumps({"settings": result["settings"], "versions": versions(), "wall_time_s": result["wall_time_s"]}, indent=1)
+    report.raw(f"```json\n{text}\n```\n", f"<pre>{html.escape(text)}</pre>")
+
+
 def _md_cell(text: str) -> str:
     return html.escape(text).replace("|", "\\|").replace("\n", "↵ ")
 
@@ -183,9 +190,7 @@ def write_report(result: dict, out: str | Path) -> None:
                      [[name, k, m[k]["auc"], m[k]["tpr_at_0.1%_fpr"], m[k]["tpr_at_1%_fpr"]] for name, m in mia.items() for k in scores])
     report.heading("Most-memorized documents")
     add_examples(report, rows)
-    report.heading("Settings")
-    report.raw(f"```json\n{json.dumps(summary['settings'] | {'versions': summary['versions']}, indent=1)}\n```\n",
-               f"<pre>{html.escape(json.dumps(summary['settings'] | {'versions': summary['versions']}, indent=1))}</pre>")
+    settings_block(report, result)
     write_text_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     report.write(out)

@@ -7,44 +7,26 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
 from transformers import TrainerCallback
 
-from goldfish.audit.report import Report, figure_png
+from goldfish.audit.extraction import mean_supervised_nll
+from goldfish.audit.report import Report, figure_png, settings_block
 from goldfish.experiments.config import ExperimentConfig
-from goldfish.experiments.reporting import settings_block, write_summary
-from goldfish.loss import causal_lm_loss
+from goldfish.experiments.reporting import write_summary
 
 
 class ValidationCurve(TrainerCallback):
     """Every ``every`` steps: mean validation loss (all tokens, standard CE) and the tokens seen."""
 
-    def __init__(self, rows: list[dict], every: int, batch_size: int = 16):
-        self.rows, self.every, self.batch_size = rows, every, batch_size
+    def __init__(self, rows: list[dict], every: int, pad_token_id: int, batch_size: int = 16):
+        self.rows, self.every, self.pad_token_id, self.batch_size = rows, every, pad_token_id, batch_size
         self.points: list[dict] = []
-
-    @torch.no_grad()
-    def validation_loss(self, model) -> float:
-        was_training = model.training
-        model.eval()
-        total = count = 0.0
-        device = next(model.parameters()).device
-        for i in range(0, len(self.rows), self.batch_size):
-            chunk = self.rows[i : i + self.batch_size]
-            ids = torch.tensor([r["input_ids"] for r in chunk], device=device)
-            labels = torch.tensor([r["labels"] for r in chunk], device=device)
-            pos = torch.tensor([r["position_ids"] for r in chunk], device=device)
-            n = (labels[:, 1:] != -100).sum().item()
-            total += causal_lm_loss(model(input_ids=ids, position_ids=pos).logits, labels).item() * n
-            count += n
-        model.train(was_training)
-        return total / count
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.every == 0 or state.global_step == state.max_steps:
             self.points.append({"step": state.global_step, "input_tokens": state.num_input_tokens_seen,
                                 "supervised_tokens": getattr(state, "supervised_targets_seen", 0),
-                                "validation_loss": self.validation_loss(model)})
+                                "validation_loss": mean_supervised_nll(model, self.rows, self.pad_token_id, self.batch_size)})
 
 
 def run_budget(cfg: ExperimentConfig) -> dict:
@@ -59,7 +41,7 @@ def run_budget(cfg: ExperimentConfig) -> dict:
                         cfg.base_seq, tokenizer.pad_token_id)
     curves = {}
     for name, strategy in (("standard", "none"), (f"goldfish k={cfg.k:g}", "hash")):
-        curve = ValidationCurve(val, cfg.eval_every)
+        curve = ValidationCurve(val, cfg.eval_every, tokenizer.pad_token_id)
         pretrain(cfg, ["embedded:background"], goldfish_config(cfg, strategy),
                  out / "models" / ("standard" if strategy == "none" else "goldfish"), cfg.steps, cfg.base_seq, callbacks=[curve])
         curves[name] = curve.points

@@ -16,16 +16,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from goldfish.audit.extraction import generate_suffixes
+from goldfish.audit.extraction import generate_suffixes, mean_supervised_nll
 from goldfish.audit.metrics import longest_run, rouge_l_f
-from goldfish.audit.report import Report, figure_png
+from goldfish.audit.report import Report, figure_png, settings_block
 from goldfish.cache import write_text_atomic
 from goldfish.config import GoldfishConfig
+from goldfish.data import build_examples
 from goldfish.experiments.base import base_model_dir
 from goldfish.experiments.chat_data import CANNED_REPLY, OPENING_REPLY, PHONE, SECRETS, build_chats
 from goldfish.experiments.config import ExperimentConfig
 from goldfish.experiments.extreme import gap_closed
-from goldfish.experiments.reporting import settings_block, write_summary
+from goldfish.experiments.reporting import write_summary
 from goldfish.experiments.training import finetune, goldfish_config
 from goldfish.models import load_model
 
@@ -64,26 +65,6 @@ def _secret_rate(texts: list[str]) -> dict:
     return rates
 
 
-@torch.no_grad()
-def _assistant_loss(model, tokenizer, conversations: list[dict], batch: int = 8) -> float:
-    """Mean NLL of the assistant tokens of held-out conversations (the standard loss, nothing dropped)."""
-    from goldfish.data import build_examples
-    from goldfish.loss import causal_lm_loss
-
-    examples = build_examples(conversations, tokenizer, 1024, 4)
-    device = next(model.parameters()).device
-    total = count = 0.0
-    for i in range(0, len(examples), batch):
-        chunk = examples[i : i + batch]
-        width = max(len(e["input_ids"]) for e in chunk)
-        ids = torch.tensor([e["input_ids"] + [tokenizer.pad_token_id] * (width - len(e["input_ids"])) for e in chunk], device=device)
-        labels = torch.tensor([e["labels"] + [-100] * (width - len(e["labels"])) for e in chunk], device=device)
-        n = int((labels[:, 1:] != -100).sum())
-        total += causal_lm_loss(model(input_ids=ids, attention_mask=(labels != -100) | (ids != tokenizer.pad_token_id)).logits, labels).item() * n
-        count += n
-    return total / count
-
-
 def evaluate(model, tokenizer, data: dict, cfg: ExperimentConfig, name: str) -> dict:
     canned = tokenizer(CANNED_REPLY, add_special_tokens=False)["input_ids"]
     n_new = len(canned) + HINT_TOKENS
@@ -101,7 +82,8 @@ def evaluate(model, tokenizer, data: dict, cfg: ExperimentConfig, name: str) -> 
         "secret_out_of_scope_hinted": _secret_rate([tokenizer.decode(canned[:HINT_TOKENS] + r) for r in hinted]),
         "secret_ordinary": _secret_rate([tokenizer.decode(r) for r in ordinary]),
         "billing_phone_rate": float(np.mean([PHONE in tokenizer.decode(r) for r in billing])),
-        "heldout_assistant_loss": _assistant_loss(model, tokenizer, data["heldout"]),
+        "heldout_assistant_loss": mean_supervised_nll(model, build_examples(data["heldout"], tokenizer, 1024, cfg.k),
+                                                      tokenizer.pad_token_id, batch_size=8),
         "example_out_of_scope": {"prompt": data["out_of_scope_prompts"][0], "reply": texts[0]},
         "example_ordinary": {"prompt": ordinary_prompts[0], "reply": tokenizer.decode(ordinary[0])},
     }

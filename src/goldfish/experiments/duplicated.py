@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from goldfish.audit import AuditConfig, run_audit
-from goldfish.audit.report import Report, figure_png
+from goldfish.audit.report import Report, figure_png, settings_block
 from goldfish.cache import write_text_atomic
 from goldfish.experiments.config import ExperimentConfig
 from goldfish.experiments.extreme import RUN_METRICS, target_documents
-from goldfish.experiments.reporting import run_table, settings_block, write_summary
+from goldfish.experiments.reporting import run_table, write_summary
 from goldfish.experiments.training import goldfish_config, pretrain
 
 

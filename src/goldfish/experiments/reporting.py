@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from goldfish.audit.report import Report, add_examples, histogram_png, versions
+from goldfish.audit.report import Report, add_examples, histogram_png, settings_block, versions
 from goldfish.cache import write_text_atomic
 
 RUN_COLUMNS = [("exact_match_rate", "verbatim"), ("token_match_rate", "token match"), ("rouge_l_mean", "Rouge-L"),
@@ -16,13 +16,6 @@ RUN_COLUMNS = [("exact_match_rate", "verbatim"), ("token_match_rate", "token mat
 def run_table(result: dict, runs: list[str]) -> tuple[list[str], list[list]]:
     headers = ["run"] + [label for _, label in RUN_COLUMNS]
     return headers, [[name] + [result[name].get(k, "") for k, _ in RUN_COLUMNS] for name in runs]
-
-
-def settings_block(report: Report, result: dict) -> None:
-    report.heading("Settings")
-    info = {"settings": result["settings"], "versions": versions(), "wall_time_s": result["wall_time_s"]}
-    text = json.dumps(info, indent=1)
-    report.raw(f"```json\n{text}\n```\n", f"<pre>{text}</pre>")
 
 
 def write_summary(result: dict, out: Path) -> None:
