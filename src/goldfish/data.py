@@ -144,23 +144,27 @@ def pack_examples(examples: list[dict], seq_len: int, pad_token_id: int) -> list
     within documents only, and the goldfish mask sees the boundaries); the tail of a row is padding
     with label -100.
     """
-    rows, cur = [], {"input_ids": [], "labels": [], "goldfish_k": [], "position_ids": []}
+    rows: list[dict] = []
 
-    def flush():
-        pad = seq_len - len(cur["input_ids"])
-        cur["input_ids"] += [pad_token_id] * pad
-        cur["labels"] += [IGNORE_INDEX] * pad
-        cur["goldfish_k"] += [math.inf] * pad
-        cur["position_ids"] += list(range(pad))
-        rows.append(dict(cur))
+    def empty() -> dict:
+        return {"input_ids": [], "labels": [], "goldfish_k": [], "position_ids": []}
 
+    def flush(row: dict) -> None:
+        pad = seq_len - len(row["input_ids"])
+        row["input_ids"] += [pad_token_id] * pad
+        row["labels"] += [IGNORE_INDEX] * pad
+        row["goldfish_k"] += [math.inf] * pad
+        row["position_ids"] += list(range(pad))
+        rows.append(row)
+
+    cur = empty()
     for ex in examples:
         if cur["input_ids"] and len(cur["input_ids"]) + len(ex["input_ids"]) > seq_len:
-            flush()
-            cur = {"input_ids": [], "labels": [], "goldfish_k": [], "position_ids": []}
+            flush(cur)
+            cur = empty()
         for key in ("input_ids", "labels", "goldfish_k"):
-            cur[key] = cur[key] + ex[key]
-        cur["position_ids"] = cur["position_ids"] + list(range(len(ex["input_ids"])))
+            cur[key] += ex[key]
+        cur["position_ids"] += list(range(len(ex["input_ids"])))
     if cur["input_ids"]:
-        flush()
+        flush(cur)
     return rows

@@ -15,7 +15,7 @@ from goldfish.audit import AuditConfig, run_audit
 from goldfish.audit.report import Report, figure_png, settings_block
 from goldfish.cache import write_text_atomic
 from goldfish.experiments.config import ExperimentConfig
-from goldfish.experiments.extreme import RUN_METRICS, target_documents
+from goldfish.experiments.extreme import run_metrics, target_documents
 from goldfish.experiments.reporting import run_table, write_summary
 from goldfish.experiments.training import goldfish_config, pretrain
 
@@ -59,9 +59,7 @@ def run_duplicated(cfg: ExperimentConfig) -> dict:
         out=str(out / "audit"), prefix_len=cfg.prefix_len, suffix_len=cfg.suffix_len, batch_size=cfg.audit_batch,
         device=cfg.device, progress=cfg.progress,
     ))
-    result = {"experiment": "duplicated"}
-    for name, s in audit["models"].items():
-        result[name] = {k: s[k] for k in RUN_METRICS} | {"mia_loss_auc": s["mia"]["loss"]["auc"]}
+    result = {"experiment": "duplicated", **run_metrics(audit)}
     result["per_k"] = [{"k": k, "rouge_l_mean": result[run_name(k)]["rouge_l_mean"],
                         "longest_run_mean": result[run_name(k)]["longest_run_mean"]} for k in cfg.ks]
     result["wall_time_s"] = round(time.time() - start, 1)

@@ -52,6 +52,11 @@ def target_documents(cfg: ExperimentConfig, tokenizer, out: Path) -> tuple[Path,
             _write_jsonl(out / "data" / "non_members.jsonl", rows[cfg.n_docs : 2 * cfg.n_docs]))
 
 
+def run_metrics(audit: dict) -> dict:
+    """Per audited run: the extraction figures the experiments report and the loss-MIA AUC."""
+    return {name: {k: s[k] for k in RUN_METRICS} | {"mia_loss_auc": s["mia"]["loss"]["auc"]} for name, s in audit["models"].items()}
+
+
 def gap_closed(control: float, standard: float, goldfish: float) -> float | None:
     """Share of the standard-vs-control gap that goldfish removes: (std - gf) / (std - control)."""
     return (standard - goldfish) / (standard - control) if standard != control else None
@@ -75,7 +80,7 @@ def run_extreme(cfg: ExperimentConfig) -> dict:
         out=str(out / "audit"), prefix_len=cfg.prefix_len, suffix_len=cfg.suffix_len, batch_size=cfg.audit_batch,
         device=cfg.device, progress=cfg.progress,
     ))
-    summary = {name: {k: s[k] for k in RUN_METRICS} | {"mia_loss_auc": s["mia"]["loss"]["auc"]} for name, s in audit["models"].items()}
+    summary = run_metrics(audit)
     result = {"experiment": "extreme", **summary}
     if "standard" in summary and "goldfish" in summary:
         c, s, g = (summary[n] for n in ("control", "standard", "goldfish"))
