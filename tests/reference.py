@@ -37,3 +37,21 @@ def ref_hash_mask(ids: list[int], k: float, h: int, seed: int, doc_ids=None) -> 
         context = ids[max(starts[i], i - h) : i]
         out.append(ref_hash(seed, context) < threshold)
     return out
+
+
+def ref_paper_table_mask(ids: list[int], k: float, h: int, table: list[float]) -> list[bool]:
+    """The paper code's table rule on one row: the product of the h ids ending at the target, as a
+    signed int64 that wraps (two's complement), taken mod 1,000,003 (non-negative, Python's %)."""
+    out = []
+    for i in range(len(ids)):
+        if i < h - 1:
+            out.append(False)
+            continue
+        prod = 1
+        for t in ids[i - h + 1 : i + 1]:
+            prod *= t
+        prod %= 2**64
+        if prod >= 2**63:
+            prod -= 2**64
+        out.append(table[prod % 1_000_003] < 1 / k)
+    return out

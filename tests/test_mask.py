@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from reference import ref_hash_mask
+from reference import ref_hash_mask, ref_paper_table_mask
 
 from goldfish import GoldfishConfig, apply_goldfish, goldfish_mask
 from goldfish.mask import PAPER_TABLE_SIZE, paper_table
@@ -109,16 +109,60 @@ def test_hash_is_order_sensitive_and_paper_table_is_not():
 def test_paper_table_rule_by_hand():
     cfg = GoldfishConfig(strategy="paper-table", k=4, h=4)
     ids = torch.tensor([5, 0, 17, 3, 999_999, 12, 7, 1_000_003 + 8, 44])
-    want = []
-    for i in range(len(ids)):
-        prod = 1
-        for t in ids[max(0, i - 3) : i + 1].tolist():
-            prod = prod * t % PAPER_TABLE_SIZE
-        want.append(i >= 3 and paper_table()[prod].item() < 0.25)
+    want = ref_paper_table_mask(ids.tolist(), 4, 4, paper_table().tolist())
     assert goldfish_mask(ids, cfg).tolist() == want
     assert goldfish_mask(ids.numpy(), cfg).tolist() == want
     m = goldfish_mask(ids, cfg)
     assert m[3] == m[4] == (paper_table()[0] < 0.25)  # a 0 in the window zeroes the product: one entry
+
+
+def _official_paper_rule(targets: torch.Tensor, k: float, h: int) -> torch.Tensor:
+    """The official code's rule re-run on CPU: int64 product of each h-window (wrapping), % table size."""
+    table = torch.rand(PAPER_TABLE_SIZE, generator=torch.Generator().manual_seed(2971215073))
+    key = targets.unfold(1, h, 1).prod(-1) % PAPER_TABLE_SIZE
+    drop = table[key] < 1 / k
+    return torch.cat([torch.zeros(targets.shape[0], h - 1, dtype=torch.bool), drop], dim=1)
+
+
+def _ids_with_zero_runs(vocab: int, shape, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab, shape, generator=gen)
+    for row in ids:
+        start = int(torch.randint(0, shape[1] - 8, (1,), generator=gen))
+        row[start : start + 5] = 0  # a run of id 0: the key collapses to 0 wherever it is in the window
+    return ids
+
+
+@pytest.mark.parametrize("vocab,h", [(32000, 13), (128256, 13), (151936, 50), (32000, 4), (152064, 4)])
+def test_paper_table_equals_official_rule_bit_for_bit(vocab, h):
+    ids = _ids_with_zero_runs(vocab, (4, 512), seed=vocab + h)
+    cfg = GoldfishConfig(strategy="paper-table", k=4, h=h)
+    official = _official_paper_rule(ids, 4, h)
+    assert torch.equal(goldfish_mask(ids, cfg), official)
+    assert (goldfish_mask(ids.numpy(), cfg) == official.numpy()).all()
+    disagree = (official != _exact_product_rule(ids, 4, h)).float().mean()
+    if vocab**h > 2**63:  # the int64 wrap is part of the rule: most such windows overflow
+        assert disagree > 0.2
+    else:
+        assert disagree == 0
+
+
+def _exact_product_rule(ids, k, h):
+    """The product taken exactly mod 1,000,003 (what the rule is *not*)."""
+    m = ids % PAPER_TABLE_SIZE
+    key = torch.ones_like(m[:, h - 1 :])
+    for d in range(h):
+        key = key * m[:, d : m.shape[1] - h + 1 + d] % PAPER_TABLE_SIZE
+    drop = paper_table()[key] < 1 / k
+    return torch.cat([torch.zeros(ids.shape[0], h - 1, dtype=torch.bool), drop], dim=1)
+
+
+@pytest.mark.parametrize("h", [4, 13, 50])
+def test_paper_table_against_slow_reference_packed_row(h):
+    """A (1, T) packed row (one document, no boundaries given), checked against tests/reference.py."""
+    ids = _ids_with_zero_runs(151936, (1, 300), seed=h)
+    want = ref_paper_table_mask(ids[0].tolist(), 4, h, paper_table().tolist())
+    assert goldfish_mask(ids, GoldfishConfig(strategy="paper-table", k=4, h=h))[0].tolist() == want
 
 
 def test_static_drops_every_kth_supervised_target():

@@ -159,22 +159,34 @@ def _random_mask(input_ids, cfg, token_k, generator):
 
 @lru_cache(maxsize=1)
 def paper_table() -> torch.Tensor:
-    """The paper code's table: torch.rand(1_000_003) from a CPU generator seeded 2971215073."""
+    """The paper code's table: torch.rand(1_000_003) from a CPU generator seeded 2971215073.
+
+    The official code drew it on the training device; a CUDA generator gives other values, so runs
+    made on GPUs used a different table. This is the CPU table, moved to the input's device.
+    """
     gen = torch.Generator(device="cpu").manual_seed(PAPER_TABLE_SEED)
     return torch.rand(PAPER_TABLE_SIZE, generator=gen)
 
 
+@lru_cache(maxsize=8)
+def _paper_table_on(device: str) -> torch.Tensor:
+    return paper_table().to(device)
+
+
 def _paper_table_mask(input_ids, starts, cfg, token_k):
-    """Window of the h ids ending at the target; product mod 1,000,003 indexes paper_table();
-    drop where the value < 1/k; the first h-1 targets of a document are never dropped."""
-    ids = torch.as_tensor(input_ids).long().cpu()
-    starts = torch.as_tensor(starts).cpu()
-    m = ids % PAPER_TABLE_SIZE
+    """The official rule: key = (int64 product of the h ids ending at the target, wrapping in two's
+    complement) mod 1,000,003 (non-negative); drop where paper_table()[key] < 1/k; the first h-1
+    targets of a document are never dropped (there the window is not full)."""
+    ids = torch.as_tensor(input_ids).long()  # NumPy input: the same integer ops on the CPU
+    starts = torch.as_tensor(starts, device=ids.device)
+    prod = ids.clone()
     for d in range(1, min(cfg.h, ids.shape[-1])):
-        m = (m * (torch.nn.functional.pad(ids[..., : ids.shape[-1] - d], (d, 0)) % PAPER_TABLE_SIZE)) % PAPER_TABLE_SIZE
-    k = cfg.k if token_k is None else torch.as_tensor(token_k).cpu().to(torch.float64)
-    drop = (paper_table()[m].to(torch.float64) < 1.0 / k) & (_position_in_document(starts) >= cfg.h - 1)
-    return drop.to(input_ids.device) if _is_torch(input_ids) else drop.numpy()
+        prod = prod * torch.nn.functional.pad(ids[..., : ids.shape[-1] - d], (d, 0))  # int64: wraps like the official code
+    key = torch.remainder(prod, PAPER_TABLE_SIZE)
+    k = cfg.k if token_k is None else torch.as_tensor(token_k, device=ids.device).to(torch.float64)
+    table = _paper_table_on(str(ids.device))
+    drop = (table[key].to(torch.float64) < 1.0 / k) & (_position_in_document(starts) >= cfg.h - 1)
+    return drop if _is_torch(input_ids) else drop.numpy()
 
 
 def goldfish_mask(
