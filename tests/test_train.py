@@ -56,17 +56,18 @@ def test_pack_keeps_each_documents_mask(tokenizer):
 
 
 def test_per_document_control_in_token_counts(tmp_path, tokenizer):
+    from goldfish.data.prepare import DataSettings, prepare_dataset
     from goldfish.experiments.corpus import corpus_part
 
     texts = [d["text"] for d in corpus_part("targets")[:6]]
-    rows = [{"text": texts[0], "goldfish": False}, {"text": texts[1], "goldfish_k": 2}] + [{"text": t} for t in texts[2:]]
-    from goldfish.train import TrainConfig, prepare_examples, token_counts
-
-    cfg = TrainConfig(data=[_write_jsonl(tmp_path / "d.jsonl", rows)], out=str(tmp_path / "o"), init="micro", seq_len=10_000)
-    examples = prepare_examples(cfg, tokenizer)
-    assert token_counts(examples[:1], GoldfishConfig())["dropped_targets"] == 0
-    assert abs(token_counts(examples[1:2], GoldfishConfig())["drop_rate"] - 0.5) < 0.06
-    assert abs(token_counts(examples[2:], GoldfishConfig())["drop_rate"] - 0.25) < 0.04
+    files = [_write_jsonl(tmp_path / "out.jsonl", [{"text": texts[0], "goldfish": False}]),
+             _write_jsonl(tmp_path / "k2.jsonl", [{"text": texts[1], "goldfish_k": 2}]),
+             _write_jsonl(tmp_path / "rest.jsonl", [{"text": t} for t in texts[2:]])]
+    counts = [prepare_dataset([f], tokenizer, DataSettings(seq_len=10_000), GoldfishConfig(), cache=tmp_path / "c", progress=False).counts
+              for f in files]
+    assert counts[0]["dropped_targets"] == 0
+    assert abs(counts[1]["drop_rate"] - 0.5) < 0.06
+    assert abs(counts[2]["drop_rate"] - 0.25) < 0.04
 
 
 def test_goldfish_start_step_trains_standard_before_it(tokenizer, tmp_path):
@@ -85,7 +86,7 @@ def test_goldfish_start_step_trains_standard_before_it(tokenizer, tmp_path):
 @pytest.mark.parametrize(
     "rows,extra,message",
     [
-        ([{"content": "x"}], [], "record 0 has no 'text' or 'messages' field"),
+        ([{"content": "x"}], [], "records have no 'text', 'messages' or 'prompt'/'completion' field (have ['content'])"),
         ([], [], "holds no documents"),
         ([{"text": "hello there"}], ["--k", "1"], "k must be a finite number >= 2"),
         ([{"text": "hello there"}], ["--seq-len", "8"], "must be longer than the hash context"),

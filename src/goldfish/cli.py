@@ -92,6 +92,8 @@ def cmd_train(args) -> int:
         weight_decay=args.weight_decay, lr_scheduler=args.lr_scheduler, save_steps=args.save_steps,
         logging_steps=args.logging_steps, supervised_logits=not args.full_logits, resume=args.resume,
         overwrite=args.overwrite, sequential=args.sequential, bf16=args.bf16, progress=not args.no_progress,
+        assistant_turns=args.assistant_turns, num_proc=args.num_proc, data_cache=args.data_cache, lora=args.lora, lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lora_targets=args.lora_targets, merge=args.merge,
     )
     record = train(cfg)
     t = record["tokens_per_epoch"]
@@ -205,8 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--model", help="local HF model folder (with its tokenizer)")
     src.add_argument("--init", choices=["tiny", "micro"], help="a fresh tiny Llama with the embedded tokenizer")
     src.add_argument("--data", action="append", required=True,
-                     help=".jsonl (text or messages), .txt, a folder, a save_to_disk dataset, or embedded:PART; repeatable")
-    src.add_argument("--text-field", default="text", help="jsonl field holding the text (default: %(default)s)")
+                     help=".jsonl/.json/.parquet/.csv (text, messages, or prompt/completion records), .txt, a folder, "
+                          "a save_to_disk dataset, or embedded:PART; repeatable")
+    src.add_argument("--text-field", default="text", help="field holding plain text (default: %(default)s)")
+    src.add_argument("--assistant-turns", choices=["all", "last"], default="all",
+                     help="chats: supervise every assistant turn or only the last (default: %(default)s)")
+    src.add_argument("--num-proc", type=int, default=None, help="processes for data preparation (default: 1)")
+    src.add_argument("--data-cache", help="folder for prepared (tokenized) data (default: $GOLDFISH_CACHE/prepared)")
     src.add_argument("--seq-len", type=int, default=512, help="tokens a row; longer documents are split (default: %(default)s)")
     src.add_argument("--pack", action="store_true", help="pack documents into full rows (position_ids restart per document)")
     add_goldfish_flags(p)
@@ -229,6 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sequential", action="store_true", help="iterate the data in order (no shuffling)")
     t.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    lora = p.add_argument_group("LoRA (needs peft: pip install 'goldfish[peft]')")
+    lora.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of all weights")
+    lora.add_argument("--lora-r", type=int, default=16, help="rank (default: %(default)s)")
+    lora.add_argument("--lora-alpha", type=float, default=32, help="scaling alpha (default: %(default)s)")
+    lora.add_argument("--lora-dropout", type=float, default=0.05, help="(default: %(default)s)")
+    lora.add_argument("--lora-targets", nargs="+", default=["all-linear"],
+                      help="module names to adapt, or all-linear (default: %(default)s)")
+    lora.add_argument("--merge", action="store_true", help="also write the merged model to OUT/merged")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("audit", help="measure memorization: extraction and membership inference")
@@ -280,8 +295,21 @@ def add_experiment_flags(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _log_to_stderr() -> None:
+    """The library logs to the "goldfish" logger; the CLI shows its INFO lines on stderr."""
+    import logging
+
+    logger = logging.getLogger("goldfish")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("goldfish: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _log_to_stderr()
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:

@@ -12,12 +12,15 @@ DDP/FSDP gradient synchronisation runs as usual.
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import torch
 import torch.nn.functional as F
 
 from goldfish.config import GoldfishConfig
 from goldfish.mask import apply_goldfish
+
+logger = logging.getLogger("goldfish")
 
 
 def _normalise(total: torch.Tensor, count, num_items_in_batch) -> torch.Tensor:
@@ -57,6 +60,15 @@ def supervised_targets(labels, ignore_index: int = -100) -> torch.Tensor:
     return targets[targets != ignore_index]
 
 
+_warned: set[str] = set()
+
+
+def _fall_back(model_name: str, why: str) -> None:
+    if model_name not in _warned:
+        _warned.add(model_name)
+        logger.warning("%s: %s; computing full logits instead (same loss, more memory)", model_name, why)
+
+
 @contextlib.contextmanager
 def logits_only_where_supervised(model, labels, ignore_index: int = -100):
     """While active, ``model(...)`` builds logits only at the positions whose next label is supervised.
@@ -64,23 +76,24 @@ def logits_only_where_supervised(model, labels, ignore_index: int = -100):
     A forward pre-hook on the model's output embeddings (``get_output_embeddings()``) gathers the
     final hidden states at those n positions, so the head sees (1, n, H) instead of (B, T, H) and
     ``outputs.logits`` is (1, n, V), aligned with ``supervised_targets(labels)``. The model runs as
-    usual, through any DDP/FSDP wrapper, and whatever it does after the head (soft-capping, scaling)
-    still applies. Works for any HF causal LM that applies its output embeddings module to the
-    hidden states.
+    usual, through any DDP/FSDP/PEFT wrapper, and whatever it does after the head (soft-capping,
+    scaling) still applies. A model whose head is not found, or does not receive (B, T, H) hidden
+    states, runs unchanged (full (B, T, V) logits; one logged warning per model class):
+    ``supervised_loss_from_logits`` accepts both.
     """
     core = model.module if hasattr(model, "module") else model  # DDP keeps the model in .module
-    head = core.get_output_embeddings()
+    head = core.get_output_embeddings() if hasattr(core, "get_output_embeddings") else None
     if head is None:
-        raise ValueError(f"{type(core).__name__} exposes no output embeddings; use the full-logits loss")
+        _fall_back(type(core).__name__, "no output embeddings module to hook")
+        yield
+        return
     keep = labels[..., 1:] != ignore_index
 
     def gather_supervised(module, args):
         hidden = args[0]
         if hidden.shape[:2] != labels.shape:
-            raise ValueError(
-                f"output embeddings received hidden states of shape {tuple(hidden.shape)}, expected "
-                f"{tuple(labels.shape)} + (H,); this model needs the full-logits loss"
-            )
+            _fall_back(type(core).__name__, f"its head receives hidden states of shape {tuple(hidden.shape)}, not {tuple(labels.shape)} + (H,)")
+            return None
         return (hidden[:, :-1][keep].unsqueeze(0),) + tuple(args[1:])
 
     handle = head.register_forward_pre_hook(gather_supervised)
@@ -91,7 +104,10 @@ def logits_only_where_supervised(model, labels, ignore_index: int = -100):
 
 
 def supervised_loss_from_logits(logits, labels, ignore_index: int = -100, num_items_in_batch=None) -> torch.Tensor:
-    """Loss from the (1, n, V) logits built under ``logits_only_where_supervised(model, labels)``."""
+    """Loss from the (1, n, V) logits built under ``logits_only_where_supervised(model, labels)``, or
+    from full (B, T, V) logits where that context fell back (then ``causal_lm_loss``)."""
+    if tuple(logits.shape[:2]) == tuple(labels.shape):
+        return causal_lm_loss(logits, labels, ignore_index, num_items_in_batch)
     targets = supervised_targets(labels, ignore_index).to(logits.device)
     total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum")
     return _normalise(total, targets.numel(), num_items_in_batch)

@@ -2,8 +2,9 @@
 
 Runs the same on CPU, one GPU, or under ``accelerate launch`` / ``torchrun`` (DDP, FSDP through
 accelerate). Everything is validated before ``out`` is touched. ``out`` ends up a normal HF model
-folder (model, tokenizer) plus ``goldfish.json`` (config, hash version, token counts), with
-``checkpoint-N/`` folders and TensorBoard logs in ``runs/``.
+folder (model, tokenizer; with ``lora``, a PEFT adapter folder, and ``merged/`` with ``merge``) plus
+``goldfish.json`` (config, hash version, token counts), with ``checkpoint-N/`` folders and
+TensorBoard logs in ``runs/``. Data preparation is ``goldfish.data.prepare`` (Arrow, cached).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class TrainConfig:
     model: str | None = None
     init: str | None = None
     text_field: str = "text"
+    assistant_turns: str = "all"
+    num_proc: int | None = None
+    data_cache: str | None = None
     goldfish: GoldfishConfig = field(default_factory=GoldfishConfig)
     goldfish_start_step: int = 0
     pack: bool = False
@@ -49,6 +53,12 @@ class TrainConfig:
     sequential: bool = False
     bf16: bool = False
     progress: bool = True
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: float = 32
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=lambda: ["all-linear"])
+    merge: bool = False
 
 
 def _validate(cfg: TrainConfig) -> None:
@@ -72,53 +82,61 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError(f"--out {cfg.out} exists and is not empty; pass --overwrite or --resume")
     if cfg.resume not in (None, "latest") and not Path(cfg.resume).is_dir():
         raise ValueError(f"--resume {cfg.resume}: no such checkpoint folder")
+    if cfg.assistant_turns not in ("all", "last"):
+        raise ValueError(f"--assistant-turns must be 'all' or 'last', got {cfg.assistant_turns!r}")
+    if cfg.merge and not cfg.lora:
+        raise ValueError("--merge merges a LoRA adapter: add --lora")
+    if cfg.lora:
+        if cfg.model is None:
+            raise ValueError("--lora adapts a pretrained model: give --model DIR (not --init)")
+        if cfg.lora_r < 1 or cfg.lora_alpha <= 0 or not 0 <= cfg.lora_dropout < 1:
+            raise ValueError("--lora-r must be >= 1, --lora-alpha > 0 and --lora-dropout in [0, 1)")
+        from goldfish.models import require_peft
+
+        require_peft("--lora")
 
 
-def _load_model_and_tokenizer(cfg: TrainConfig):
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+def _load_tokenizer(cfg: TrainConfig):
+    from transformers import AutoTokenizer
+
+    if cfg.model is not None:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    else:
+        from goldfish.experiments.tiny import load_embedded_tokenizer
+
+        tokenizer = load_embedded_tokenizer()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _load_model(cfg: TrainConfig, tokenizer):
+    from transformers import AutoModelForCausalLM, set_seed
 
     set_seed(cfg.goldfish.seed)
     if cfg.model is not None:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-        model = AutoModelForCausalLM.from_pretrained(cfg.model)
+        # an absolute path, so a LoRA adapter's adapter_config.json names a base that can be found again
+        model = AutoModelForCausalLM.from_pretrained(str(Path(cfg.model).resolve()))
     else:
-        from goldfish.experiments.tiny import load_embedded_tokenizer, tiny_llama_config
+        from goldfish.experiments.tiny import tiny_llama_config
 
-        tokenizer = load_embedded_tokenizer()
         model = AutoModelForCausalLM.from_config(tiny_llama_config(tokenizer, cfg.init, max_positions=max(cfg.seq_len, 512)))
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        targets = cfg.lora_targets[0] if cfg.lora_targets == ["all-linear"] else cfg.lora_targets
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                                 target_modules=targets, task_type="CAUSAL_LM"))
+    return model
 
 
-def prepare_examples(cfg: TrainConfig, tokenizer) -> list[dict]:
-    """Read, tokenize and split the training data into examples (one document or chunk each)."""
-    from goldfish.data import build_examples, read_documents
+def prepare_data(cfg: TrainConfig, tokenizer):
+    """The training rows (an Arrow dataset) and their per-epoch token counts, cached (see goldfish.data.prepare)."""
+    from goldfish.data.prepare import DataSettings, prepare_dataset
 
-    docs = [d for source in cfg.data for d in read_documents(source, cfg.text_field)]
-    return build_examples(docs, tokenizer, cfg.seq_len, cfg.goldfish.k)
-
-
-def token_counts(examples: list[dict], gcfg: GoldfishConfig) -> dict:
-    """Per epoch: input tokens, supervised targets, and targets the mask drops (one draw for random).
-
-    Counted on the unpacked examples: packing keeps each example's mask (its position_ids restart).
-    """
-    import numpy as np
-
-    from goldfish.mask import goldfish_mask
-
-    n_input = n_sup = n_drop = 0
-    for ex in examples:
-        ids = np.asarray(ex["input_ids"], dtype=np.int64)
-        labels = np.asarray(ex["labels"])
-        sup = labels[1:] != -100
-        drop = goldfish_mask(ids, gcfg, labels=labels, token_k=np.asarray(ex["goldfish_k"]))[1:]
-        n_input += len(ids)
-        n_sup += int(sup.sum())
-        n_drop += int((sup & drop).sum())
-    return {"input_tokens": n_input, "supervised_targets": n_sup, "dropped_targets": n_drop,
-            "kept_targets": n_sup - n_drop, "drop_rate": n_drop / max(n_sup, 1)}
+    settings = DataSettings(seq_len=cfg.seq_len, pack=cfg.pack, text_field=cfg.text_field, assistant_turns=cfg.assistant_turns)
+    return prepare_dataset(cfg.data, tokenizer, settings, cfg.goldfish, num_proc=cfg.num_proc, progress=cfg.progress,
+                           cache=cfg.data_cache)
 
 
 def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
@@ -129,11 +147,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
 
     from goldfish.integrations.hf import GoldfishCollator, GoldfishTrainer
 
-    from goldfish.data import pack_examples
-
-    model, tokenizer = _load_model_and_tokenizer(cfg)
-    examples = prepare_examples(cfg, tokenizer)
-    rows = pack_examples(examples, cfg.seq_len, tokenizer.pad_token_id) if cfg.pack else examples
+    tokenizer = _load_tokenizer(cfg)
     base = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
     collator = GoldfishCollator(_WithoutAttentionMask(base) if cfg.pack else base, cfg.goldfish,
                                 keep_full_labels=cfg.goldfish_start_step > 0)
@@ -160,21 +174,30 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=torch.cuda.is_available(),
     )
+    with args.main_process_first(desc="data preparation"):  # the others then load the main process's cache
+        data = prepare_data(cfg, tokenizer)
+    counts = data.counts
+    model = _load_model(cfg, tokenizer)
     trainer = GoldfishTrainer(
-        model=model, args=args, train_dataset=rows, data_collator=collator, processing_class=tokenizer,
+        model=model, args=args, train_dataset=data.train, data_collator=collator, processing_class=tokenizer,
         supervised_logits=cfg.supervised_logits, goldfish_start_step=cfg.goldfish_start_step, callbacks=callbacks,
     )
     start = time.time()
     resume = True if cfg.resume == "latest" else cfg.resume
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(cfg.out)
+    if cfg.merge and trainer.is_world_process_zero():
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(Path(cfg.out) / "merged")
+        tokenizer.save_pretrained(Path(cfg.out) / "merged")
     record = {
         "goldfish": cfg.goldfish.to_dict(),
         "hash_version": HASH_VERSION,
         "goldfish_start_step": cfg.goldfish_start_step,
-        "tokens_per_epoch": token_counts(examples, cfg.goldfish),
-        "examples": len(examples),
-        "rows": len(rows),
+        "tokens_per_epoch": {k: counts[k] for k in ("input_tokens", "supervised_targets", "dropped_targets", "kept_targets", "drop_rate")},
+        "examples": counts["examples"],
+        "rows": counts["rows"],
+        "prepared_data": str(data.path),
         "global_steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "train_loss": result.training_loss,

@@ -24,8 +24,8 @@ class GoldfishCollator:
 
     The hash reads the collated ``input_ids`` (prompt tokens labelled -100 included) and the
     document boundaries from ``position_ids`` (packing collators) or ``attention_mask`` (padding).
-    Features may carry ``goldfish_k`` (one float per token, ``inf`` = never drop): it is taken out
-    before the base collator runs and laid out like the batch (rows padded on the tokenizer's
+    Features may carry ``goldfish_k`` (one float for the whole feature, or one float per token;
+    ``inf`` = never drop): it is taken out before the base collator runs and laid out like the batch (rows padded on the tokenizer's
     padding side, or concatenated when the base collator flattens the batch into one row).
     With ``keep_full_labels=True`` the unmasked labels are returned too, as ``goldfish_full_labels``
     (``GoldfishTrainer`` uses them before ``goldfish_start_step``).
@@ -57,7 +57,8 @@ class GoldfishCollator:
         return batch
 
     def _layout_token_k(self, token_k, lengths, ids) -> torch.Tensor:
-        rows = [torch.tensor(k if k is not None else [self.config.k] * n, dtype=torch.float64) for k, n in zip(token_k, lengths)]
+        rows = [torch.tensor(k if isinstance(k, (list, tuple)) else [self.config.k if k is None else k] * n, dtype=torch.float64)
+                for k, n in zip(token_k, lengths)]
         if ids.shape[0] == 1 and len(rows) > 1:  # flattened (padding-free) batch
             flat = torch.cat(rows)
             return torch.nn.functional.pad(flat, (0, ids.shape[1] - len(flat)), value=math.inf).unsqueeze(0)

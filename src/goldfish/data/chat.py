@@ -1,0 +1,155 @@
+"""Assistant-only labels for chat conversations with any chat template.
+
+Templates with ``{% generation %}`` spans: HF's ``return_assistant_tokens_mask`` marks the assistant
+tokens; its j-th run of marked tokens is the j-th assistant message.
+
+Templates without them (ChatML, Llama-3, Mistral, Gemma, Phi styles): each assistant turn i is found
+*as text*. Rendering ``messages[:i]`` with the generation prompt gives the text before the reply;
+rendering ``messages[:i + 1]`` gives the text up to its end; the reply span is what lies between,
+trailing whitespace removed (so it is the content plus the template's end-of-turn marker). Spans map
+to tokens through the tokenizer's character offsets on the full render: a token is supervised iff
+its characters overlap the span. Token lists are never compared (BPE merges across boundaries).
+Checked for every turn: each partial render is a text prefix of the full render (after removing
+a final EOS that some templates, like Phi-3's, add to every non-generation render), the content
+appears in its span, and supervised tokens reach outside the span by whitespace only; otherwise a
+ValueError names the turn.
+"""
+
+from __future__ import annotations
+
+import re
+
+IGNORE_INDEX = -100
+_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+def has_generation_tags(tokenizer) -> bool:
+    template = tokenizer.chat_template
+    templates = template.values() if isinstance(template, dict) else [template or ""]
+    return any(_GENERATION_TAG.search(t) for t in templates)
+
+
+def _clean(message: dict) -> dict:
+    """A message as the template should see it: without our ``train`` key and without the None
+    values that Arrow adds for keys other messages have."""
+    return {k: v for k, v in message.items() if v is not None and k != "train"}
+
+
+def trained_turns(messages: list[dict], assistant_turns: str = "all") -> list[int]:
+    """Indices of the assistant messages to supervise: all of them (``assistant_turns="all"``) or only
+    the last (``"last"``), minus messages with ``"train": false``."""
+    if assistant_turns not in ("all", "last"):
+        raise ValueError(f"assistant_turns must be 'all' or 'last', got {assistant_turns!r}")
+    turns = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    if assistant_turns == "last":
+        turns = turns[-1:]
+    return [i for i in turns if messages[i].get("train") is not False]
+
+
+def _render(tokenizer, messages, add_generation_prompt, tools, turn):
+    try:
+        return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt)
+    except Exception as e:  # jinja2 raise_exception(...) and template bugs surface as many types
+        raise ValueError(f"the chat template failed on the conversation up to message {turn}: {e}") from e
+
+
+def chat_labels(messages: list[dict], tokenizer, assistant_turns: str = "all", tools=None,
+                train_roles: tuple[int, ...] | None = None) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of a conversation: labels are -100 except on the trained assistant turns.
+
+    ``train_roles``: explicit message indices to supervise (overrides ``assistant_turns``; used for
+    the conversational prompt/completion format). Raises ValueError when nothing is trained or a
+    template rewrites earlier turns.
+    """
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) and "role" in m for m in messages):
+        raise ValueError("'messages' must be a non-empty list of {'role': ..., 'content': ...} dicts")
+    turns = list(train_roles) if train_roles is not None else trained_turns(messages, assistant_turns)
+    if not turns:
+        raise ValueError("the conversation has no assistant turn to train on")
+    clean = [_clean(m) for m in messages]
+    if has_generation_tags(tokenizer):
+        return _labels_from_generation_tags(clean, tokenizer, turns, tools)
+    return _labels_from_prefix_renders(clean, tokenizer, turns, tools)
+
+
+def _runs(mask: list[int]) -> list[tuple[int, int]]:
+    runs, start = [], None
+    for i, m in enumerate([*mask, 0]):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
+def _labels_from_generation_tags(messages, tokenizer, turns, tools):
+    enc = tokenizer.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    ids = list(enc["input_ids"])
+    runs = _runs(list(enc["assistant_masks"]))
+    assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if len(runs) != len(assistant):
+        raise ValueError(f"the template's {{% generation %}} spans mark {len(runs)} runs of tokens for {len(assistant)} "
+                         "assistant messages (an empty reply?); cannot tell the turns apart")
+    labels = [IGNORE_INDEX] * len(ids)
+    for (start, end), index in zip(runs, assistant):
+        if index in turns:
+            labels[start:end] = ids[start:end]
+    return ids, labels
+
+
+def _rewrites(turn: int) -> str:
+    return (f"assistant turn {turn}: the chat template renders the conversation differently as it grows (it rewrites "
+            "earlier turns, e.g. drops past reasoning), so the reply's tokens cannot be located; add "
+            "{% generation %} tags to the template, train on the last turn only (--assistant-turns last), "
+            "or split the conversation")
+
+
+def _without_closing_eos(tokenizer, messages, upto: str, following: str | None, tools) -> str:
+    """``upto`` without a final EOS that the template adds to close a whole conversation (Phi-3 does
+    on every render that is not a generation prompt): an EOS that a render with a further message
+    does not keep at that place. ``following``: such a render, or None to render one with a probe
+    user message."""
+    eos = tokenizer.eos_token or ""
+    if not eos or not upto.endswith(eos):
+        return upto
+    if following is None:
+        try:
+            following = tokenizer.apply_chat_template([*messages, {"role": "user", "content": "?"}], tools=tools, tokenize=False)
+        except Exception:  # a template that refuses the probe: keep the EOS
+            return upto
+    return upto[: -len(eos)] if not following.startswith(upto) and following.startswith(upto[: -len(eos)]) else upto
+
+
+def _labels_from_prefix_renders(messages, tokenizer, turns, tools):
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("assistant-only labels without {% generation %} tags need a fast tokenizer (character offsets)")
+    full = _render(tokenizer, messages, False, tools, len(messages) - 1)
+    spans = []
+    for i in turns:
+        if messages[i]["role"] != "assistant":
+            raise ValueError(f"message {i} is a {messages[i]['role']!r} message; only assistant turns can be trained")
+        before = _render(tokenizer, messages[:i], True, tools, i - 1)
+        upto = _render(tokenizer, messages[: i + 1], False, tools, i)
+        upto = _without_closing_eos(tokenizer, messages[: i + 1], upto, full if i + 1 < len(messages) else None, tools)
+        if not upto.startswith(before) or not full.startswith(upto):
+            raise ValueError(_rewrites(i))
+        span = upto[len(before):].rstrip()
+        content = messages[i].get("content")
+        if isinstance(content, str) and content.strip() and content.strip() not in span:
+            raise ValueError(f"assistant turn {i}: its content does not appear in the text the template renders for it")
+        spans.append((len(before), len(before) + len(span), i))
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+    labels = [IGNORE_INDEX] * len(ids)
+    for start, end, turn in spans:
+        hit = [t for t, (a, b) in enumerate(offsets) if a < end and b > start and b > a]
+        if not hit:
+            raise ValueError(f"assistant turn {turn}: no token covers its reply")
+        lo, hi = offsets[hit[0]][0], offsets[hit[-1]][1]
+        if full[lo:start].strip() or full[end:hi].strip():
+            raise ValueError(f"assistant turn {turn}: a token spans the reply and the template text around it "
+                             f"({full[lo:hi]!r}); the reply's first or last token cannot be supervised alone")
+        for t in hit:
+            labels[t] = ids[t]
+    return ids, labels

@@ -1,0 +1,233 @@
+"""Prepare training data at scale: sources -> Arrow datasets -> tokenized, chunked examples ->
+(packed) rows, as batched ``datasets.map``s with ``num_proc`` workers, cached on disk.
+
+The prepared dataset lives in ``$GOLDFISH_CACHE/prepared/<key>/`` (or another folder you name) (``train/`` saved with
+``save_to_disk``, memory-mapped when loaded, and ``prepared.json`` with the token counts). The key
+covers the sources (path, size and modification time of every file), the tokenizer (its
+vocabulary, merges, special tokens and chat template), the preparation settings and the goldfish
+config (the per-epoch drop counts are computed during preparation). Under ``torchrun`` /
+``accelerate launch`` the main process prepares and the others load the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from goldfish.config import GoldfishConfig
+from goldfish.data.chat import IGNORE_INDEX
+from goldfish.data.tokenize import chunk_document, document_format, document_k, pack_plan, pack_row, tokenize_document
+
+PREPARE_VERSION = "prepare-v1"  # bump when the examples it makes change
+logger = logging.getLogger("goldfish")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """How documents become training rows (``goldfish train`` flags of the same names)."""
+
+    seq_len: int = 512
+    pack: bool = False
+    text_field: str = "text"
+    assistant_turns: str = "all"
+
+
+@dataclass
+class PreparedData:
+    train: object  # datasets.Dataset: the rows to train on
+    counts: dict  # per epoch: input tokens, supervised / dropped / kept targets, drop rate, examples, rows
+    path: Path  # the cache folder
+    reused: bool
+
+
+def _source_identity(source: str) -> list:
+    if source.startswith("embedded:"):
+        from goldfish.experiments.corpus import corpus_fingerprint
+
+        return [source, corpus_fingerprint()]
+    path = Path(source)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return [str(path.resolve())] + [(str(f.relative_to(path) if path.is_dir() else f.name), f.stat().st_size, f.stat().st_mtime_ns)
+                                    for f in files if f.exists()]
+
+
+def _tokenizer_identity(tokenizer) -> str:
+    backend = tokenizer.backend_tokenizer.to_str() if getattr(tokenizer, "is_fast", False) else repr(sorted(tokenizer.get_vocab().items()))
+    extra = json.dumps([tokenizer.chat_template, tokenizer.eos_token_id, tokenizer.pad_token_id, type(tokenizer).__name__], default=str)
+    return hashlib.sha256((backend + extra).encode()).hexdigest()[:16]
+
+
+class _Tokenize:
+    """Batched map: documents -> examples (chunks), with each example's token and drop counts."""
+
+    def __init__(self, tokenizer, fmt: str, settings: DataSettings, gcfg: GoldfishConfig, source: str):
+        self.tokenizer, self.fmt, self.settings, self.gcfg, self.source = tokenizer, fmt, settings, gcfg, source
+
+    def _documents(self, batch: dict, indices: list[int]):
+        """(index, document dict, input_ids, labels) per record; text is tokenized as one batch."""
+        n = len(indices)
+        docs = [{k: batch[k][i] for k in batch} for i in range(n)]
+        if self.fmt == "text":
+            field = self.settings.text_field
+            for idx, d in zip(indices, docs):
+                if not isinstance(d.get(field), str):
+                    raise ValueError(f"{self.source}: record {idx}: {field!r} must be a string, got {d.get(field)!r}")
+            enc = self.tokenizer([d[field] for d in docs], add_special_tokens=False)["input_ids"]
+            for idx, d, ids in zip(indices, docs, enc):
+                ids = ids + [self.tokenizer.eos_token_id]
+                yield idx, d, ids, ids
+            return
+        for idx, d in zip(indices, docs):
+            try:
+                ids, labels = tokenize_document({k: v for k, v in d.items() if v is not None}, self.tokenizer,
+                                                self.settings.text_field, self.settings.assistant_turns)
+            except ValueError as e:
+                raise ValueError(f"{self.source}: record {idx}: {e}") from None
+            yield idx, d, ids, labels
+
+    def __call__(self, batch: dict, indices: list[int]) -> dict:
+        examples = []
+        for idx, doc, ids, labels in self._documents(batch, indices):
+            try:
+                k = document_k(doc, self.gcfg.k)
+            except ValueError as e:
+                raise ValueError(f"{self.source}: record {idx}: {e}") from None
+            examples += chunk_document(ids, labels, k, self.settings.seq_len)
+        lengths = np.asarray([len(e["input_ids"]) for e in examples], dtype=np.int64)
+        supervised, dropped = _target_counts(examples, lengths, self.gcfg, indices[0] if indices else 0)
+        return {"input_ids": [np.asarray(e["input_ids"], dtype=np.int32) for e in examples],
+                "labels": [np.asarray(e["labels"], dtype=np.int32) for e in examples],
+                "goldfish_k": [e["goldfish_k"] for e in examples], "length": lengths,
+                "supervised": supervised, "dropped": dropped}
+
+
+def _target_counts(examples: list[dict], lengths: np.ndarray, gcfg: GoldfishConfig, first_index: int):
+    """Per example: supervised targets and the targets the mask drops, from one vectorized mask over
+    the batch laid end to end (each example its own document)."""
+    from goldfish.mask import goldfish_mask
+
+    if not examples:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    ids = np.concatenate([e["input_ids"] for e in examples]).astype(np.int64)
+    labels = np.concatenate([e["labels"] for e in examples]).astype(np.int64)
+    doc_ids = np.repeat(np.arange(len(examples)), lengths)
+    ks = np.asarray([e["goldfish_k"] for e in examples], dtype=np.float64)
+    token_k = None if (ks == gcfg.k).all() else np.repeat(ks, lengths)
+    generator = None
+    if gcfg.strategy == "random":  # a seeded draw, so the reported counts are reproducible
+        import torch
+
+        generator = torch.Generator().manual_seed(gcfg.seed * 1_000_003 + first_index)
+    drop = goldfish_mask(ids, gcfg, doc_ids=doc_ids, labels=labels, token_k=token_k, generator=generator)
+    sup = labels != IGNORE_INDEX
+    sup[np.cumsum(lengths) - lengths] = False  # an example's first token is no target
+    offsets = np.cumsum(lengths) - lengths
+    return np.add.reduceat(sup.astype(np.int64), offsets), np.add.reduceat((sup & drop).astype(np.int64), offsets)
+
+
+class _PackRows:
+    """Batched map over the packing plan: each (first, end) range of examples -> one packed row."""
+
+    def __init__(self, examples, seq_len: int, pad_token_id: int):
+        self.examples, self.seq_len, self.pad = examples, seq_len, pad_token_id
+
+    def __call__(self, plan: dict) -> dict:
+        lo, hi = plan["first"][0], plan["end"][-1]
+        chunk = self.examples.select_columns(["input_ids", "labels", "goldfish_k"])[lo:hi]
+        examples = [{k: chunk[k][i] for k in chunk} for i in range(hi - lo)]
+        rows = [pack_row(examples[a - lo : b - lo], self.seq_len, self.pad) for a, b in zip(plan["first"], plan["end"])]
+        return {k: [r[k] for r in rows] for k in ("input_ids", "labels", "goldfish_k", "position_ids")}
+
+
+def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg: GoldfishConfig,
+                    num_proc: int | None = None, progress: bool = True, cache: str | Path | None = None) -> PreparedData:
+    """Prepare (or reuse from the cache) the training rows of ``sources``; see the module docstring.
+
+    ``cache``: the folder that holds prepared datasets (default ``$GOLDFISH_CACHE/prepared``).
+    """
+    import datasets
+
+    from goldfish.cache import atomic_dir, cache_dir, fingerprint
+
+    key = fingerprint(PREPARE_VERSION, [_source_identity(s) for s in sources], _tokenizer_identity(tokenizer),
+                      asdict(settings), gcfg.to_dict())
+    final = Path(cache or cache_dir() / "prepared") / key
+    if (final / "prepared.json").is_file():
+        logger.info("prepared data: reusing the cache %s", final)
+        return PreparedData(datasets.load_from_disk(str(final / "train")), json.loads((final / "prepared.json").read_text()), final, True)
+    if not progress:
+        datasets.disable_progress_bars()
+    start = time.time()
+    num_proc = num_proc if num_proc and num_proc > 1 else None
+    with atomic_dir(final) as tmp:
+        parts = []
+        for n, source in enumerate(sources):
+            ds = _load(source)
+            try:
+                fmt = document_format(ds.column_names, settings.text_field)
+            except ValueError as e:
+                raise ValueError(f"{source}: {e}") from None
+            parts.append(ds.map(
+                _Tokenize(tokenizer, fmt, settings, gcfg, source), batched=True, batch_size=256, with_indices=True,
+                remove_columns=ds.column_names, num_proc=num_proc if len(ds) >= 512 else None, features=_example_features(),
+                cache_file_name=str(tmp / f"tokenized-{n}.arrow"), desc=f"tokenize {source}",
+            ))
+        examples = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+        if len(examples) == 0:
+            raise ValueError("no training examples: every document is empty or has no supervised tokens")
+        counts = _counts(examples)
+        rows = _pack(examples, settings.seq_len, tokenizer.pad_token_id, num_proc, tmp) if settings.pack else examples
+        rows = rows.select_columns([c for c in ("input_ids", "labels", "goldfish_k", "position_ids") if c in rows.column_names])
+        counts["rows"] = len(rows)
+        rows.save_to_disk(str(tmp / "train"))
+        del rows, examples, parts
+        for f in tmp.glob("*.arrow"):  # the intermediate map outputs; train/ holds the result
+            f.unlink()
+        record = {**counts, "sources": sources, "settings": asdict(settings), "goldfish": gcfg.to_dict(),
+                  "prepare_seconds": round(time.time() - start, 2)}
+        (tmp / "prepared.json").write_text(json.dumps(record, indent=2) + "\n")
+    logger.info("prepared data: %d examples, %d rows in %.1f s, cached at %s", counts["examples"], counts["rows"],
+                time.time() - start, final)
+    return PreparedData(datasets.load_from_disk(str(final / "train")), record, final, False)
+
+
+def _load(source: str):
+    from goldfish.data.sources import load_source
+
+    return load_source(source)
+
+
+def _example_features():
+    from datasets import Features, List, Value
+
+    return Features({"input_ids": List(Value("int32")), "labels": List(Value("int32")), "goldfish_k": Value("float64"),
+                     "length": Value("int32"), "supervised": Value("int64"), "dropped": Value("int64")})
+
+
+def _counts(examples) -> dict:
+    table = examples.data
+    import pyarrow.compute as pc
+
+    n_input = int(pc.sum(table.column("length")).as_py())
+    n_sup = int(pc.sum(table.column("supervised")).as_py())
+    n_drop = int(pc.sum(table.column("dropped")).as_py())
+    return {"input_tokens": n_input, "supervised_targets": n_sup, "dropped_targets": n_drop, "kept_targets": n_sup - n_drop,
+            "drop_rate": n_drop / max(n_sup, 1), "examples": len(examples)}
+
+
+def _pack(examples, seq_len: int, pad_token_id: int, num_proc: int | None, tmp: Path):
+    from datasets import Dataset, Features, List, Value
+
+    plan = pack_plan(np.asarray(examples.data.column("length")), seq_len)
+    plan_ds = Dataset.from_dict({"first": [a for a, _ in plan], "end": [b for _, b in plan]})
+    features = Features({"input_ids": List(Value("int32")), "labels": List(Value("int32")),
+                         "goldfish_k": List(Value("float64")), "position_ids": List(Value("int32"))})
+    return plan_ds.map(_PackRows(examples, seq_len, pad_token_id), batched=True, batch_size=64, remove_columns=["first", "end"],
+                       num_proc=num_proc if len(plan) >= 256 else None, features=features,
+                       cache_file_name=str(tmp / "packed.arrow"), desc="pack")

@@ -1,0 +1,142 @@
+"""Data sources as Arrow datasets (Hugging Face ``datasets``: memory-mapped, cached by ``datasets``).
+
+A source is a file (``.jsonl``, ``.json`` = JSON lines or an array of records, ``.parquet``,
+``.csv``, ``.txt`` = one document a file), a folder of such files (read recursively, all of one
+kind of table or text), a dataset saved with ``save_to_disk`` (its ``train`` split if a
+DatasetDict), or ``embedded:PART`` (the embedded corpus).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+SUFFIXES = (*BUILDERS, ".txt")
+
+
+def _hf_cache() -> str:
+    from goldfish.cache import cache_dir
+
+    return str(cache_dir() / "datasets")
+
+
+def load_source(source: str):
+    """The documents of one source as a ``datasets.Dataset`` (see module docstring).
+
+    Raises ValueError naming the file (and line, for JSON lines) when it is missing, empty, not
+    UTF-8 or not valid JSON/CSV/parquet.
+    """
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    if source.startswith("embedded:"):
+        from goldfish.experiments.corpus import corpus_part
+
+        return Dataset.from_list([{"text": d["text"]} for d in corpus_part(source.split(":", 1)[1])])
+    path = Path(source)
+    if not path.exists():
+        raise ValueError(f"data source {source} does not exist (give a {'/'.join(SUFFIXES)} file, a folder, "
+                         "a save_to_disk dataset, or embedded:PART)")
+    if path.is_dir() and any((path / f).exists() for f in ("dataset_info.json", "dataset_dict.json", "state.json")):
+        ds = load_from_disk(str(path))
+        if isinstance(ds, DatasetDict):
+            if "train" not in ds:
+                raise ValueError(f"{source}: a DatasetDict without a 'train' split (has {list(ds)})")
+            ds = ds["train"]
+        return _non_empty(ds, source)
+    files = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file()) if path.is_dir() else [path]
+    if not files:
+        raise ValueError(f"folder {source} holds no {', '.join(SUFFIXES)} files")
+    kinds = {p.suffix if p.suffix == ".txt" else BUILDERS.get(p.suffix) for p in files}
+    if None in kinds:
+        raise ValueError(f"{source}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
+    if len(kinds) > 1:
+        raise ValueError(f"folder {source} mixes file kinds ({', '.join(sorted(k for k in kinds))}); give each kind as its own --data")
+    for f in files:
+        if f.stat().st_size == 0:
+            raise ValueError(f"{f} is empty: it holds no documents")
+    kind = kinds.pop()
+    ds = _text_files(files) if kind == ".txt" else _table_files(kind, files)
+    return _non_empty(ds, source)
+
+
+def _non_empty(ds, source):
+    if len(ds) == 0:
+        raise ValueError(f"{source} holds no documents")
+    return ds
+
+
+def _read_text_files(files):
+    for f in files:
+        yield {"text": _utf8(Path(f))}
+
+
+def _text_files(files: list[Path]):
+    from datasets import Dataset
+
+    stamps = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]  # part of the cache key
+    return Dataset.from_generator(_read_text_files, gen_kwargs={"files": [s[0] for s in stamps]}, cache_dir=_hf_cache(),
+                                  fingerprint=_stamp_key(stamps))
+
+
+def _stamp_key(stamps) -> str:
+    from goldfish.cache import fingerprint
+
+    return fingerprint("text-files", stamps)
+
+
+def _table_files(builder: str, files: list[Path]):
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(builder, data_files=[str(f) for f in files], split="train", cache_dir=_hf_cache())
+    except Exception as e:  # datasets wraps the reader's error; find the precise cause for the message
+        for f in files:
+            _explain_unreadable(f, builder)
+        raise ValueError(f"{', '.join(map(str, files))}: could not be read as {builder}: {e.__cause__ or e}") from e
+
+
+def _utf8(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 (byte {data[e.start]:#04x} at offset {e.start}); "
+                         "re-encode the file as UTF-8") from None
+
+
+def _explain_unreadable(path: Path, builder: str) -> None:
+    """Raise a ValueError naming the file, line and reason, if the file is not valid UTF-8 / JSON."""
+    if builder == "parquet":
+        return
+    text = _utf8(path)
+    if builder != "json":
+        return
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        return
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{n}: a JSON line must be an object (a record), got {type(record).__name__}")
+
+
+def read_documents(source: str, text_field: str = "text") -> list[dict]:
+    """All documents of a source as dicts (for small sets: audits, tests); checks the format."""
+    from goldfish.data.tokenize import document_format
+
+    ds = load_source(source)
+    try:
+        document_format(ds.column_names, text_field)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+    return [{k: v for k, v in d.items() if v is not None} for d in ds]

@@ -1,0 +1,143 @@
+"""Documents to training examples: tokenize (text, chat, prompt/completion), split, pack.
+
+A *document* is one record in one of TRL's dataset formats:
+    text                ``{"text": str}``: every token supervised, EOS appended
+    messages            ``{"messages": [{"role", "content"}, ...]}``: assistant turns supervised
+                        (all, or only the last; a message with ``"train": false`` is not), see
+                        ``goldfish.data.chat``
+    prompt/completion   ``{"prompt": str, "completion": str}``: prompt and completion tokenized
+                        apart and joined (as TRL does), EOS appended, only completion + EOS
+                        supervised; or message lists (conversational), only the completion's
+                        assistant messages supervised
+plus optionally ``goldfish`` (``false`` opts it out of the goldfish mask) and ``goldfish_k`` (its
+own k).
+
+An *example* (what the collator sees) has ``input_ids``, ``labels`` (-100 where not supervised) and
+``goldfish_k`` (the document's k, one float, ``inf`` = never dropped; a packed row has one float a
+token instead), plus ``position_ids`` when packed.
+"""
+
+from __future__ import annotations
+
+import math
+
+from goldfish.data.chat import IGNORE_INDEX, chat_labels
+
+FORMATS = ("text", "messages", "prompt_completion")
+
+
+def document_format(columns, text_field: str = "text") -> str:
+    """Which format records with these columns are in (``messages`` > prompt/completion > text)."""
+    columns = set(columns)
+    if "messages" in columns:
+        return "messages"
+    if {"prompt", "completion"} <= columns:
+        return "prompt_completion"
+    if text_field in columns:
+        return "text"
+    raise ValueError(
+        f"records have no {text_field!r}, 'messages' or 'prompt'/'completion' field (have {sorted(columns)}); "
+        "use --text-field to name the text column"
+    )
+
+
+def document_k(doc: dict, default_k: float) -> float:
+    """The k that applies to a document's tokens: its ``goldfish_k``, inf if ``goldfish`` is false."""
+    if doc.get("goldfish") is False:
+        return math.inf
+    k = doc.get("goldfish_k")
+    if k is None:
+        return float(default_k)
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not k >= 2:
+        raise ValueError(f"goldfish_k must be a number >= 2, got {k!r}")
+    return float(k)
+
+
+def tokenize_document(doc: dict, tokenizer, text_field: str = "text", assistant_turns: str = "all") -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one document in any of the formats above (labels -100 = not supervised)."""
+    fmt = document_format([k for k, v in doc.items() if v is not None], text_field)
+    if fmt == "messages":
+        return chat_labels(doc["messages"], tokenizer, assistant_turns, tools=doc.get("tools"))
+    if fmt == "prompt_completion":
+        prompt, completion = doc["prompt"], doc["completion"]
+        if isinstance(prompt, list) and isinstance(completion, list):
+            messages = prompt + completion
+            trained = [len(prompt) + i for i, m in enumerate(completion) if m.get("role") == "assistant" and m.get("train") is not False]
+            return chat_labels(messages, tokenizer, tools=doc.get("tools"), train_roles=tuple(trained))
+        if not isinstance(prompt, str) or not isinstance(completion, str):
+            raise ValueError("'prompt' and 'completion' must both be strings or both be message lists")
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        return p + c, [IGNORE_INDEX] * len(p) + c
+    text = doc[text_field]
+    if not isinstance(text, str):
+        raise ValueError(f"{text_field!r} must be a string, got {type(text).__name__}")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return ids, list(ids)
+
+
+def chunk_document(ids: list[int], labels: list[int], k: float, seq_len: int) -> list[dict]:
+    """Split one tokenized document into examples of at most ``seq_len`` tokens.
+
+    Each chunk is its own document for the mask (its context starts at the chunk), so a document
+    is masked the same way wherever it lands. Chunks without any supervised target are dropped.
+    """
+    out = []
+    for start in range(0, len(ids), seq_len):
+        chunk_labels = labels[start : start + seq_len]
+        if len(chunk_labels) > 1 and any(x != IGNORE_INDEX for x in chunk_labels[1:]):
+            out.append({"input_ids": ids[start : start + seq_len], "labels": chunk_labels, "goldfish_k": k})
+    return out
+
+
+def build_examples(docs: list[dict], tokenizer, seq_len: int, default_k: float, text_field: str = "text",
+                   assistant_turns: str = "all") -> list[dict]:
+    """Tokenize documents and split each into examples (in memory; ``prepare_dataset`` is the
+    Arrow-backed, parallel, cached version of the same)."""
+    examples = []
+    for doc in docs:
+        ids, labels = tokenize_document(doc, tokenizer, text_field, assistant_turns)
+        examples += chunk_document(ids, labels, document_k(doc, default_k), seq_len)
+    if not examples:
+        raise ValueError("no training examples: every document is empty or has no supervised tokens")
+    return examples
+
+
+def pack_plan(lengths, seq_len: int) -> list[tuple[int, int]]:
+    """Greedy in-order packing: (first, end) example indices of each row of at most ``seq_len`` tokens."""
+    rows, first, used = [], 0, 0
+    for i, n in enumerate(lengths):
+        if used and used + n > seq_len:
+            rows.append((first, i))
+            first, used = i, 0
+        used += n
+    if used:
+        rows.append((first, len(lengths)))
+    return rows
+
+
+def pack_row(examples: list[dict], seq_len: int, pad_token_id: int) -> dict:
+    """One row of exactly ``seq_len`` tokens from consecutive examples.
+
+    ``position_ids`` restart at 0 for each example (HF packing convention: the model then attends
+    within documents only, and the goldfish mask sees the boundaries); ``goldfish_k`` becomes one
+    float a token; the tail is padding with label -100 and k = inf.
+    """
+    row = {"input_ids": [], "labels": [], "goldfish_k": [], "position_ids": []}
+    for ex in examples:
+        n = len(ex["input_ids"])
+        row["input_ids"] += ex["input_ids"]
+        row["labels"] += ex["labels"]
+        row["goldfish_k"] += [float(ex["goldfish_k"])] * n
+        row["position_ids"] += range(n)
+    pad = seq_len - len(row["input_ids"])
+    row["input_ids"] += [pad_token_id] * pad
+    row["labels"] += [IGNORE_INDEX] * pad
+    row["goldfish_k"] += [math.inf] * pad
+    row["position_ids"] += range(pad)
+    return row
+
+
+def pack_examples(examples: list[dict], seq_len: int, pad_token_id: int) -> list[dict]:
+    """Pack examples greedily, in order, into rows of exactly ``seq_len`` tokens (see ``pack_row``)."""
+    return [pack_row(examples[a:b], seq_len, pad_token_id) for a, b in pack_plan([len(e["input_ids"]) for e in examples], seq_len)]
