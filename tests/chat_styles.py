@@ -93,3 +93,19 @@ def chat_tokenizer(style: str):
 
 def end_of_turn(style: str) -> str:
     return STYLES[style][5]
+
+
+def chat_model_folder(path, style: str = "chatml", seed: int = 0):
+    """A micro Llama built from a config, saved with the style's tokenizer as a HF model folder."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from goldfish.experiments.tiny import tiny_llama_config
+
+    tok = chat_tokenizer(style)
+    torch.manual_seed(seed)
+    config = tiny_llama_config(tok, "micro", max_positions=512, vocab_size=len(tok))
+    config.bos_token_id = config.eos_token_id = tok.eos_token_id
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)

@@ -114,6 +114,7 @@ def cmd_audit(args) -> int:
         prefix_len=args.prefix_len, batch_size=args.batch_size, non_members=args.non_members,
         reference_model=args.reference_model, beams=args.beam, stop_at_eos=args.stop_at_eos, device=args.device,
         dtype=args.dtype, text_field=args.text_field, max_documents=args.max_documents, progress=not args.no_progress,
+        assistant_turns=args.assistant_turns, secrets=args.secrets or [],
     )
     result = run_audit(cfg)
     print_table(*summary_rows(result["models"]))
@@ -121,6 +122,9 @@ def cmd_audit(args) -> int:
         for score, m in s.get("mia", {}).items():
             if score != "non_members":
                 print(f"{name}: MIA {score}: AUC {m['auc']:.3f}, TPR@1%FPR {m['tpr_at_1%_fpr']:.3f}")
+        for secret, m in s.get("secrets", {}).items():
+            rate = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
+            print(f"{name}: secret {secret!r}: recall {rate(m['recall'])} of {m['turns_with_secret']} turns, spill {rate(m['spill'])}")
     print(f"report: {Path(args.out) / 'report.html'}")
     return 0
 
@@ -249,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="measure memorization: extraction and membership inference")
     p.add_argument("--model", action="append", required=True, help="local HF model folder; repeat to compare models")
     p.add_argument("--name", action="append", help="display name for each --model, in order")
-    p.add_argument("--data", required=True, help="documents to test: .jsonl / .txt / folder / save_to_disk / embedded:PART")
+    p.add_argument("--data", required=True,
+                   help="documents (text) or chats (messages, prompt/completion) to test: a file, folder, save_to_disk or embedded:PART")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--suffix-len", type=int, default=50, help="tokens to extract (default: %(default)s)")
     p.add_argument("--prefix-len", type=int, default=None, help="prompt tokens (default: all before the suffix)")
@@ -261,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
     p.add_argument("--text-field", default="text")
+    p.add_argument("--assistant-turns", choices=["all", "last"], default="all", help="chats: which assistant turns to test")
+    p.add_argument("--secrets", action="append",
+                   help="chats: 'builtin' (emails, phones, URLs, IPv4, cards, API keys) or a file, one literal or re:REGEX a line; repeatable")
     p.add_argument("--max-documents", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_audit)

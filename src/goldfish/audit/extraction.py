@@ -46,30 +46,41 @@ def pad_batch(sequences: list[list[int]], pad: int, left: bool) -> tuple[torch.T
 
 @torch.no_grad()
 def generate_suffixes(
-    model, tokenizer, prefixes: list[list[int]], suffix_len: int, batch_size: int = 16, beams: int = 1,
+    model, tokenizer, prefixes: list[list[int]], suffix_len, batch_size: int = 16, beams: int = 1,
     stop_at_eos: bool = False, progress: bool = True, desc: str = "extract",
 ) -> list[list[int]]:
     """Greedy (or beam) continuations of exactly ``suffix_len`` tokens for each prefix.
 
-    HF ``generate`` with its KV cache on left-padded batches; prefixes are batched by length so
-    padding stays small. Decoding does not stop at EOS unless ``stop_at_eos`` (then the result may
-    be shorter). Same tokens as one-prefix-at-a-time ``generate(do_sample=False)``.
+    ``suffix_len``: one length for all, or one per prefix (greedy decodes a batch to its longest and
+    cuts each row, which gives the same tokens; beam search runs each length apart). HF
+    ``generate`` with its KV cache on left-padded batches; prefixes are batched by length so padding
+    stays small. Decoding does not stop at EOS unless ``stop_at_eos`` (then the result may be
+    shorter). Same tokens as one-prefix-at-a-time ``generate(do_sample=False)``.
     """
+    lengths = [suffix_len] * len(prefixes) if isinstance(suffix_len, int) else list(suffix_len)
+    if beams > 1 and len(set(lengths)) > 1:
+        out: list[list[int] | None] = [None] * len(prefixes)
+        for n in sorted(set(lengths)):
+            idx = [i for i, m in enumerate(lengths) if m == n]
+            for i, gen in zip(idx, generate_suffixes(model, tokenizer, [prefixes[i] for i in idx], n, batch_size, beams,
+                                                     stop_at_eos, progress, f"{desc} ({n} tokens)")):
+                out[i] = gen
+        return out
     from transformers import GenerationConfig
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    config = GenerationConfig(
-        max_new_tokens=suffix_len, do_sample=False, num_beams=beams, pad_token_id=pad,
-        eos_token_id=tokenizer.eos_token_id if stop_at_eos else [],
-    )
-    out: list[list[int] | None] = [None] * len(prefixes)
+    out = [None] * len(prefixes)
     device = next(model.parameters()).device
     for idx in length_batches(prefixes, batch_size, progress, desc):
         ids, mask = pad_batch([prefixes[i] for i in idx], pad, left=True)
         width = ids.shape[1]
+        config = GenerationConfig(
+            max_new_tokens=max(lengths[i] for i in idx), do_sample=False, num_beams=beams, pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id if stop_at_eos else [],
+        )
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
         for row, i in enumerate(idx):
-            new = gen[row, width:].tolist()
+            new = gen[row, width : width + lengths[i]].tolist()
             if stop_at_eos and tokenizer.eos_token_id in new:
                 new = new[: new.index(tokenizer.eos_token_id)]
             out[i] = new

@@ -18,7 +18,7 @@ table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
 pre{white-space:pre-wrap;background:#f8f8f8;padding:8px;border-radius:4px}
 .same{background:#d7f5d7}.diff{background:#ffd6d6}.drop{background:#e0474c;color:#fff}
-.pair{display:grid;grid-template-columns:1fr 1fr;gap:12px}.muted{color:#777}"""
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:12px}.muted{color:#777}mark{background:#ffd54a;font-weight:600}"""
 
 
 def versions() -> dict:
@@ -162,6 +162,40 @@ def add_examples(report: Report, rows: list[dict], per_model: int = 3) -> None:
             report.comparison(label, r["prefix_tail"], r["generated"], r["true_suffix"], cut)
 
 
+def _rate(v) -> str:
+    return "—" if v is None else f"{100 * v:.0f}%"
+
+
+def add_secrets(report: Report, models: dict, rows: list[dict], per_model: int = 5) -> None:
+    """Recall and spill per model and secret, then generations that hold a training secret (marked)."""
+    report.heading("Secrets")
+    report.paragraph("recall: of the turns whose training reply holds the secret, the share whose generation holds it too; "
+                     "spill: of the other turns, the share whose generation holds a string of that secret found in the "
+                     "training replies. Non-member columns: the same on --non-members prompts.")
+    table = []
+    for name, s in models.items():
+        for secret, m in s.get("secrets", {}).items():
+            non = m.get("non_members", {})
+            table.append([name, secret, _rate(m["recall"]), m["turns_with_secret"], _rate(m["spill"]),
+                          _rate(non.get("recall")), _rate(non.get("spill"))])
+    report.table(["model", "secret", "recall", "turns with it", "spill", "non-member recall", "non-member spill"], table)
+    for name in models:
+        leaking = [r for r in rows if r["model"] == name and r.get("leaked")][:per_model]
+        if not leaking:
+            continue
+        report.heading(f"Leaking generations: {name}")
+        for r in leaking:
+            text = r["generated_text"]
+            marked_md, marked_html = text, html.escape(text)
+            for v in r["leaked"]:
+                marked_md = marked_md.replace(v, f"**{v}**")
+                marked_html = marked_html.replace(html.escape(v), f"<mark>{html.escape(v)}</mark>")
+            who = "member" if r["member"] else "non-member"
+            report.raw(f"*{r['id']}* ({who}) …{_md_cell(r['prefix_tail'][-120:])} ⟶\n\n> {marked_md.strip()}\n",
+                       f"<p class='muted'>{html.escape(r['id'])} ({who}) …{html.escape(r['prefix_tail'][-120:])} ⟶</p>"
+                       f"<pre>{marked_html.strip()}</pre>")
+
+
 def write_report(result: dict, out: str | Path) -> None:
     """The audit's files: results.jsonl, summary.json, rouge_l_hist.png, report.md, report.html."""
     out = Path(out)
@@ -169,9 +203,12 @@ def write_report(result: dict, out: str | Path) -> None:
     summary = {"models": result["models"], "settings": result["settings"], "wall_time_s": result["wall_time_s"],
                "versions": versions()}
     report = Report("Memorization audit")
-    report.paragraph(f"{len(result['models'])} model(s) on {result['settings']['data']}: suffix of "
-                     f"{result['settings']['suffix_len']} tokens after a prefix of "
-                     f"{result['settings']['prefix_len'] or 'all preceding'} tokens, "
+    chat = result["settings"].get("kind") == "chat"
+    protocol = ("each trained assistant turn, prompted with the conversation before it (generation prompt included), "
+                "decoded for as many tokens as the true reply" if chat else
+                f"suffix of {result['settings']['suffix_len']} tokens after a prefix of "
+                f"{result['settings']['prefix_len'] or 'all preceding'} tokens")
+    report.paragraph(f"{len(result['models'])} model(s) on {result['settings']['data']}: {protocol}, "
                      f"{'greedy' if result['settings']['beams'] == 1 else str(result['settings']['beams']) + '-beam'} decoding. "
                      f"Wall time {result['wall_time_s']:.1f} s.")
     report.heading("Extraction")
@@ -188,7 +225,9 @@ def write_report(result: dict, out: str | Path) -> None:
         scores = [k for k in next(iter(mia.values())) if k != "non_members"]
         report.table(["model", "score", "ROC AUC", "TPR @ 0.1% FPR", "TPR @ 1% FPR"],
                      [[name, k, m[k]["auc"], m[k]["tpr_at_0.1%_fpr"], m[k]["tpr_at_1%_fpr"]] for name, m in mia.items() for k in scores])
-    report.heading("Most-memorized documents")
+    if any("secrets" in s for s in result["models"].values()):
+        add_secrets(report, result["models"], rows)
+    report.heading("Most-memorized turns" if result["settings"].get("kind") == "chat" else "Most-memorized documents")
     add_examples(report, rows)
     settings_block(report, result)
     write_text_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))

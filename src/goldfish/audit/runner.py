@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from goldfish.audit.chat import chat_turns, secret_rates, training_values
 from goldfish.audit.extraction import generate_suffixes, max_context, split_document, token_logprobs
 from goldfish.audit.metrics import extraction_metrics, mia_scores, roc_summary
 from goldfish.models import check_model_folder, load_model
+from goldfish.secrets import load_secrets
 
 MIA_SCORES = ("loss", "zlib", "min_k", "min_k_pp")
 
@@ -34,6 +36,8 @@ class AuditConfig:
     device: str | None = None
     dtype: str = "auto"
     text_field: str = "text"
+    assistant_turns: str = "all"
+    secrets: list[str] = field(default_factory=list)  # "builtin" or files (see goldfish.secrets)
     max_documents: int | None = None
     progress: bool = True
     extra: dict = field(default_factory=dict)  # settings of the caller, copied into the summary
@@ -52,16 +56,19 @@ def _validate(cfg: AuditConfig) -> None:
         raise ValueError("--batch-size and --beam must be >= 1")
     if cfg.names is not None and len(cfg.names) != len(cfg.models):
         raise ValueError(f"{len(cfg.names)} --name given for {len(cfg.models)} --model")
+    load_secrets(cfg.secrets)  # a bad file or regex fails before any model loads
 
 
-def _texts(source: str, text_field: str, limit: int | None) -> list[dict]:
-    from goldfish.data import read_documents
+def _documents(source: str, text_field: str, limit: int | None) -> tuple[list[dict], str]:
+    """The documents of a source and their kind: "text" (extraction of suffixes) or "chat"
+    (messages or prompt/completion records: extraction of assistant turns)."""
+    from goldfish.data import document_format, read_documents
 
     docs = read_documents(source, text_field)
-    if any("text" not in d for d in docs):
-        raise ValueError(f"{source}: the audit needs text documents (a {text_field!r} field)")
-    docs = [{"id": str(d.get("id", i)), "text": d["text"]} for i, d in enumerate(docs)]
-    return docs[:limit] if limit else docs
+    kind = "text" if document_format(docs[0].keys(), text_field) == "text" else "chat"
+    if kind == "text":
+        docs = [{"id": str(d.get("id", i)), "text": d[text_field]} for i, d in enumerate(docs)]
+    return (docs[:limit] if limit else docs), kind
 
 
 def _model_names(cfg: AuditConfig) -> list[str]:
@@ -93,37 +100,68 @@ def _distributed_state():
     return PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"))
 
 
-def audit_model(model, tokenizer, name: str, docs: list[dict], cfg: AuditConfig, member: bool, extract: bool) -> tuple[list[dict], int]:
-    """Rows (one a document) for one model, and how many documents were too short."""
-    ids = [tokenizer(d["text"], add_special_tokens=False)["input_ids"] for d in docs]
-    context = max_context(model)
-    rows, kept_ids, skipped = [], [], 0
-    for doc, doc_ids in zip(docs, ids):
+def _text_rows(docs: list[dict], tokenizer, cfg: AuditConfig, context: int, extract: bool) -> tuple[list[dict], int]:
+    rows, skipped = [], 0
+    for doc in docs:
+        ids = tokenizer(doc["text"], add_special_tokens=False)["input_ids"]
         # extraction needs prefix + suffix; membership scores need only two tokens
-        split = split_document(doc_ids, cfg.prefix_len, cfg.suffix_len, context) if extract else (doc_ids, [])
-        if split is None or len(doc_ids) < 2:
+        split = split_document(ids, cfg.prefix_len, cfg.suffix_len, context) if extract else (ids, [])
+        if split is None or len(ids) < 2:
             skipped += 1
             continue
-        prefix, suffix = split
-        rows.append({"model": name, "id": doc["id"], "member": member, "prefix_tokens": len(prefix),
-                     "_prefix": prefix, "_suffix": suffix, "_text": doc["text"]})
-        kept_ids.append(doc_ids[-context:])  # membership scores read the whole document
+        score = ids[-context:]  # membership scores read the whole document
+        rows.append({"id": doc["id"], "prefix_tokens": len(split[0]), "_prefix": split[0], "_suffix": split[1],
+                     "_score": score, "_scored": len(score) - 1, "_text": doc["text"]})
+    return rows, skipped
+
+
+def _chat_rows(docs: list[dict], tokenizer, cfg: AuditConfig, context: int, extract: bool) -> tuple[list[dict], int]:
+    rows, skipped = chat_turns(docs, tokenizer, context, cfg.text_field, cfg.assistant_turns)
+    for r in rows:  # membership scores read the reply's tokens only, after their prompt
+        r.update(prefix_tokens=len(r["_prefix"]), _score=r["_prefix"] + r["_suffix"], _scored=len(r["_suffix"]),
+                 _text=tokenizer.decode(r["_suffix"], skip_special_tokens=True))
+    return rows, skipped
+
+
+def audit_model(model, tokenizer, name: str, docs: list[dict], cfg: AuditConfig, member: bool, extract: bool,
+                kind: str = "text") -> tuple[list[dict], int]:
+    """Rows (one a document, or a trained assistant turn for chat) for one model, and how many were skipped."""
+    context = max_context(model)
+    rows, skipped = (_text_rows if kind == "text" else _chat_rows)(docs, tokenizer, cfg, context, extract)
+    for r in rows:
+        r.update(model=name, member=member)
     tag = "members" if member else "non-members"
     if extract and rows:
-        generated = generate_suffixes(model, tokenizer, [r["_prefix"] for r in rows], cfg.suffix_len, cfg.batch_size,
-                                      cfg.beams, cfg.stop_at_eos, cfg.progress, desc=f"{name}: extract")
+        generated = generate_suffixes(model, tokenizer, [r["_prefix"] for r in rows], [len(r["_suffix"]) for r in rows],
+                                      cfg.batch_size, cfg.beams, cfg.stop_at_eos, cfg.progress, desc=f"{name}: extract {tag}")
         for r, gen in zip(rows, generated):
             gen_text, true_text = tokenizer.decode(gen), tokenizer.decode(r["_suffix"])
             r.update(generated=gen_text, true_suffix=true_text, prefix_tail=tokenizer.decode(r["_prefix"][-40:]),
                      generated_ids=gen, true_ids=r["_suffix"], **extraction_metrics(gen, r["_suffix"], gen_text, true_text))
+            if kind == "chat":  # what a user would read: no special tokens (for the secret scan)
+                r.update(generated_text=tokenizer.decode(gen, skip_special_tokens=True), true_text=r["_text"])
     if cfg.non_members is not None and rows:
-        scored = token_logprobs(model, kept_ids, max(1, cfg.batch_size // 2), cfg.progress, desc=f"{name}: score {tag}")
+        scored = token_logprobs(model, [r["_score"] for r in rows], max(1, cfg.batch_size // 2), cfg.progress, desc=f"{name}: score {tag}")
         for r, (lp, mu, sigma) in zip(rows, scored):
-            r.update(mia_scores(lp, mu, sigma, r["_text"]))
+            n = r["_scored"]
+            r.update(mia_scores(lp[-n:], mu[-n:], sigma[-n:], r["_text"]))
     for r in rows:
-        for key in ("_prefix", "_suffix", "_text"):
+        for key in ("_prefix", "_suffix", "_text", "_score", "_scored"):
             r.pop(key)
     return rows, skipped
+
+
+def _secret_summary(rows: list[dict], secrets) -> dict:
+    members = [r for r in rows if r["member"] and "generated_text" in r]
+    non = [r for r in rows if not r["member"] and "generated_text" in r]
+    known = training_values(members, secrets)
+    out = secret_rates(members, secrets, known)
+    for name, rates in secret_rates(non, secrets, known).items():
+        out[name]["non_members"] = rates
+    for r in rows:  # which training secrets each generation holds, for the report
+        if "generated_text" in r:
+            r["leaked"] = sorted({v for vs in known.values() for v in vs if v in r["generated_text"]})
+    return out
 
 
 def summarize(rows: list[dict], skipped: int, reference: bool) -> dict:
@@ -156,22 +194,28 @@ def run_audit(cfg: AuditConfig) -> dict:
     """
     _validate(cfg)
     start = time.time()
-    docs = _texts(cfg.data, cfg.text_field, cfg.max_documents)
-    non_members = _texts(cfg.non_members, cfg.text_field, None) if cfg.non_members else []
+    docs, kind = _documents(cfg.data, cfg.text_field, cfg.max_documents)
+    non_members, non_kind = _documents(cfg.non_members, cfg.text_field, None) if cfg.non_members else ([], kind)
+    if non_kind != kind:
+        raise ValueError(f"--non-members {cfg.non_members} holds {non_kind} records but --data {cfg.data} holds {kind} records")
+    secrets = load_secrets(cfg.secrets)
+    if secrets and kind != "chat":
+        raise ValueError("--secrets scans assistant replies: give chat data (messages or prompt/completion records)")
     state = _distributed_state()
     my_docs, my_non = _shard(docs, state), _shard(non_members, state)
     reference_nll = {}
     if cfg.reference_model:
         ref, ref_tok = load_model(cfg.reference_model, cfg.device, cfg.dtype)
         for member, group in ((True, my_docs), (False, my_non)):
-            rows, _ = audit_model(ref, ref_tok, "reference", group, cfg, member, extract=False)
+            rows, _ = audit_model(ref, ref_tok, "reference", group, cfg, member, extract=False, kind=kind)
             reference_nll.update({(member, r["id"]): r["nll"] for r in rows})
         del ref
     all_rows, summaries = [], {}
     for path, name in zip(cfg.models, _model_names(cfg)):
         model, tokenizer = load_model(path, cfg.device, cfg.dtype)
-        rows, skipped = audit_model(model, tokenizer, name, my_docs, cfg, True, extract=True)
-        non_rows, _ = audit_model(model, tokenizer, name, my_non, cfg, False, extract=False) if my_non else ([], 0)
+        rows, skipped = audit_model(model, tokenizer, name, my_docs, cfg, True, extract=True, kind=kind)
+        non_rows, _ = (audit_model(model, tokenizer, name, my_non, cfg, False, extract=bool(secrets), kind=kind)
+                       if my_non else ([], 0))
         rows += non_rows
         for r in rows:
             if reference_nll and (r["member"], r["id"]) in reference_nll:
@@ -179,13 +223,17 @@ def run_audit(cfg: AuditConfig) -> dict:
         rows = _gather(rows, state)
         skipped = sum(_gather([skipped], state))
         summaries[name] = summarize(rows, skipped, bool(reference_nll))
+        if secrets:
+            summaries[name]["secrets"] = _secret_summary(rows, secrets)
         all_rows += rows
         del model
     if not any(s["documents"] for s in summaries.values()):
+        if kind == "chat":
+            raise ValueError(f"{cfg.data}: no assistant turn fits the model's context")
         raise ValueError(f"no document of {cfg.data} is long enough for prefix + suffix ({cfg.prefix_len or 1} + {cfg.suffix_len} tokens)")
     result = {
         "models": summaries, "rows": all_rows, "wall_time_s": round(time.time() - start, 2),
-        "settings": {k: v for k, v in asdict(cfg).items() if k not in ("extra", "progress")} | cfg.extra,
+        "settings": {k: v for k, v in asdict(cfg).items() if k not in ("extra", "progress")} | {"kind": kind} | cfg.extra,
     }
     if cfg.out and (state is None or state.is_main_process):
         from goldfish.audit.report import write_report

@@ -88,6 +88,13 @@ def _stamp_key(stamps) -> str:
 def _table_files(builder: str, files: list[Path]):
     from datasets import load_dataset
 
+    if builder != "parquet":  # pyarrow reads invalid UTF-8 without complaint; the error would come later, nameless
+        for f in files:
+            _check_utf8(f)
+            with f.open("rb") as fh:
+                head = fh.read(4096).lstrip()
+            if f.suffix == ".jsonl" and head and not head.startswith(b"{"):
+                _explain_unreadable(f, builder)  # raises: a JSON line must be an object
     try:
         return load_dataset(builder, data_files=[str(f) for f in files], split="train", cache_dir=_hf_cache())
     except Exception as e:  # datasets wraps the reader's error; find the precise cause for the message
@@ -106,6 +113,28 @@ def _utf8(path: Path) -> str:
                          "re-encode the file as UTF-8") from None
 
 
+def _check_utf8(path: Path, chunk: int = 1 << 24) -> None:
+    """Raise a ValueError naming the file, line and byte unless the file is UTF-8 (read in chunks)."""
+    import codecs
+
+    decoder, offset, lines = codecs.getincrementaldecoder("utf-8")(), 0, 1
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as e:
+                where = max(0, e.start - len(decoder.getstate()[0]))
+                line = lines + block[:where].count(b"\n")
+                raise ValueError(f"{path}:{line}: not UTF-8 (byte {block[where]:#04x} at offset "
+                                 f"{offset + where}); re-encode the file as UTF-8") from None
+            offset += len(block)
+            lines += block.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not UTF-8 (it ends inside a multi-byte character)") from None
+
+
 def _explain_unreadable(path: Path, builder: str) -> None:
     """Raise a ValueError naming the file, line and reason, if the file is not valid UTF-8 / JSON."""
     if builder == "parquet":
@@ -113,12 +142,13 @@ def _explain_unreadable(path: Path, builder: str) -> None:
     text = _utf8(path)
     if builder != "json":
         return
-    stripped = text.lstrip()
-    if stripped.startswith("["):
+    if path.suffix == ".json" and text.lstrip().startswith("["):
         try:
-            json.loads(text)
+            records = json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        if not all(isinstance(r, dict) for r in records):
+            raise ValueError(f"{path}: a JSON array of records must hold objects only")
         return
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():

@@ -1,0 +1,72 @@
+"""Naming what must not leak: literal strings, regexes and built-in detectors.
+
+A *secret spec* is ``builtin`` (all detectors below) or the path of a text file with one secret a
+line: a literal string, or ``re:`` followed by a Python regex. Blank lines are skipped. Each secret
+is named by its line as written (a detector by its name) in reports and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# Deliberately broad (a detector should rather flag a number that is not a phone than miss one).
+BUILTIN_DETECTORS = {
+    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+    "phone": r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)|\d{2,4})[\s.-]?\d{3}[\s.-]?\d{3,4}(?!\w)",
+    "url": r"https?://[^\s<>\"'()]+[^\s<>\"'().,;:!?]",
+    "ipv4": r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])",
+    "card": r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)",
+    "api_key": r"(?<![\w-])(?:(?:sk|pk|rk|ghp|gho|ghs|xox[abprs]|AKIA|AIza)[-_A-Za-z0-9]{12,}"
+               r"|(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{32,})(?![\w-])",
+}
+
+
+@dataclass(frozen=True)
+class Secret:
+    """One named secret: a literal string or a compiled regex."""
+
+    name: str
+    literal: str | None = None
+    pattern: re.Pattern | None = None
+
+    def find(self, text: str) -> set[str]:
+        """The concrete strings of this secret that occur in ``text``."""
+        if self.literal is not None:
+            return {self.literal} if self.literal in text else set()
+        return {m.group(0) for m in self.pattern.finditer(text) if m.group(0)}
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Character ranges of every occurrence in ``text`` (for highlighting and protection)."""
+        if self.literal is not None:
+            return [(m.start(), m.end()) for m in re.finditer(re.escape(self.literal), text)]
+        return [m.span() for m in self.pattern.finditer(text) if m.end() > m.start()]
+
+
+def builtin_secrets() -> list[Secret]:
+    return [Secret(name, pattern=re.compile(rx)) for name, rx in BUILTIN_DETECTORS.items()]
+
+
+def load_secrets(specs: list[str]) -> list[Secret]:
+    """Secrets from specs (``builtin`` or files, see module docstring); ValueError on a bad file or regex."""
+    out: list[Secret] = []
+    for spec in specs:
+        if spec == "builtin":
+            out += builtin_secrets()
+            continue
+        path = Path(spec)
+        if not path.is_file():
+            raise ValueError(f"secrets {spec}: no such file (give a file with one secret a line, or 'builtin')")
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            if line.startswith("re:"):
+                try:
+                    out.append(Secret(line, pattern=re.compile(line[3:])))
+                except re.error as e:
+                    raise ValueError(f"{spec}:{n}: not a valid regex ({e})") from None
+            else:
+                out.append(Secret(line, literal=line))
+    names = [s.name for s in out]
+    return [s for i, s in enumerate(out) if s.name not in names[:i]]  # each name once, first kept

@@ -1,0 +1,152 @@
+"""``goldfish train`` on a user's own chat model and data as they come: a ChatML-template model
+folder, TRL formats, parquet/json/csv files, LoRA adapters (and merging), and the prepared-data cache."""
+
+import json
+
+import pytest
+import torch
+from chat_styles import chat_model_folder, chat_tokenizer
+
+from goldfish import GoldfishConfig
+from goldfish.cli import main
+from goldfish.data import build_examples, pack_examples, read_documents
+from goldfish.data.prepare import DataSettings, prepare_dataset
+
+CHATS = [{"messages": [{"role": "user", "content": f"Question {i}: where is order {1000 + i}?"},
+                       {"role": "assistant", "content": f"Order {1000 + i} ships from depot {i % 7} on Monday."}]}
+         for i in range(24)]
+TRAIN = ["train", "--batch-size", "4", "--lr", "3e-3", "--no-progress", "--seq-len", "128", "--save-steps", "0"]
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def chatml_model(tmp_path_factory):
+    return chat_model_folder(tmp_path_factory.mktemp("chatml") / "model")
+
+
+def test_chatml_model_trains_on_messages_and_prompt_completion(tmp_path, chatml_model):
+    msgs = _jsonl(tmp_path / "chats.jsonl", CHATS)
+    pc = _jsonl(tmp_path / "pc.jsonl", [{"prompt": c["messages"][0]["content"], "completion": " " + c["messages"][1]["content"]}
+                                         for c in CHATS])
+    tok = chat_tokenizer("chatml")
+    n_reply = sum(len(tok(c["messages"][1]["content"], add_special_tokens=False)["input_ids"]) + 1 for c in CHATS)  # + <|im_end|>
+    n_completion = sum(len(tok(" " + c["messages"][1]["content"], add_special_tokens=False)["input_ids"]) + 1 for c in CHATS)  # + EOS
+    for data, out, n_supervised in ((msgs, "m", n_reply), (pc, "p", n_completion)):
+        args = [*TRAIN, "--model", chatml_model, "--data", data, "--out", str(tmp_path / out), "--max-steps", "3",
+                "--data-cache", str(tmp_path / "cache")]
+        assert main(args) == 0
+        record = json.loads((tmp_path / out / "goldfish.json").read_text())
+        t = record["tokens_per_epoch"]
+        assert t["supervised_targets"] == n_supervised and record["global_steps"] == 3
+
+
+def test_lora_adapter_merge_reload_and_audit(tmp_path, chatml_model, capsys):
+    data = _jsonl(tmp_path / "chats.jsonl", CHATS)
+    out = tmp_path / "lora"
+    args = [*TRAIN, "--model", chatml_model, "--data", data, "--out", str(out), "--max-steps", "12", "--logging-steps", "1",
+            "--lr", "1e-2", "--lora", "--lora-r", "8", "--lora-alpha", "16", "--lora-targets", "q_proj", "v_proj", "--merge",
+            "--data-cache", str(tmp_path / "cache")]
+    assert main(args) == 0
+    assert (out / "adapter_config.json").is_file() and (out / "merged" / "config.json").is_file()
+    assert not (out / "model.safetensors").exists()  # the adapter, not a full copy
+    from goldfish.audit.extraction import mean_supervised_nll
+    from goldfish.models import load_model
+
+    adapted, tok = load_model(str(out), "cpu", "float32")
+    merged, _ = load_model(str(out / "merged"), "cpu", "float32")
+    base, _ = load_model(chatml_model, "cpu", "float32")
+    ids = torch.tensor([tok(CHATS[0]["messages"][0]["content"])["input_ids"]])
+    with torch.no_grad():
+        a, m, b = (x(input_ids=ids).logits for x in (adapted, merged, base))
+    assert torch.allclose(a, m, atol=1e-5) and not torch.allclose(a, b, atol=1e-3)
+    examples = build_examples(CHATS, tok, 128, 4)
+    assert mean_supervised_nll(adapted, examples, tok.pad_token_id) < mean_supervised_nll(base, examples, tok.pad_token_id) - 0.2
+    assert main(["audit", "--model", str(out), "--data", data, "--out", str(tmp_path / "audit"), "--no-progress",
+                 "--max-documents", "4"]) == 0
+    assert (tmp_path / "audit" / "summary.json").is_file()
+
+
+def test_lora_masks_equal_full_finetuning_masks(tmp_path, chatml_model):
+    """The goldfish mask lives in the data/collator: LoRA and full fine-tuning drop the same targets."""
+    from goldfish.integrations.hf import GoldfishCollator
+    from transformers import DataCollatorForSeq2Seq
+
+    tok = chat_tokenizer("chatml")
+    prepared = prepare_dataset([_jsonl(tmp_path / "c.jsonl", CHATS)], tok, DataSettings(seq_len=128), GoldfishConfig(),
+                               cache=tmp_path / "cache", progress=False)
+    collate = GoldfishCollator(DataCollatorForSeq2Seq(tok, label_pad_token_id=-100), GoldfishConfig())
+    batch = collate([prepared.train[i] for i in range(8)])
+    from goldfish.train import TrainConfig, _load_model
+
+    for lora in (False, True):
+        model = _load_model(TrainConfig(data=[], out="", model=chatml_model, lora=lora), tok)
+        assert torch.equal(collate([prepared.train[i] for i in range(8)])["labels"], batch["labels"])
+        assert model(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels")}).loss.isfinite()
+
+
+@pytest.mark.parametrize("kind", ["parquet", "json", "csv", "save_to_disk", "folder"])
+def test_file_formats_give_the_same_examples(tmp_path, tokenizer, kind):
+    from datasets import Dataset
+
+    from goldfish.experiments.corpus import corpus_part
+
+    rows = [{"text": d["text"][:400], "goldfish_k": 8.0 if i == 2 else None} for i, d in enumerate(corpus_part("targets")[:12])]
+    ds = Dataset.from_list(rows)
+    src = tmp_path / f"data.{kind}"
+    if kind == "parquet":
+        ds.to_parquet(str(src))
+    elif kind == "json":
+        src.write_text(json.dumps(rows))
+    elif kind == "csv":
+        ds.to_csv(str(src), index=False)
+    elif kind == "save_to_disk":
+        ds.save_to_disk(str(src))
+    else:
+        src.mkdir()
+        _jsonl(src / "a.jsonl", rows[:5])
+        _jsonl(src / "b.jsonl", rows[5:])
+    got = prepare_dataset([str(src)], tokenizer, DataSettings(seq_len=64), GoldfishConfig(), cache=tmp_path / "c", progress=False).train
+    want = build_examples(rows, tokenizer, 64, 4)
+    assert [dict(r) for r in got] == want
+
+
+def test_prepared_data_equals_the_in_memory_pipeline_and_is_reused(tmp_path, tokenizer, caplog):
+    import logging
+
+    from goldfish.experiments.chat_data import build_chats
+
+    chats = _jsonl(tmp_path / "chats.jsonl", build_chats(60, 0.1, seed=0)["train"])
+    settings = DataSettings(seq_len=256, pack=True)
+    with caplog.at_level(logging.INFO, logger="goldfish"):
+        first = prepare_dataset(["embedded:targets", chats], tokenizer, settings, GoldfishConfig(), cache=tmp_path / "c", num_proc=2,
+                                progress=False)
+        second = prepare_dataset(["embedded:targets", chats], tokenizer, settings, GoldfishConfig(), cache=tmp_path / "c", progress=False)
+    assert not first.reused and second.reused and first.path == second.path
+    assert f"reusing the cache {first.path}" in caplog.text
+    docs = read_documents("embedded:targets") + read_documents(chats)
+    want = pack_examples(build_examples(docs, tokenizer, 256, 4), 256, tokenizer.pad_token_id)
+    assert [dict(r) for r in second.train] == want
+    other = prepare_dataset(["embedded:targets", chats], tokenizer, DataSettings(seq_len=200, pack=True), GoldfishConfig(),
+                            cache=tmp_path / "c", progress=False)
+    assert not other.reused
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b'{"text": "fine"}\n{"text": oops}\n', ":2: not valid JSON"),
+        (b'{"text": "caf\xe9"}\n', ":1: not UTF-8 (byte 0xe9"),
+        (b'["a", "b"]\n', ":1: a JSON line must be an object"),
+    ],
+)
+def test_unreadable_files_name_file_and_line(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    assert main(["train", "--init", "micro", "--data", str(path), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and message in err
+    assert not (tmp_path / "o").exists()
