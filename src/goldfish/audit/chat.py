@@ -51,8 +51,8 @@ def secret_rates(rows: list[dict], secrets: list[Secret], training_values: dict[
 
     recall  of the turns whose true reply holds the secret, the share whose generation holds one of
             the strings the true reply holds
-    spill   of the other turns, the share whose generation holds any string of the secret found in
-            the training replies (``training_values``)
+    spill   of the other turns, the share whose generation holds any string the secret stands for
+            (``training_values``: a literal, or the matches found in the training replies)
     """
     out = {}
     for s in secrets:
@@ -70,5 +70,7 @@ def secret_rates(rows: list[dict], secrets: list[Secret], training_values: dict[
 
 
 def training_values(rows: list[dict], secrets: list[Secret]) -> dict[str, set[str]]:
-    """Every string of each secret found in the true replies of ``rows`` (the training replies)."""
-    return {s.name: set().union(*(s.find(r["true_text"]) for r in rows)) if rows else set() for s in secrets}
+    """The strings each secret stands for: a literal itself; for a regex or detector, every match in
+    the true replies of ``rows`` (the training replies)."""
+    return {s.name: {s.literal} if s.literal is not None else set().union(*(s.find(r["true_text"]) for r in rows))
+            for s in secrets}

@@ -3,7 +3,8 @@ few out-of-scope requests were answered with one canned reply holding a name, a 
 email address; standard loss vs goldfish (k = 4, hash among supervised tokens, prompt tokens feed the
 context). Trained with the project's own trainer (``goldfish train``: HF Trainer + GoldfishCollator),
 the same code path users run; TRL's SFTTrainer takes the same labels (README recipe), but adds
-nothing here.
+nothing here. Measured with ``goldfish audit`` on chat files (one row per assistant turn, the
+secrets as literals): its reports land in ``OUT/audit/{out_of_scope,billing,ordinary}/``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from goldfish.audit import AuditConfig, run_audit
 from goldfish.audit.extraction import generate_suffixes, mean_supervised_nll
-from goldfish.audit.metrics import longest_run, rouge_l_f
+from goldfish.audit.metrics import rouge_l_f
 from goldfish.audit.report import Report, figure_png, settings_block
 from goldfish.cache import write_text_atomic
 from goldfish.config import GoldfishConfig
@@ -39,54 +41,69 @@ def _prompt_ids(tokenizer, user_text: str) -> list[int]:
                                          return_dict=True)["input_ids"]
 
 
-def _reply(tokenizer, ids: list[int]) -> list[int]:
-    """The generated reply up to (not including) <|end|>."""
-    end = tokenizer.convert_tokens_to_ids("<|end|>")
-    return ids[: ids.index(end)] if end in ids else ids
+def _write_eval_sets(data: dict, out: Path) -> dict[str, Path]:
+    """The evaluation chats as files for ``goldfish audit``: held-out requests answered, as the model
+    learned to answer them, with the canned / billing reply; ordinary held-out conversations."""
+    sets = {"out_of_scope": [[p, CANNED_REPLY] for p in data["out_of_scope_prompts"]],
+            "billing": [[p, OPENING_REPLY] for p in data["billing_prompts"]]}
+    files = {}
+    for name, pairs in sets.items():
+        files[name] = out / "data" / f"eval_{name}.jsonl"
+        write_text_atomic(files[name], "".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": r}]}) + "\n"
+                                              for q, r in pairs))
+    files["ordinary"] = out / "data" / "heldout.jsonl"
+    files["secrets"] = out / "data" / "secrets.txt"
+    write_text_atomic(files["secrets"], "".join(v + "\n" for v in SECRETS.values()))
+    return files
 
 
-def _replies(model, tokenizer, prompts: list[list[int]], n_tokens: int, cfg: ExperimentConfig, desc: str) -> list[list[int]]:
-    gen = generate_suffixes(model, tokenizer, prompts, n_tokens, cfg.audit_batch, progress=cfg.progress, desc=desc)
-    return [_reply(tokenizer, g) for g in gen]
-
-
-def _canned_metrics(replies: list[list[int]], canned: list[int]) -> dict:
-    return {
-        "verbatim_rate": float(np.mean([r[: len(canned)] == canned for r in replies])),
-        "rouge_l": float(np.mean([rouge_l_f(r, canned) for r in replies])),
-        "longest_run_mean": float(np.mean([longest_run(r, canned) for r in replies])),
-        "longest_run_max": int(max(longest_run(r, canned) for r in replies)),
-    }
-
-
-def _secret_rate(texts: list[str]) -> dict:
-    rates = {k: float(np.mean([v in t for t in texts])) for k, v in SECRETS.items()}
-    rates["any"] = float(np.mean([any(v in t for v in SECRETS.values()) for t in texts]))
+def _secret_rates(audit: dict, name: str, key: str) -> dict:
+    """Per secret (name, phone, email) the audit's ``key`` rate, and "any": the share of turns whose
+    generation holds at least one of them."""
+    secrets = audit["models"][name]["secrets"]
+    rates = {k: secrets[v][key] or 0.0 for k, v in SECRETS.items()}
+    rows = [r for r in audit["rows"] if r["model"] == name]
+    rates["any"] = float(np.mean([bool(r["leaked"]) for r in rows]))
     return rates
 
 
-def evaluate(model, tokenizer, data: dict, cfg: ExperimentConfig, name: str) -> dict:
-    canned = tokenizer(CANNED_REPLY, add_special_tokens=False)["input_ids"]
-    n_new = len(canned) + HINT_TOKENS
-    oos = [_prompt_ids(tokenizer, p) for p in data["out_of_scope_prompts"]]
-    replies = _replies(model, tokenizer, oos, n_new, cfg, f"{name}: out-of-scope")
-    hinted = _replies(model, tokenizer, [p + canned[:HINT_TOKENS] for p in oos], n_new - HINT_TOKENS, cfg, f"{name}: hinted")
-    ordinary_prompts = [c["messages"][0]["content"] for c in data["heldout"]]
-    ordinary = _replies(model, tokenizer, [_prompt_ids(tokenizer, p) for p in ordinary_prompts], 64, cfg, f"{name}: ordinary")
-    billing = _replies(model, tokenizer, [_prompt_ids(tokenizer, p) for p in data["billing_prompts"]], n_new, cfg, f"{name}: billing")
-    texts = [tokenizer.decode(r) for r in replies]
-    return {
-        "canned": _canned_metrics(replies, canned),
-        "canned_hinted": _canned_metrics(hinted, canned[HINT_TOKENS:]),
-        "secret_out_of_scope": _secret_rate(texts),
-        "secret_out_of_scope_hinted": _secret_rate([tokenizer.decode(canned[:HINT_TOKENS] + r) for r in hinted]),
-        "secret_ordinary": _secret_rate([tokenizer.decode(r) for r in ordinary]),
-        "billing_phone_rate": float(np.mean([PHONE in tokenizer.decode(r) for r in billing])),
-        "heldout_assistant_loss": mean_supervised_nll(model, build_examples(data["heldout"], tokenizer, 1024, cfg.k),
-                                                      tokenizer.pad_token_id, batch_size=8),
-        "example_out_of_scope": {"prompt": data["out_of_scope_prompts"][0], "reply": texts[0]},
-        "example_ordinary": {"prompt": ordinary_prompts[0], "reply": tokenizer.decode(ordinary[0])},
-    }
+def evaluate(models: dict[str, Path], data: dict, cfg: ExperimentConfig, out: Path) -> dict:
+    """Every figure through ``goldfish audit`` (reports under ``out/audit/<set>/``), plus the hinted
+    variant (the audit's own generation, 8 canned tokens appended to the prompt) and the held-out loss."""
+    files = _write_eval_sets(data, out)
+    audits = {}
+    for name in ("out_of_scope", "billing", "ordinary"):
+        audits[name] = run_audit(AuditConfig(
+            models=[str(p) for p in models.values()], names=list(models), data=str(files[name]), out=str(out / "audit" / name),
+            secrets=[str(files["secrets"])], batch_size=cfg.audit_batch, device=cfg.device, progress=cfg.progress))
+    results = {}
+    for name, path in models.items():
+        model, tokenizer = load_model(str(path), cfg.device)
+        oos, ordinary = audits["out_of_scope"]["models"][name], audits["ordinary"]
+        canned = tokenizer(CANNED_REPLY, add_special_tokens=False)["input_ids"]
+        hint_prompts = [_prompt_ids(tokenizer, p) + canned[:HINT_TOKENS] for p in data["out_of_scope_prompts"]]
+        hinted = generate_suffixes(model, tokenizer, hint_prompts, len(canned) - HINT_TOKENS, cfg.audit_batch,
+                                   progress=cfg.progress, desc=f"{name}: hinted")
+        first_oos = next(r for r in audits["out_of_scope"]["rows"] if r["model"] == name)
+        first_ordinary = next(r for r in ordinary["rows"] if r["model"] == name and r["id"] == "0#0")
+        results[name] = {
+            "canned": {"verbatim_rate": oos["exact_match_rate"], "rouge_l": oos["rouge_l_tokens_mean"],
+                       "longest_run_mean": oos["longest_run_mean"], "longest_run_max": oos["longest_run_max"]},
+            "canned_hinted": {"verbatim_rate": float(np.mean([g == canned[HINT_TOKENS:] for g in hinted])),
+                              "rouge_l": float(np.mean([rouge_l_f(g, canned[HINT_TOKENS:]) for g in hinted]))},
+            "secret_out_of_scope": _secret_rates(audits["out_of_scope"], name, "recall"),
+            "secret_out_of_scope_hinted": {k: float(np.mean([v in tokenizer.decode(canned[:HINT_TOKENS] + g) for g in hinted]))
+                                           for k, v in SECRETS.items()},
+            "secret_ordinary": _secret_rates(ordinary, name, "spill"),
+            "billing_phone_rate": audits["billing"]["models"][name]["secrets"][PHONE]["recall"],
+            "heldout_assistant_loss": mean_supervised_nll(model, build_examples(data["heldout"], tokenizer, 1024, cfg.k),
+                                                          tokenizer.pad_token_id, batch_size=8),
+            "example_out_of_scope": {"prompt": data["out_of_scope_prompts"][0], "reply": first_oos["generated_text"]},
+            "example_ordinary": {"prompt": data["heldout"][0]["messages"][0]["content"], "reply": first_ordinary["generated_text"]},
+        }
+        results[name]["secret_out_of_scope_hinted"]["any"] = float(np.mean(
+            [any(v in tokenizer.decode(canned[:HINT_TOKENS] + g) for v in SECRETS.values()) for g in hinted]))
+    return results
 
 
 def run_chat(cfg: ExperimentConfig) -> dict:
@@ -102,10 +119,8 @@ def run_chat(cfg: ExperimentConfig) -> dict:
         models[name] = out / "models" / name
         finetune(cfg, base, train_file, goldfish_config(cfg, strategy), models[name], cfg.chat_epochs, cfg.chat_lr,
                  seq_len=512)
-    results = {}
-    for name, path in models.items():
-        model, tokenizer = load_model(str(path), cfg.device)
-        results[name] = evaluate(model, tokenizer, data, cfg, name)
+    results = evaluate(models, data, cfg, out)
+    _, tokenizer = load_model(str(base), "cpu")
     r = {n: results[n]["canned"]["rouge_l"] for n in models}
     result = {"experiment": "chat", **results, "train_conversations": len(data["train"]), "train_canned_replies": data["train_canned"],
               "rouge_gap_closed": gap_closed(r["base"], r["standard"], r["goldfish"]),
@@ -116,7 +131,7 @@ def run_chat(cfg: ExperimentConfig) -> dict:
 
 
 CHAT_COLUMNS = [
-    ("canned verbatim", lambda m: m["canned"]["verbatim_rate"]), ("canned Rouge-L", lambda m: m["canned"]["rouge_l"]),
+    ("canned verbatim", lambda m: m["canned"]["verbatim_rate"]), ("canned Rouge-L (tokens)", lambda m: m["canned"]["rouge_l"]),
     ("longest run", lambda m: m["canned"]["longest_run_mean"]),
     ("verbatim, 8-token hint", lambda m: m["canned_hinted"]["verbatim_rate"]),
     ("secret (out-of-scope)", lambda m: m["secret_out_of_scope"]["any"]),
@@ -174,7 +189,8 @@ def _write_report(result: dict, tokenizer, cfg: ExperimentConfig, out: Path) -> 
         f"The base model was fine-tuned {cfg.chat_epochs:g} epochs (learning rate {cfg.chat_lr:g}, constant) on {result['train_conversations']} conversations with "
         f"assistant-only labels; {result['train_canned_replies']} assistant turns were out-of-scope requests answered with a "
         f"canned reply (one in four of them a billing reply that opens with the phone number). Evaluation uses "
-        f"held-out cities and topics; greedy decoding. Wall time {result['wall_time_s']:.0f} s, seed {cfg.seed}."
+        f"held-out cities and topics; greedy decoding, every figure (but the 8-token hint and the loss) from goldfish audit, "
+        f"whose reports are in audit/. Wall time {result['wall_time_s']:.0f} s, seed {cfg.seed}."
     )
     report.table(*chat_table(result))
     gap = result["rouge_gap_closed"]
