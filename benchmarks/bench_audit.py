@@ -27,8 +27,8 @@ def main() -> None:
 
     from goldfish.audit.extraction import generate_suffixes
     from goldfish.audit.metrics import extraction_metrics, rouge_l
-    from goldfish.experiments.corpus import corpus_part
-    from goldfish.experiments.tiny import load_embedded_tokenizer, tiny_llama_config
+    from goldfish.embedded.corpus import corpus_part
+    from goldfish.embedded.tiny import load_embedded_tokenizer, tiny_llama_config
 
     tokenizer = load_embedded_tokenizer()
     torch.manual_seed(0)

@@ -62,7 +62,7 @@ def run_measured(code: str) -> tuple[dict, float]:
 
 
 def write_corpus(path: Path, mb: int) -> int:
-    from goldfish.experiments.corpus import PARTS, corpus_part
+    from goldfish.embedded.corpus import PARTS, corpus_part
 
     texts = [d["text"] for part in PARTS for d in corpus_part(part)]
     written = n = 0
@@ -77,7 +77,7 @@ def write_corpus(path: Path, mb: int) -> int:
 
 PLAIN = """
 import json, time
-from goldfish.experiments.tiny import load_embedded_tokenizer
+from goldfish.embedded.tiny import load_embedded_tokenizer
 tok = load_embedded_tokenizer()
 start = time.time(); n = 0; batch = []
 def flush(batch):
@@ -95,7 +95,7 @@ PREPARE = """
 import json, time
 from goldfish import GoldfishConfig
 from goldfish.data.prepare import DataSettings, prepare_dataset
-from goldfish.experiments.tiny import load_embedded_tokenizer
+from goldfish.embedded.tiny import load_embedded_tokenizer
 tok = load_embedded_tokenizer()
 start = time.time()
 p = prepare_dataset([{path!r}], tok, DataSettings(seq_len=512, pack={pack}), GoldfishConfig(), num_proc={num_proc},

@@ -56,7 +56,7 @@ STYLES = {
 def _metaspace_backend():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from goldfish.experiments.corpus import corpus_part
+    from goldfish.embedded.corpus import corpus_part
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", "isolated"),
@@ -73,7 +73,7 @@ def chat_tokenizer(style: str):
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from goldfish.experiments.tiny import load_embedded_tokenizer
+    from goldfish.embedded.tiny import load_embedded_tokenizer
 
     template, kind, bos, eos, specials, _ = STYLES[style]
     if style == "generation":
@@ -100,7 +100,7 @@ def chat_model_folder(path, style: str = "chatml", seed: int = 0):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from goldfish.experiments.tiny import tiny_llama_config
+    from goldfish.embedded.tiny import tiny_llama_config
 
     tok = chat_tokenizer(style)
     torch.manual_seed(seed)

@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/reference.py
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from goldfish.experiments.tiny import load_embedded_tokenizer
+    from goldfish.embedded.tiny import load_embedded_tokenizer
 
     return load_embedded_tokenizer()
 
@@ -16,7 +16,7 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def target_ids(tokenizer):
     """Token ids of the embedded target documents (real text)."""
-    from goldfish.experiments.corpus import corpus_part
+    from goldfish.embedded.corpus import corpus_part
 
     return [tokenizer(d["text"], add_special_tokens=False)["input_ids"] for d in corpus_part("targets")]
 
@@ -32,8 +32,8 @@ def memorized(tmp_path_factory, tokenizer):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from goldfish.experiments.corpus import corpus_part
-    from goldfish.experiments.tiny import tiny_llama_config
+    from goldfish.embedded.corpus import corpus_part
+    from goldfish.embedded.tiny import tiny_llama_config
 
     docs = corpus_part("targets")
     ids = [tokenizer(d["text"], add_special_tokens=False)["input_ids"][:64] for d in docs[:4]]

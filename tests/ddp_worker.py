@@ -16,7 +16,7 @@ from helpers import micro_model, seq2seq_collator, sgd_args, text_examples  # no
 from transformers import TrainerCallback  # noqa: E402
 
 from goldfish import GoldfishConfig  # noqa: E402
-from goldfish.experiments.tiny import load_embedded_tokenizer  # noqa: E402
+from goldfish.embedded.tiny import load_embedded_tokenizer  # noqa: E402
 from goldfish.integrations.hf import GoldfishCollator, GoldfishTrainer  # noqa: E402
 
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import micro_model, seq2seq_collator, text_examples  # noqa: E402
 
 from goldfish import GoldfishConfig  # noqa: E402
-from goldfish.experiments.tiny import load_embedded_tokenizer  # noqa: E402
+from goldfish.embedded.tiny import load_embedded_tokenizer  # noqa: E402
 from goldfish.integrations.hf import GoldfishCollator  # noqa: E402
 from goldfish.loss import supervised_logits_loss, supervised_targets  # noqa: E402
 

@@ -5,7 +5,7 @@ import socket
 import torch
 from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, TrainingArguments
 
-from goldfish.experiments.tiny import tiny_llama_config
+from goldfish.embedded.tiny import tiny_llama_config
 
 
 def micro_model(tokenizer, seed: int = 0):
@@ -29,7 +29,7 @@ def seq2seq_collator(tokenizer):
 
 def text_examples(tokenizer, n: int = 8, length: int = 48, prompt: int = 0):
     """n examples of real text, the first ``prompt`` labels of each set to -100; lengths vary."""
-    from goldfish.experiments.corpus import corpus_part
+    from goldfish.embedded.corpus import corpus_part
 
     out = []
     for i, doc in enumerate(corpus_part("targets")[:n]):

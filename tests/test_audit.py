@@ -37,7 +37,7 @@ def test_memorized_documents_audit_as_verbatim(memorized, tmp_path):
 def test_batched_generation_equals_one_at_a_time(memorized):
     model_dir, _, _ = memorized
     model, tokenizer = load_model(str(model_dir), "cpu")
-    from goldfish.experiments.corpus import corpus_part
+    from goldfish.embedded.corpus import corpus_part
 
     prefixes = [tokenizer(d["text"], add_special_tokens=False)["input_ids"][: 5 + 7 * i] for i, d in enumerate(corpus_part("targets")[:10])]
     batched = generate_suffixes(model, tokenizer, prefixes, 20, batch_size=4, progress=False)
@@ -94,3 +94,29 @@ def test_sharded_audit_with_two_processes_merges_one_report(memorized, tmp_path)
     assert a == b
     rows = (tmp_path / "sharded" / "results.jsonl").read_text().splitlines()
     assert len(rows) == 16
+
+
+def test_rouge_l_is_undefined_without_words_and_left_out_of_the_mean():
+    from goldfish.audit.runner import _extraction_summary
+    from goldfish.audit.metrics import extraction_metrics
+
+    ops = '"-=" | "*=" | "@="'
+    rows = [extraction_metrics([1, 2, 3], [1, 2, 3], ops, ops), extraction_metrics([4, 5], [4, 5], "a copy", "a copy")]
+    assert rows[0]["rouge_l"] is None and rows[1]["rouge_l"] == 1.0
+    s = _extraction_summary(rows)
+    assert s["rouge_l_mean"] == 1.0 and s["rouge_l_undefined"] == 1 and s["exact_match_rate"] == 1.0
+
+
+@pytest.mark.slow
+def test_offsets_give_per_offset_metrics_and_a_plot(memorized, tmp_path):
+    model_dir, members, _ = memorized
+    out = tmp_path / "report"
+    assert main(["audit", "--model", str(model_dir), "--data", str(members), "--offsets", "0,16", "--prefix-len", "16",
+                 "--suffix-len", "24", "--out", str(out), "--no-progress"]) == 0
+    s = json.loads((out / "summary.json").read_text())["models"]["model"]
+    assert set(s["by_offset"]) == {"0", "16"} and s["by_offset"]["0"]["documents"] == 4 and s["documents"] == 8
+    assert s["by_offset"]["0"]["exact_match_rate"] == 1.0  # the prefix starts where training saw it
+    assert (out / "offsets.png").is_file() and "By prefix offset" in (out / "report.html").read_text()
+    assert main(["audit", "--model", str(model_dir), "--data", str(members), "--prefix-len", "8", "--suffix-len", "24",
+                 "--out", str(tmp_path / "mid"), "--no-progress"]) == 0
+    assert "the prefix starts mid-document" in (tmp_path / "mid" / "report.html").read_text()

@@ -5,7 +5,7 @@ import pytest
 from rouge_score import rouge_scorer
 
 from goldfish.audit.metrics import extraction_metrics, longest_run, mia_scores, roc_summary, rouge_l, rouge_l_f
-from goldfish.experiments.corpus import corpus_part
+from goldfish.embedded.corpus import corpus_part
 
 
 def _perturb(rng, words):

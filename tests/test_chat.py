@@ -28,7 +28,7 @@ def test_chat_data_is_deterministic_with_held_out_cities_and_topics(tokenizer):
 
 
 def test_chat_template_supervises_exactly_the_assistant_tokens(tmp_path, tokenizer):
-    from goldfish.experiments.corpus import corpus_part
+    from goldfish.embedded.corpus import corpus_part
 
     rows = [{"messages": [{"role": "user", "content": "What is this about? " * 3},
                           {"role": "assistant", "content": d["text"][:800]},

@@ -1,7 +1,7 @@
 import pytest
 
-from goldfish.experiments.corpus import PARTS, corpus_fingerprint, corpus_part
-from goldfish.experiments.tiny import CHAT_TOKENS, embedded_tokenizer_dir
+from goldfish.embedded.corpus import PARTS, corpus_fingerprint, corpus_part
+from goldfish.embedded.tiny import CHAT_TOKENS, embedded_tokenizer_dir
 
 
 def test_parts_are_real_disjoint_and_stable():

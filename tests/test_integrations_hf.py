@@ -110,7 +110,7 @@ def test_trl_sft_recipe_assistant_only(tokenizer, tmp_path):
     from trl import SFTConfig, SFTTrainer
 
     from goldfish.data import tokenize_document
-    from goldfish.experiments.corpus import corpus_part
+    from goldfish.embedded.corpus import corpus_part
 
     chats = [
         {"messages": [{"role": "user", "content": f"Tell me about topic {i}."},

@@ -57,7 +57,7 @@ def test_bf16_logits():
 def micro_model(tokenizer):
     from transformers import AutoModelForCausalLM
 
-    from goldfish.experiments.tiny import tiny_llama_config
+    from goldfish.embedded.tiny import tiny_llama_config
 
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(tiny_llama_config(tokenizer, "micro"))

@@ -57,7 +57,7 @@ def test_pack_keeps_each_documents_mask(tokenizer):
 
 def test_per_document_control_in_token_counts(tmp_path, tokenizer):
     from goldfish.data.prepare import DataSettings, prepare_dataset
-    from goldfish.experiments.corpus import corpus_part
+    from goldfish.embedded.corpus import corpus_part
 
     texts = [d["text"] for d in corpus_part("targets")[:6]]
     files = [_write_jsonl(tmp_path / "out.jsonl", [{"text": texts[0], "goldfish": False}]),
@@ -116,3 +116,13 @@ def test_unreadable_model_dir_and_non_empty_out(tmp_path, capsys):
     assert not (tmp_path / "o").exists() and (tmp_path / "busy" / "x").read_text() == "keep me"
     assert main([*BASE, "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_resume_of_a_finished_run_changes_nothing(tmp_path, caplog):
+    args = [*BASE, *SEQ, "--data", "embedded:targets", "--max-steps", "2", "--save-steps", "2", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file() and "runs" not in p.parts}
+    assert main([*args, "--resume"]) == 0
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file() and "runs" not in p.parts}
+    assert after == before and not (tmp_path / "run" / "checkpoint-3").exists()
+    assert "is complete (step 2 of 2); nothing to do" in caplog.text

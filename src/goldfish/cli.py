@@ -31,7 +31,7 @@ def _mask_text(args) -> str:
         return args.text
     if args.file is not None:
         return Path(args.file).read_text(encoding="utf-8")
-    from goldfish.experiments.corpus import corpus_part
+    from goldfish.embedded.corpus import corpus_part
 
     part, _, index = args.embedded.partition(":")
     docs = corpus_part(part)
@@ -73,7 +73,7 @@ def _load_tokenizer(path):
     from transformers import AutoTokenizer
 
     if path is None:
-        from goldfish.experiments.tiny import load_embedded_tokenizer
+        from goldfish.embedded.tiny import load_embedded_tokenizer
 
         return load_embedded_tokenizer()
     if not Path(path, "tokenizer_config.json").exists() and not Path(path, "tokenizer.json").exists():
@@ -114,7 +114,7 @@ def cmd_audit(args) -> int:
         prefix_len=args.prefix_len, batch_size=args.batch_size, non_members=args.non_members,
         reference_model=args.reference_model, beams=args.beam, stop_at_eos=args.stop_at_eos, device=args.device,
         dtype=args.dtype, text_field=args.text_field, max_documents=args.max_documents, progress=not args.no_progress,
-        assistant_turns=args.assistant_turns, secrets=args.secrets or [],
+        assistant_turns=args.assistant_turns, secrets=args.secrets or [], offsets=args.offsets,
     )
     result = run_audit(cfg)
     print_table(*summary_rows(result["models"]))
@@ -178,6 +178,13 @@ def cmd_experiment(args) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def print_table(headers: list[str], rows: list[list]) -> None:
     """A table on the terminal (rich)."""
     from rich.console import Console
@@ -185,7 +192,7 @@ def print_table(headers: list[str], rows: list[list]) -> None:
 
     table = Table(*headers)
     for row in rows:
-        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else "-" if v is None else str(v) for v in row))
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)  # piped: don't squeeze the columns to 80
@@ -258,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--suffix-len", type=int, default=50, help="tokens to extract (default: %(default)s)")
     p.add_argument("--prefix-len", type=int, default=None, help="prompt tokens (default: all before the suffix)")
+    p.add_argument("--offsets", type=_int_list, default=None,
+                   help="comma-separated token offsets where prefixes start (e.g. 0,16,32; needs --prefix-len): metrics per offset")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--non-members", help="documents the model never saw: runs membership inference")
     p.add_argument("--reference-model", help="reference model for the loss-difference MIA score")

@@ -10,6 +10,7 @@ TensorBoard logs in ``runs/``. Data preparation is ``goldfish.data.prepare`` (Ar
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,8 @@ from goldfish.cache import write_text_atomic
 from goldfish.config import GoldfishConfig
 from goldfish.hashing import HASH_VERSION
 from goldfish.models import check_model_folder
+
+logger = logging.getLogger("goldfish")
 
 
 @dataclass
@@ -102,7 +105,7 @@ def _load_tokenizer(cfg: TrainConfig):
     if cfg.model is not None:
         tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     else:
-        from goldfish.experiments.tiny import load_embedded_tokenizer
+        from goldfish.embedded.tiny import load_embedded_tokenizer
 
         tokenizer = load_embedded_tokenizer()
     if tokenizer.pad_token_id is None:
@@ -118,7 +121,7 @@ def _load_model(cfg: TrainConfig, tokenizer):
         # an absolute path, so a LoRA adapter's adapter_config.json names a base that can be found again
         model = AutoModelForCausalLM.from_pretrained(str(Path(cfg.model).resolve()))
     else:
-        from goldfish.experiments.tiny import tiny_llama_config
+        from goldfish.embedded.tiny import tiny_llama_config
 
         model = AutoModelForCausalLM.from_config(tiny_llama_config(tokenizer, cfg.init, max_positions=max(cfg.seq_len, 512)))
     if cfg.lora:
@@ -139,9 +142,34 @@ def prepare_data(cfg: TrainConfig, tokenizer):
                            cache=cfg.data_cache)
 
 
+def _completed_record(cfg: TrainConfig) -> dict | None:
+    """With ``resume``: the saved ``goldfish.json`` record if the checkpoint already reached the end
+    of the run (nothing left to train), else None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    checkpoint = get_last_checkpoint(cfg.out) if cfg.resume == "latest" else cfg.resume
+    if checkpoint is None:
+        raise ValueError(f"--resume: no checkpoint-* folder in {cfg.out}")
+    state_file = Path(checkpoint) / "trainer_state.json"
+    record_file = Path(cfg.out) / "goldfish.json"
+    if not state_file.is_file() or not record_file.is_file():
+        return None
+    state = json.loads(state_file.read_text())
+    target = cfg.max_steps if cfg.max_steps > 0 else state.get("max_steps", 0)
+    if state.get("global_step", 0) < target:
+        return None
+    logger.info("--resume: the run in %s is complete (step %d of %d); nothing to do", cfg.out, state["global_step"], target)
+    return json.loads(record_file.read_text())
+
+
 def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
-    """Run training; returns the ``goldfish.json`` record. ``callbacks``: extra TrainerCallbacks."""
+    """Run training; returns the ``goldfish.json`` record. ``callbacks``: extra TrainerCallbacks.
+
+    Resuming a run whose checkpoint already reached the end changes nothing and returns its record.
+    """
     _validate(cfg)
+    if cfg.resume is not None and (done := _completed_record(cfg)) is not None:
+        return done
     import torch
     from transformers import DataCollatorForSeq2Seq, TrainingArguments
 

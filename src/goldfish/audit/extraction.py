@@ -25,6 +25,16 @@ def split_document(ids: list[int], prefix_len: int | None, suffix_len: int, cont
     return before[len(before) - keep :], ids[len(ids) - suffix_len :]
 
 
+def split_at_offset(ids: list[int], offset: int, prefix_len: int, suffix_len: int, context: int):
+    """(prefix, suffix) with the prefix starting ``offset`` tokens into the document: prefix =
+    ids[offset : offset + prefix_len], suffix = the ``suffix_len`` tokens right after; None when the
+    document is too short or prefix + suffix exceed the model's context."""
+    end = offset + prefix_len + suffix_len
+    if len(ids) < end or prefix_len + suffix_len > context:
+        return None
+    return ids[offset : offset + prefix_len], ids[offset + prefix_len : end]
+
+
 def length_batches(sequences: list[list[int]], batch_size: int, progress: bool, desc: str):
     """Indices of ``sequences`` in batches of similar length (sorted by length), with a progress bar."""
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))

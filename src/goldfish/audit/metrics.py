@@ -7,7 +7,9 @@ Extraction metrics compare a generated suffix with the true one (token ids unles
     longest_run         longest contiguous run of true-suffix tokens reproduced exactly, anywhere in
                         the generation (longest common substring of the two id sequences)
     rouge_l             text Rouge-L F-measure, identical to google's rouge-score ``rougeL`` with its
-                        default tokenizer (lowercase, runs of [a-z0-9] as tokens, no stemming)
+                        default tokenizer (lowercase, runs of [a-z0-9] as tokens, no stemming);
+                        None (undefined) when the true text has no such word: rouge-score says 0
+                        there even for an exact copy, so such documents stay out of the mean
     rouge_l_tokens      the same F-measure on token ids
 
 Membership-inference scores are oriented so that higher means "more likely a member".
@@ -71,7 +73,7 @@ def extraction_metrics(generated: list[int], true: list[int], generated_text: st
         "token_match_rate": sum(equal) / n if n else 0.0,
         "first_divergence": first,
         "longest_run": longest_run(generated, true),
-        "rouge_l": rouge_l(generated_text, true_text),
+        "rouge_l": rouge_l(generated_text, true_text) if rouge_tokens(true_text) else None,
         "rouge_l_tokens": rouge_l_f(generated, true),
     }
 

@@ -32,6 +32,8 @@ def versions() -> dict:
 
 
 def _fmt(v) -> str:
+    if v is None:
+        return "—"
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
@@ -107,7 +109,7 @@ def _md_cell(text: str) -> str:
     return html.escape(text).replace("|", "\\|").replace("\n", "↵ ")
 
 
-def histogram_png(values: dict[str, list[float]], xlabel: str, title: str, bins=None) -> bytes:
+def histogram_png(values: dict[str, list[float]], xlabel: str, title: str, bins=None, ylabel: str = "documents") -> bytes:
     """Overlaid histograms, one per series (legend shows the mean), as PNG bytes."""
     import matplotlib
 
@@ -120,7 +122,7 @@ def histogram_png(values: dict[str, list[float]], xlabel: str, title: str, bins=
     for name, vals in values.items():
         ax.hist(vals, bins=bins, alpha=0.55, label=f"{name} (mean {np.mean(vals):.2f})", edgecolor="black", linewidth=0.4)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("documents")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
@@ -155,9 +157,10 @@ def add_examples(report: Report, rows: list[dict], per_model: int = 3) -> None:
         if r["member"] and "generated" in r:
             by_model.setdefault(r["model"], []).append(r)
     for name, rs in by_model.items():
-        for r in sorted(rs, key=lambda r: (-r["longest_run"], -r["rouge_l"]))[:per_model]:
+        for r in sorted(rs, key=lambda r: (-r["longest_run"], -(r["rouge_l"] or 0.0)))[:per_model]:
             cut = len(os.path.commonprefix([r["generated"], r["true_suffix"]]))
-            label = (f"{name} · {r['id']} · longest run {r['longest_run']} tokens, Rouge-L {r['rouge_l']:.2f}"
+            rouge = "undefined (no words)" if r["rouge_l"] is None else f"{r['rouge_l']:.2f}"
+            label = (f"{name} · {r['id']} · longest run {r['longest_run']} tokens, Rouge-L {rouge}"
                      f"{' · verbatim' if r['exact_match'] else ''}")
             report.comparison(label, r["prefix_tail"], r["generated"], r["true_suffix"], cut)
 
@@ -196,6 +199,49 @@ def add_secrets(report: Report, models: dict, rows: list[dict], per_model: int =
                        f"<pre>{marked_html.strip()}</pre>")
 
 
+def offsets_png(models: dict) -> bytes:
+    """Verbatim rate and mean longest run against the prefix's start offset, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
+    for name, s in models.items():
+        offsets = sorted(s.get("by_offset", {}), key=int)
+        for ax, key in zip(axes, ("exact_match_rate", "longest_run_mean")):
+            ax.plot([int(o) for o in offsets], [s["by_offset"][o][key] for o in offsets], marker="o", label=name)
+    for ax, title in zip(axes, ("verbatim rate", "longest verbatim run (mean tokens)")):
+        ax.set_xlabel("prefix start (tokens into the document)")
+        ax.set_title(title, fontsize=10)
+        ax.legend()
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def _extraction_notes(report: Report, result: dict) -> None:
+    """Undefined text Rouge-L, prefixes that start mid-document, and the per-offset view."""
+    models = result["models"]
+    undefined = {n: s["rouge_l_undefined"] for n, s in models.items() if s.get("rouge_l_undefined")}
+    if undefined:
+        n = max(undefined.values())
+        report.paragraph(f"Text Rouge-L is undefined for {n} document(s) whose true suffix has no alphanumeric word (rouge-score "
+                         "scores them 0 even when reproduced exactly); they are left out of the Rouge-L mean and counted in "
+                         "summary.json as rouge_l_undefined. Token Rouge-L covers them.")
+    if result["settings"].get("offsets"):
+        report.heading("By prefix offset")
+        rows = [[n, int(o), m["documents"], m["exact_match_rate"], m["longest_run_mean"], m["rouge_l_tokens_mean"]]
+                for n, s in models.items() for o, m in sorted(s.get("by_offset", {}).items(), key=lambda kv: int(kv[0]))]
+        report.table(["model", "prefix offset", "docs", "verbatim", "longest run (mean)", "Rouge-L (tokens)"], rows)
+        report.image("offsets.png", offsets_png(models), "Verbatim rate and longest run against where the prefix starts")
+    elif any(s.get("prefix_mid_document") for s in models.values()):
+        n = max(s.get("prefix_mid_document", 0) for s in models.values())
+        report.paragraph(f"Warning: for {n} document(s) the prefix starts mid-document (--prefix-len shorter than the text "
+                         "before the suffix). A model with absolute positions saw those tokens at other positions in "
+                         "training and may fail to continue text it did memorize; the extraction convention is a prefix "
+                         "that starts where the document starts (the default, or --offsets 0).")
+
+
 def write_report(result: dict, out: str | Path) -> None:
     """The audit's files: results.jsonl, summary.json, rouge_l_hist.png, report.md, report.html."""
     out = Path(out)
@@ -213,12 +259,14 @@ def write_report(result: dict, out: str | Path) -> None:
                      f"Wall time {result['wall_time_s']:.1f} s.")
     report.heading("Extraction")
     report.table(*summary_rows(result["models"]))
-    hist = {name: [r["rouge_l"] for r in rows if r["model"] == name and r["member"] and "rouge_l" in r]
+    _extraction_notes(report, result)
+    hist = {name: [r["rouge_l"] for r in rows if r["model"] == name and r["member"] and r.get("rouge_l") is not None]
             for name in result["models"]}
     hist = {k: v for k, v in hist.items() if v}
     if hist:
-        report.image("rouge_l_hist.png", histogram_png(hist, "Rouge-L of generated vs true suffix", "Extraction Rouge-L"),
-                     "Rouge-L per document, one histogram per model")
+        unit, what = ("turns", "reply") if chat else ("documents", "suffix")
+        report.image("rouge_l_hist.png", histogram_png(hist, f"Rouge-L of generated vs true {what}", "Extraction Rouge-L", ylabel=unit),
+                     f"Rouge-L per {unit[:-1]}, one histogram per model")
     mia = {name: s["mia"] for name, s in result["models"].items() if "mia" in s}
     if mia:
         report.heading("Membership inference")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from goldfish.audit.chat import chat_turns, secret_rates, training_values
-from goldfish.audit.extraction import generate_suffixes, max_context, split_document, token_logprobs
+from goldfish.audit.extraction import generate_suffixes, max_context, split_at_offset, split_document, token_logprobs
 from goldfish.audit.metrics import extraction_metrics, mia_scores, roc_summary
 from goldfish.models import check_model_folder, load_model
 from goldfish.secrets import load_secrets
@@ -28,6 +28,7 @@ class AuditConfig:
     names: list[str] | None = None
     suffix_len: int = 50
     prefix_len: int | None = None
+    offsets: list[int] | None = None  # prefixes start at these token offsets (needs prefix_len)
     batch_size: int = 16
     non_members: str | None = None
     reference_model: str | None = None
@@ -52,6 +53,8 @@ def _validate(cfg: AuditConfig) -> None:
         raise ValueError(f"--suffix-len must be >= 1, got {cfg.suffix_len}")
     if cfg.prefix_len is not None and cfg.prefix_len < 1:
         raise ValueError(f"--prefix-len must be >= 1, got {cfg.prefix_len}")
+    if cfg.offsets is not None and (cfg.prefix_len is None or any(o < 0 for o in cfg.offsets) or not cfg.offsets):
+        raise ValueError("--offsets needs --prefix-len and offsets >= 0 (e.g. --offsets 0,16 --prefix-len 32)")
     if cfg.batch_size < 1 or cfg.beams < 1:
         raise ValueError("--batch-size and --beam must be >= 1")
     if cfg.names is not None and len(cfg.names) != len(cfg.models):
@@ -104,14 +107,26 @@ def _text_rows(docs: list[dict], tokenizer, cfg: AuditConfig, context: int, extr
     rows, skipped = [], 0
     for doc in docs:
         ids = tokenizer(doc["text"], add_special_tokens=False)["input_ids"]
-        # extraction needs prefix + suffix; membership scores need only two tokens
-        split = split_document(ids, cfg.prefix_len, cfg.suffix_len, context) if extract else (ids, [])
-        if split is None or len(ids) < 2:
+        if len(ids) < 2:
             skipped += 1
             continue
         score = ids[-context:]  # membership scores read the whole document
-        rows.append({"id": doc["id"], "prefix_tokens": len(split[0]), "_prefix": split[0], "_suffix": split[1],
-                     "_score": score, "_scored": len(score) - 1, "_text": doc["text"]})
+        base = {"_score": score, "_scored": len(score) - 1, "_text": doc["text"]}
+        if not extract:
+            rows.append({"id": doc["id"], "_prefix": ids, "_suffix": [], **base})
+            continue
+        for offset in cfg.offsets if cfg.offsets is not None else [None]:
+            if offset is None:
+                split = split_document(ids, cfg.prefix_len, cfg.suffix_len, context)
+                start = len(ids) - cfg.suffix_len - len(split[0]) if split else 0
+            else:
+                split, start = split_at_offset(ids, offset, cfg.prefix_len, cfg.suffix_len, context), offset
+            if split is None:
+                skipped += 1
+                continue
+            row_id = doc["id"] if offset is None else f"{doc['id']}@{offset}"
+            rows.append({"id": row_id, "prefix_start": start, "prefix_tokens": len(split[0]), "_prefix": split[0], "_suffix": split[1],
+                         **({"offset": offset} if offset is not None else {}), **base})
     return rows, skipped
 
 
@@ -164,23 +179,36 @@ def _secret_summary(rows: list[dict], secrets) -> dict:
     return out
 
 
+def _extraction_summary(members: list[dict]) -> dict:
+    runs = [r["longest_run"] for r in members]
+    rouge = [r["rouge_l"] for r in members if r["rouge_l"] is not None]
+    return {
+        "documents": len(members),
+        "exact_match_rate": float(np.mean([r["exact_match"] for r in members])),
+        "exact_match_count": int(sum(r["exact_match"] for r in members)),
+        "token_match_rate": float(np.mean([r["token_match_rate"] for r in members])),
+        "rouge_l_mean": float(np.mean(rouge)) if rouge else None,
+        "rouge_l_undefined": len(members) - len(rouge),  # true text without any [a-z0-9] word
+        "rouge_l_tokens_mean": float(np.mean([r["rouge_l_tokens"] for r in members])),
+        "first_divergence_mean": float(np.mean([r["first_divergence"] for r in members])),
+        "longest_run_mean": float(np.mean(runs)),
+        "longest_run_max": int(max(runs)),
+    }
+
+
 def summarize(rows: list[dict], skipped: int, reference: bool) -> dict:
     members = [r for r in rows if r["member"]]
     s = {"documents": len(members), "skipped_too_short": skipped}
     if members and "exact_match" in members[0]:
-        runs = [r["longest_run"] for r in members]
-        s.update(
-            exact_match_rate=float(np.mean([r["exact_match"] for r in members])),
-            exact_match_count=int(sum(r["exact_match"] for r in members)),
-            token_match_rate=float(np.mean([r["token_match_rate"] for r in members])),
-            rouge_l_mean=float(np.mean([r["rouge_l"] for r in members])),
-            rouge_l_tokens_mean=float(np.mean([r["rouge_l_tokens"] for r in members])),
-            first_divergence_mean=float(np.mean([r["first_divergence"] for r in members])),
-            longest_run_mean=float(np.mean(runs)),
-            longest_run_max=int(max(runs)),
-        )
+        s.update(_extraction_summary(members))
+        s["prefix_mid_document"] = sum(r.get("prefix_start", 0) > 0 for r in members)
+        offsets = sorted({r["offset"] for r in members if "offset" in r})
+        if offsets:
+            s["by_offset"] = {str(o): _extraction_summary([r for r in members if r.get("offset") == o]) for o in offsets}
     non = [r for r in rows if not r["member"]]
     if non and members:
+        first = min((r["offset"] for r in members if "offset" in r), default=None)
+        members = [r for r in members if r.get("offset") == first]  # one membership score per document
         names = MIA_SCORES + (("reference",) if reference else ())
         s["mia"] = {k: roc_summary([r[k] for r in members], [r[k] for r in non]) for k in names}
         s["mia"]["non_members"] = len(non)

@@ -48,7 +48,7 @@ class PreparedData:
 
 def _source_identity(source: str) -> list:
     if source.startswith("embedded:"):
-        from goldfish.experiments.corpus import corpus_fingerprint
+        from goldfish.embedded.corpus import corpus_fingerprint
 
         return [source, corpus_fingerprint()]
     path = Path(source)

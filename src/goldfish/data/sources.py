@@ -30,7 +30,7 @@ def load_source(source: str):
     from datasets import Dataset, DatasetDict, load_from_disk
 
     if source.startswith("embedded:"):
-        from goldfish.experiments.corpus import corpus_part
+        from goldfish.embedded.corpus import corpus_part
 
         return Dataset.from_list([{"text": d["text"]} for d in corpus_part(source.split(":", 1)[1])])
     path = Path(source)

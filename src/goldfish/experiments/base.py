@@ -13,7 +13,7 @@ BASE_RECIPE = "base-v1"  # bump when the recipe below changes
 
 
 def _settings(cfg: ExperimentConfig) -> dict:
-    from goldfish.experiments.tiny import TINY_CONFIGS
+    from goldfish.embedded.tiny import TINY_CONFIGS
 
     return {"size": cfg.size, "arch": TINY_CONFIGS[cfg.size], "steps": cfg.base_steps, "batch": cfg.base_batch,
             "seq": cfg.base_seq, "lr": cfg.base_lr, "seed": cfg.seed}
@@ -21,8 +21,8 @@ def _settings(cfg: ExperimentConfig) -> dict:
 
 def base_cache_path(cfg: ExperimentConfig) -> Path:
     """Where the tiny base for these settings lives in the cache (keyed by corpus, tokenizer, settings)."""
-    from goldfish.experiments.corpus import corpus_fingerprint
-    from goldfish.experiments.tiny import embedded_tokenizer_dir
+    from goldfish.embedded.corpus import corpus_fingerprint
+    from goldfish.embedded.tiny import embedded_tokenizer_dir
 
     return cache_dir() / "base" / fingerprint(BASE_RECIPE, corpus_fingerprint(), embedded_tokenizer_dir().name, _settings(cfg))
 

@@ -31,7 +31,7 @@ class ValidationCurve(TrainerCallback):
 
 def run_budget(cfg: ExperimentConfig) -> dict:
     from goldfish.data import build_examples, pack_examples, read_documents
-    from goldfish.experiments.tiny import load_embedded_tokenizer
+    from goldfish.embedded.tiny import load_embedded_tokenizer
     from goldfish.experiments.training import goldfish_config, pretrain
 
     start = time.time()

@@ -48,7 +48,7 @@ CITIES = [
 
 def _topics() -> list[tuple[str, str]]:
     """(topic name, answer text) pairs from the embedded reference topics and docstrings."""
-    from goldfish.experiments.corpus import corpus_part
+    from goldfish.embedded.corpus import corpus_part
 
     out = {}
     for d in corpus_part("targets") + corpus_part("background"):

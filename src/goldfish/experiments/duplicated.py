@@ -21,7 +21,7 @@ from goldfish.experiments.training import goldfish_config, pretrain
 
 
 def _mixture(cfg: ExperimentConfig, targets: Path, with_targets: bool, path: Path) -> Path:
-    from goldfish.experiments.corpus import corpus_part
+    from goldfish.embedded.corpus import corpus_part
 
     docs = [{"text": d["text"]} for d in corpus_part("background")[: cfg.background_docs]]
     if with_targets:
@@ -43,7 +43,7 @@ def run_name(k: float | None) -> str:
 
 
 def run_duplicated(cfg: ExperimentConfig) -> dict:
-    from goldfish.experiments.tiny import load_embedded_tokenizer
+    from goldfish.embedded.tiny import load_embedded_tokenizer
 
     start = time.time()
     out = Path(cfg.out)
@@ -74,7 +74,7 @@ def _histograms(audit: dict, runs: list[str]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rouge = {n: [r["rouge_l"] for r in audit["rows"] if r["model"] == n and r["member"]] for n in runs}
+    rouge = {n: [r["rouge_l"] for r in audit["rows"] if r["model"] == n and r["member"] and r["rouge_l"] is not None] for n in runs}
     others = [n for n in runs if n != "control"]
     cols = min(3, len(others))
     rows = -(-len(others) // cols)

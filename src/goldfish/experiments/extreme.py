@@ -43,7 +43,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def target_documents(cfg: ExperimentConfig, tokenizer, out: Path) -> tuple[Path, Path]:
     """(targets.jsonl, non_members.jsonl): the first n_docs long-enough embedded targets and the next n_docs."""
-    from goldfish.experiments.corpus import corpus_part
+    from goldfish.embedded.corpus import corpus_part
 
     rows = truncated_documents(tokenizer, corpus_part("targets"), cfg.doc_tokens)
     if len(rows) < 2 * cfg.n_docs:

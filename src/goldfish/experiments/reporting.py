@@ -44,7 +44,7 @@ def write_extreme_report(result: dict, audit: dict, out: Path) -> None:
             f"({100 * result['rouge_gap_closed_tokens']:.0f}% on token Rouge-L); its mean longest verbatim run is "
             f"{100 * result['longest_run_ratio']:.0f}% of the standard loss's."
         )
-    hist = {name: [r["rouge_l"] for r in audit["rows"] if r["model"] == name and r["member"]] for name in runs}
+    hist = {name: [r["rouge_l"] for r in audit["rows"] if r["model"] == name and r["member"] and r["rouge_l"] is not None] for name in runs}
     report.image("rouge_l_hist.png", histogram_png(hist, "Rouge-L of generated vs true suffix", "Extraction after training on the documents"),
                  "Rouge-L per document, one histogram per run (paper Fig. 2 view)")
     report.heading("One example per run (green: reproduced, red: from the divergence on)")

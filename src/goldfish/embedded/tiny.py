@@ -38,7 +38,7 @@ TINY_CONFIGS = {
 
 def embedded_tokenizer_dir() -> Path:
     """HF tokenizer folder of the embedded BPE tokenizer, trained on first use and cached."""
-    from goldfish.experiments.corpus import PARTS, corpus_fingerprint, corpus_part
+    from goldfish.embedded.corpus import PARTS, corpus_fingerprint, corpus_part
 
     key = fingerprint("tokenizer-v1", corpus_fingerprint(), VOCAB_SIZE, CHAT_TEMPLATE, CHAT_TOKENS)
     final = cache_dir() / "tokenizer" / key
