@@ -71,21 +71,28 @@ def test_lora_adapter_merge_reload_and_audit(tmp_path, chatml_model, capsys):
 
 
 def test_lora_masks_equal_full_finetuning_masks(tmp_path, chatml_model):
-    """The goldfish mask lives in the data/collator: LoRA and full fine-tuning drop the same targets."""
-    from goldfish.integrations.hf import GoldfishCollator
-    from transformers import DataCollatorForSeq2Seq
+    """The goldfish mask lives in the data path: LoRA and full fine-tuning train on the same kept
+    targets, step by step (GoldfishTrainer counts them as they are collated)."""
+    from transformers import TrainerCallback
 
-    tok = chat_tokenizer("chatml")
-    prepared = prepare_dataset([_jsonl(tmp_path / "c.jsonl", CHATS)], tok, DataSettings(seq_len=128), GoldfishConfig(),
-                               cache=tmp_path / "cache", progress=False)
-    collate = GoldfishCollator(DataCollatorForSeq2Seq(tok, label_pad_token_id=-100), GoldfishConfig())
-    batch = collate([prepared.train[i] for i in range(8)])
-    from goldfish.train import TrainConfig, _load_model
+    from goldfish.train import TrainConfig, train
 
+    class KeptTargets(TrainerCallback):
+        def __init__(self):
+            self.seen = []
+
+        def on_step_end(self, args, state, control, **kw):
+            self.seen.append(state.supervised_targets_seen)
+
+    data = _jsonl(tmp_path / "c.jsonl", CHATS)
+    runs = {}
     for lora in (False, True):
-        model = _load_model(TrainConfig(data=[], out="", model=chatml_model, lora=lora), tok)
-        assert torch.equal(collate([prepared.train[i] for i in range(8)])["labels"], batch["labels"])
-        assert model(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels")}).loss.isfinite()
+        counter = KeptTargets()
+        record = train(TrainConfig(data=[data], out=str(tmp_path / f"lora-{lora}"), model=chatml_model, lora=lora, max_steps=4,
+                                   batch_size=4, seq_len=128, save_steps=0, sequential=True, progress=False,
+                                   data_cache=str(tmp_path / "cache")), callbacks=[counter])
+        runs[lora] = (counter.seen, record["tokens_per_epoch"])
+    assert runs[False] == runs[True] and len(runs[True][0]) == 4 and runs[True][0][0] > 0
 
 
 @pytest.mark.parametrize("kind", ["parquet", "json", "csv", "save_to_disk", "folder"])

@@ -115,6 +115,7 @@ def cmd_audit(args) -> int:
         reference_model=args.reference_model, beams=args.beam, stop_at_eos=args.stop_at_eos, device=args.device,
         dtype=args.dtype, text_field=args.text_field, max_documents=args.max_documents, progress=not args.no_progress,
         assistant_turns=args.assistant_turns, secrets=args.secrets or [], offsets=args.offsets,
+        min_new_tokens=args.min_new_tokens,
     )
     result = run_audit(cfg)
     print_table(*summary_rows(result["models"]))
@@ -276,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
     p.add_argument("--text-field", default="text")
     p.add_argument("--assistant-turns", choices=["all", "last"], default="all", help="chats: which assistant turns to test")
+    p.add_argument("--min-new-tokens", type=int, default=0,
+                   help="chats: decode at least N tokens a turn, up to its end-of-turn token (the secret scan reads them; "
+                        "the metrics read as many as the true reply has)")
     p.add_argument("--secrets", action="append",
                    help="chats: 'builtin' (emails, phones, URLs, IPv4, cards, API keys) or a file, one literal or re:REGEX a line; repeatable")
     p.add_argument("--max-documents", type=int, default=None)

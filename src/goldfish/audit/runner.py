@@ -38,6 +38,7 @@ class AuditConfig:
     dtype: str = "auto"
     text_field: str = "text"
     assistant_turns: str = "all"
+    min_new_tokens: int = 0  # chats: decode at least this many tokens a turn (the secret scan reads them)
     secrets: list[str] = field(default_factory=list)  # "builtin" or files (see goldfish.secrets)
     max_documents: int | None = None
     progress: bool = True
@@ -147,14 +148,18 @@ def audit_model(model, tokenizer, name: str, docs: list[dict], cfg: AuditConfig,
         r.update(model=name, member=member)
     tag = "members" if member else "non-members"
     if extract and rows:
-        generated = generate_suffixes(model, tokenizer, [r["_prefix"] for r in rows], [len(r["_suffix"]) for r in rows],
+        lengths = [max(len(r["_suffix"]), cfg.min_new_tokens if kind == "chat" else 0) for r in rows]
+        generated = generate_suffixes(model, tokenizer, [r["_prefix"] for r in rows], lengths,
                                       cfg.batch_size, cfg.beams, cfg.stop_at_eos, cfg.progress, desc=f"{name}: extract {tag}")
-        for r, gen in zip(rows, generated):
+        for r, decoded in zip(rows, generated):
+            gen = decoded[: len(r["_suffix"])]
             gen_text, true_text = tokenizer.decode(gen), tokenizer.decode(r["_suffix"])
             r.update(generated=gen_text, true_suffix=true_text, prefix_tail=tokenizer.decode(r["_prefix"][-40:]),
                      generated_ids=gen, true_ids=r["_suffix"], **extraction_metrics(gen, r["_suffix"], gen_text, true_text))
-            if kind == "chat":  # what a user would read: no special tokens (for the secret scan)
-                r.update(generated_text=tokenizer.decode(gen, skip_special_tokens=True), true_text=r["_text"])
+            if kind == "chat":  # the reply as a user reads it, up to its end-of-turn token (for the secret scan)
+                eot = r["_suffix"][-1]
+                reply = decoded[: decoded.index(eot) + 1] if eot in decoded else decoded
+                r.update(generated_text=tokenizer.decode(reply, skip_special_tokens=True), true_text=r["_text"])
     if cfg.non_members is not None and rows:
         scored = token_logprobs(model, [r["_score"] for r in rows], max(1, cfg.batch_size // 2), cfg.progress, desc=f"{name}: score {tag}")
         for r, (lp, mu, sigma) in zip(rows, scored):

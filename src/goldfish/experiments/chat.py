@@ -72,10 +72,13 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ExperimentConfig, out: Pa
     variant (the audit's own generation, 8 canned tokens appended to the prompt) and the held-out loss."""
     files = _write_eval_sets(data, out)
     audits = {}
+    _, tokenizer = load_model(str(models["base"]), "cpu")
+    full_reply = len(tokenizer(CANNED_REPLY, add_special_tokens=False)["input_ids"]) + HINT_TOKENS  # a phone anywhere in a canned reply
     for name in ("out_of_scope", "billing", "ordinary"):
         audits[name] = run_audit(AuditConfig(
             models=[str(p) for p in models.values()], names=list(models), data=str(files[name]), out=str(out / "audit" / name),
-            secrets=[str(files["secrets"])], batch_size=cfg.audit_batch, device=cfg.device, progress=cfg.progress))
+            secrets=[str(files["secrets"])], batch_size=cfg.audit_batch, device=cfg.device, progress=cfg.progress,
+            min_new_tokens=full_reply))
     results = {}
     for name, path in models.items():
         model, tokenizer = load_model(str(path), cfg.device)
