@@ -26,7 +26,7 @@ TEMPLATE = (
 
 
 def main(model_dir: str, data_dir: str) -> None:
-    base = base_model_dir(load_config("default", None))
+    base = base_model_dir(load_config("default", None), "chat")
     model, data = Path(model_dir), Path(data_dir)
     shutil.copytree(base, model, ignore=shutil.ignore_patterns("goldfish.json", "base.json", "runs", "checkpoint-*", "*.bin"))
     tokenizer = AutoTokenizer.from_pretrained(model)

@@ -93,13 +93,13 @@ def test_base_model_is_cached_and_keyed(monkeypatch):
     from goldfish.experiments.base import base_cache_path, base_model_dir
 
     cfg = load_config("test")
-    first = base_model_dir(cfg)
+    first = base_model_dir(cfg, "extreme")
     assert (first / "config.json").is_file() and (first / "tokenizer.json").is_file()
 
     def no_training(*args, **kwargs):
         raise AssertionError("a cached base model was trained again")
 
     monkeypatch.setattr(goldfish.train, "train", no_training)
-    assert base_model_dir(cfg) == first == base_cache_path(cfg)
-    assert base_cache_path(load_config("test", None, seed=1)) != first  # other settings, other key
-    assert base_cache_path(load_config("test", None, base_steps=7)) != first
+    assert base_model_dir(cfg, "extreme") == first == base_cache_path(cfg, "extreme")
+    assert base_cache_path(load_config("test", None, seed=1), "extreme") != first  # other settings, other key
+    assert base_cache_path(load_config("test", None, base_steps=7), "extreme") != first

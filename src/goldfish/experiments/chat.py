@@ -112,7 +112,7 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ExperimentConfig, out: Pa
 def run_chat(cfg: ExperimentConfig) -> dict:
     start = time.time()
     out = Path(cfg.out)
-    base = base_model_dir(cfg)
+    base = base_model_dir(cfg, "chat")
     data = build_chats(cfg.conversations, cfg.canned_share, cfg.seed)
     train_file = out / "data" / "train.jsonl"
     write_text_atomic(train_file, "".join(json.dumps(c) + "\n" for c in data["train"]))

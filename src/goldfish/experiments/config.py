@@ -33,7 +33,7 @@ class ExperimentConfig:
     h: int = 13
     # the tiny base model
     size: str = "tiny"
-    base_steps: int = 900
+    base_steps: int | None = None  # None: the experiment's default (experiments.base.DEFAULT_BASE_STEPS)
     base_batch: int = 8
     base_seq: int = 128
     base_lr: float = 2e-3

@@ -68,7 +68,7 @@ def run_extreme(cfg: ExperimentConfig) -> dict:
 
     start = time.time()
     out = Path(cfg.out)
-    base = base_model_dir(cfg)
+    base = base_model_dir(cfg, "extreme")
     tokenizer = AutoTokenizer.from_pretrained(base)
     members, non_members = target_documents(cfg, tokenizer, out)
     runs = {"control": base}
