@@ -177,3 +177,13 @@ def test_torchrun_main_process_prepares_and_the_other_loads_its_cache(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stderr.count("cached at") == 1 and run.stderr.count("reusing the cache") == 1
     assert json.loads((tmp_path / "out" / "goldfish.json").read_text())["global_steps"] == 2
+
+
+def test_lora_without_peft_installed_says_how_to_get_it(tmp_path, chatml_model, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # import peft -> ImportError
+    data = _jsonl(tmp_path / "c.jsonl", CHATS)
+    assert main([*TRAIN, "--model", chatml_model, "--data", data, "--out", str(tmp_path / "o"), "--lora"]) == 2
+    assert "--lora needs the peft package: pip install 'goldfish[peft]'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

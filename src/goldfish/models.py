@@ -11,10 +11,14 @@ import torch
 
 def require_peft(flag: str) -> None:
     """Raise ValueError with the install line unless ``peft`` is importable."""
+    import warnings
+
     try:
         import peft  # noqa: F401
     except ImportError:
         raise ValueError(f"{flag} needs the peft package: pip install 'goldfish[peft]' (or pip install peft)") from None
+    # peft asks the model a question transformers has deprecated; the answer is right, the warning noise
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def adapter_base(path: str) -> str | None:

@@ -125,12 +125,7 @@ def _load_model(cfg: TrainConfig, tokenizer):
 
         model = AutoModelForCausalLM.from_config(tiny_llama_config(tokenizer, cfg.init, max_positions=max(cfg.seq_len, 512)))
     if cfg.lora:
-        import warnings
-
         from peft import LoraConfig, get_peft_model
-
-        # peft asks the model a deprecated transformers question; the answer is right, the warning noise
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
         targets = cfg.lora_targets[0] if cfg.lora_targets == ["all-linear"] else cfg.lora_targets
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
