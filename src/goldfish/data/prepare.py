@@ -1,8 +1,9 @@
 """Prepare training data at scale: sources -> Arrow datasets -> tokenized, chunked examples ->
 (packed) rows, as batched ``datasets.map``s with ``num_proc`` workers, cached on disk.
 
-The prepared dataset lives in ``$GOLDFISH_CACHE/prepared/<key>/`` (or another folder you name) (``train/`` saved with
-``save_to_disk``, memory-mapped when loaded, and ``prepared.json`` with the token counts). The key
+The prepared dataset lives in ``$GOLDFISH_CACHE/prepared/<key>/`` (or another folder you name):
+the Arrow files the maps wrote (memory-mapped when loaded) and ``prepared.json`` (token counts, the
+file list). The key
 covers the sources (path, size and modification time of every file), the tokenizer (its
 vocabulary, merges, special tokens and chat template), the preparation settings and the goldfish
 config (the per-epoch drop counts are computed during preparation). Under ``torchrun`` /
@@ -125,9 +126,9 @@ def _target_counts(examples: list[dict], lengths: np.ndarray, gcfg: GoldfishConf
 
         generator = torch.Generator().manual_seed(gcfg.seed * 1_000_003 + first_index)
     drop = goldfish_mask(ids, gcfg, doc_ids=doc_ids, labels=labels, token_k=token_k, generator=generator)
-    sup = labels != IGNORE_INDEX
-    sup[np.cumsum(lengths) - lengths] = False  # an example's first token is no target
     offsets = np.cumsum(lengths) - lengths
+    sup = labels != IGNORE_INDEX
+    sup[offsets] = False  # an example's first token is no target
     return np.add.reduceat(sup.astype(np.int64), offsets), np.add.reduceat((sup & drop).astype(np.int64), offsets)
 
 
@@ -160,7 +161,8 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
     final = Path(cache or cache_dir() / "prepared") / key
     if (final / "prepared.json").is_file():
         logger.info("prepared data: reusing the cache %s", final)
-        return PreparedData(datasets.load_from_disk(str(final / "train")), json.loads((final / "prepared.json").read_text()), final, True)
+        record = json.loads((final / "prepared.json").read_text())
+        return PreparedData(_load_prepared(final, record), record, final, True)
     if not progress:
         datasets.disable_progress_bars()
     start = time.time()
@@ -183,18 +185,32 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
             raise ValueError("no training examples: every document is empty or has no supervised tokens")
         counts = _counts(examples)
         rows = _pack(examples, settings.seq_len, tokenizer.pad_token_id, num_proc, tmp) if settings.pack else examples
-        rows = rows.select_columns([c for c in ("input_ids", "labels", "goldfish_k", "position_ids") if c in rows.column_names])
+        # The map outputs are the prepared dataset (no copy: the main process never reads the token
+        # columns, so its memory stays flat however large the corpus); the rest is removed.
+        files = [Path(f["filename"]).name for f in rows.cache_files]
         counts["rows"] = len(rows)
-        rows.save_to_disk(str(tmp / "train"))
         del rows, examples, parts
-        for f in tmp.glob("*.arrow"):  # the intermediate map outputs; train/ holds the result
-            f.unlink()
-        record = {**counts, "sources": sources, "settings": asdict(settings), "goldfish": gcfg.to_dict(),
+        for f in tmp.glob("*.arrow"):
+            if f.name not in files:
+                f.unlink()
+        record = {**counts, "files": files, "sources": sources, "settings": asdict(settings), "goldfish": gcfg.to_dict(),
                   "prepare_seconds": round(time.time() - start, 2)}
         (tmp / "prepared.json").write_text(json.dumps(record, indent=2) + "\n")
     logger.info("prepared data: %d examples, %d rows in %.1f s, cached at %s", counts["examples"], counts["rows"],
                 time.time() - start, final)
-    return PreparedData(datasets.load_from_disk(str(final / "train")), record, final, False)
+    return PreparedData(_load_prepared(final, record), record, final, False)
+
+
+TRAIN_COLUMNS = ("input_ids", "labels", "goldfish_k", "position_ids")
+
+
+def _load_prepared(folder: Path, record: dict):
+    """The prepared rows, memory-mapped from the cache folder's Arrow files, training columns only."""
+    from datasets import Dataset, concatenate_datasets
+
+    parts = [Dataset.from_file(str(folder / f)) for f in record["files"]]
+    ds = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    return ds.select_columns([c for c in TRAIN_COLUMNS if c in ds.column_names])
 
 
 def _load(source: str):
