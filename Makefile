@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_mask.py
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_audit.py
+	$(PY) benchmarks/bench_data.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
