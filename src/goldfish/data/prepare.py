@@ -25,7 +25,7 @@ from goldfish.config import GoldfishConfig
 from goldfish.data.chat import IGNORE_INDEX
 from goldfish.data.tokenize import chunk_document, document_format, document_k, pack_plan, pack_row, tokenize_document
 
-PREPARE_VERSION = "prepare-v1"  # bump when the examples it makes change
+PREPARE_VERSION = "prepare-v2"  # bump when the examples or the cache layout change
 logger = logging.getLogger("goldfish")
 
 
