@@ -1,6 +1,7 @@
 import pytest
 
-from goldfish.audit.chat import secret_rates, supervised_runs, training_values
+from goldfish.audit.chat import secret_rates, training_values
+from goldfish.data.chat import supervised_runs
 from goldfish.secrets import BUILTIN_DETECTORS, load_secrets
 
 TEXT = ("Call Dana Whitlock at +1 (415) 555-0199 or dana.whitlock@meridian-help.example, see https://x.example/a?b=1. "

@@ -11,20 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from goldfish.data import tokenize_document
-from goldfish.data.chat import IGNORE_INDEX
+from goldfish.data.chat import supervised_runs
 from goldfish.secrets import Secret
-
-
-def supervised_runs(labels: list[int]) -> list[tuple[int, int]]:
-    """(start, end) of each maximal run of supervised labels (one a trained assistant turn)."""
-    runs, start = [], None
-    for i, lab in enumerate([*labels, IGNORE_INDEX]):
-        if lab != IGNORE_INDEX and start is None:
-            start = i
-        elif lab == IGNORE_INDEX and start is not None:
-            runs.append((start, i))
-            start = None
-    return runs
 
 
 def chat_turns(docs: list[dict], tokenizer, context: int, text_field: str = "text", assistant_turns: str = "all") -> tuple[list[dict], int]:

@@ -72,21 +72,27 @@ def chat_labels(messages: list[dict], tokenizer, assistant_turns: str = "all", t
     return _labels_from_prefix_renders(clean, tokenizer, turns, tools)
 
 
-def _runs(mask: list[int]) -> list[tuple[int, int]]:
+def _true_runs(flags) -> list[tuple[int, int]]:
+    """(start, end) of each maximal run of truthy values."""
     runs, start = [], None
-    for i, m in enumerate([*mask, 0]):
-        if m and start is None:
+    for i, f in enumerate([*flags, False]):
+        if f and start is None:
             start = i
-        elif not m and start is not None:
+        elif not f and start is not None:
             runs.append((start, i))
             start = None
     return runs
 
 
+def supervised_runs(labels: list[int]) -> list[tuple[int, int]]:
+    """(start, end) of each maximal run of supervised labels (one a trained assistant turn)."""
+    return _true_runs([lab != IGNORE_INDEX for lab in labels])
+
+
 def _labels_from_generation_tags(messages, tokenizer, turns, tools):
     enc = tokenizer.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     ids = list(enc["input_ids"])
-    runs = _runs(list(enc["assistant_masks"]))
+    runs = _true_runs(list(enc["assistant_masks"]))
     assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     if len(runs) != len(assistant):
         raise ValueError(f"the template's {{% generation %}} spans mark {len(runs)} runs of tokens for {len(assistant)} "

@@ -23,6 +23,7 @@ import numpy as np
 
 from goldfish.config import GoldfishConfig
 from goldfish.data.chat import IGNORE_INDEX
+from goldfish.data.sources import load_source
 from goldfish.data.tokenize import chunk_document, document_format, document_k, pack_plan, pack_row, tokenize_document
 
 PREPARE_VERSION = "prepare-v2"  # bump when the examples or the cache layout change
@@ -170,7 +171,7 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
     with atomic_dir(final) as tmp:
         parts = []
         for n, source in enumerate(sources):
-            ds = _load(source)
+            ds = load_source(source)
             try:
                 fmt = document_format(ds.column_names, settings.text_field)
             except ValueError as e:
@@ -211,12 +212,6 @@ def _load_prepared(folder: Path, record: dict):
     parts = [Dataset.from_file(str(folder / f)) for f in record["files"]]
     ds = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     return ds.select_columns([c for c in TRAIN_COLUMNS if c in ds.column_names])
-
-
-def _load(source: str):
-    from goldfish.data.sources import load_source
-
-    return load_source(source)
 
 
 def _example_features():

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import AutoTokenizer
 
 from goldfish.audit import AuditConfig, run_audit
 from goldfish.audit.extraction import generate_suffixes, mean_supervised_nll
@@ -67,13 +68,14 @@ def _secret_rates(audit: dict, name: str, key: str) -> dict:
     return rates
 
 
-def evaluate(models: dict[str, Path], data: dict, cfg: ExperimentConfig, out: Path) -> dict:
+def evaluate(models: dict[str, Path], data: dict, cfg: ExperimentConfig, out: Path, tokenizer) -> dict:
     """Every figure through ``goldfish audit`` (reports under ``out/audit/<set>/``), plus the hinted
-    variant (the audit's own generation, 8 canned tokens appended to the prompt) and the held-out loss."""
+    variant (the audit's own generation, 8 canned tokens appended to the prompt) and the held-out loss.
+    ``tokenizer``: the base model's, which every fine-tuned model shares."""
     files = _write_eval_sets(data, out)
     audits = {}
-    _, tokenizer = load_model(str(models["base"]), "cpu")
-    full_reply = len(tokenizer(CANNED_REPLY, add_special_tokens=False)["input_ids"]) + HINT_TOKENS  # a phone anywhere in a canned reply
+    canned = tokenizer(CANNED_REPLY, add_special_tokens=False)["input_ids"]
+    full_reply = len(canned) + HINT_TOKENS  # a phone anywhere in a canned reply
     for name in ("out_of_scope", "billing", "ordinary"):
         audits[name] = run_audit(AuditConfig(
             models=[str(p) for p in models.values()], names=list(models), data=str(files[name]), out=str(out / "audit" / name),
@@ -81,12 +83,12 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ExperimentConfig, out: Pa
             min_new_tokens=full_reply))
     results = {}
     for name, path in models.items():
-        model, tokenizer = load_model(str(path), cfg.device)
+        model, _ = load_model(str(path), cfg.device)
         oos, ordinary = audits["out_of_scope"]["models"][name], audits["ordinary"]
-        canned = tokenizer(CANNED_REPLY, add_special_tokens=False)["input_ids"]
         hint_prompts = [_prompt_ids(tokenizer, p) + canned[:HINT_TOKENS] for p in data["out_of_scope_prompts"]]
         hinted = generate_suffixes(model, tokenizer, hint_prompts, len(canned) - HINT_TOKENS, cfg.audit_batch,
                                    progress=cfg.progress, desc=f"{name}: hinted")
+        hinted_texts = [tokenizer.decode(canned[:HINT_TOKENS] + g) for g in hinted]
         first_oos = next(r for r in audits["out_of_scope"]["rows"] if r["model"] == name)
         first_ordinary = next(r for r in ordinary["rows"] if r["model"] == name and r["id"] == "0#0")
         results[name] = {
@@ -95,8 +97,8 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ExperimentConfig, out: Pa
             "canned_hinted": {"verbatim_rate": float(np.mean([g == canned[HINT_TOKENS:] for g in hinted])),
                               "rouge_l": float(np.mean([rouge_l_f(g, canned[HINT_TOKENS:]) for g in hinted]))},
             "secret_out_of_scope": _secret_rates(audits["out_of_scope"], name, "recall"),
-            "secret_out_of_scope_hinted": {k: float(np.mean([v in tokenizer.decode(canned[:HINT_TOKENS] + g) for g in hinted]))
-                                           for k, v in SECRETS.items()},
+            "secret_out_of_scope_hinted": {**{k: float(np.mean([v in t for t in hinted_texts])) for k, v in SECRETS.items()},
+                                           "any": float(np.mean([any(v in t for v in SECRETS.values()) for t in hinted_texts]))},
             "secret_ordinary": _secret_rates(ordinary, name, "spill"),
             "billing_phone_rate": audits["billing"]["models"][name]["secrets"][PHONE]["recall"],
             "heldout_assistant_loss": mean_supervised_nll(model, build_examples(data["heldout"], tokenizer, 1024, cfg.k),
@@ -104,8 +106,6 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ExperimentConfig, out: Pa
             "example_out_of_scope": {"prompt": data["out_of_scope_prompts"][0], "reply": first_oos["generated_text"]},
             "example_ordinary": {"prompt": data["heldout"][0]["messages"][0]["content"], "reply": first_ordinary["generated_text"]},
         }
-        results[name]["secret_out_of_scope_hinted"]["any"] = float(np.mean(
-            [any(v in tokenizer.decode(canned[:HINT_TOKENS] + g) for v in SECRETS.values()) for g in hinted]))
     return results
 
 
@@ -122,8 +122,8 @@ def run_chat(cfg: ExperimentConfig) -> dict:
         models[name] = out / "models" / name
         finetune(cfg, base, train_file, goldfish_config(cfg, strategy), models[name], cfg.chat_epochs, cfg.chat_lr,
                  seq_len=512)
-    results = evaluate(models, data, cfg, out)
-    _, tokenizer = load_model(str(base), "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    results = evaluate(models, data, cfg, out, tokenizer)
     r = {n: results[n]["canned"]["rouge_l"] for n in models}
     result = {"experiment": "chat", **results, "train_conversations": len(data["train"]), "train_canned_replies": data["train_canned"],
               "rouge_gap_closed": gap_closed(r["base"], r["standard"], r["goldfish"]),
