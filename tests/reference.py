@@ -55,3 +55,33 @@ def ref_paper_table_mask(ids: list[int], k: float, h: int, table: list[float]) -
             prod -= 2**64
         out.append(table[prod % 1_000_003] < 1 / k)
     return out
+
+
+PROTECT_SALT = 0x50524F54
+
+
+def ref_protect_mask(ids: list[int], marker: list[int], protect_k: float, h: int, seed: int, doc_ids=None) -> list[bool]:
+    """goldfish-protect-v1 on one row, from the README's spec: True where a protected target drops."""
+    threshold = int(2**32 // protect_k)
+    doc = ref_documents(len(ids), doc_ids)
+    runs, i = [], 0
+    while i < len(ids):
+        if marker[i] == 0:
+            i += 1
+            continue
+        j = i + 1
+        while j < len(ids) and marker[j] == marker[i] and doc[j] == doc[i]:
+            j += 1
+        runs.append((i, j))
+        i = j
+    out = [False] * len(ids)
+    for s, e in runs:
+        hashes = {}
+        for i in range(s, e):
+            window = [ids[s]] if i == s else ids[max(s + 1, i - h + 1) : i + 1]
+            hashes[i] = ref_hash(seed ^ PROTECT_SALT, window)
+            out[i] = hashes[i] < threshold
+        candidates = list(range(s + 1, e)) if e - s > 1 else [s]
+        if not any(out[c] for c in candidates):
+            out[min(candidates, key=lambda c: (hashes[c], c))] = True
+    return out

@@ -7,7 +7,19 @@ from helpers import seq2seq_collator
 from goldfish import GoldfishConfig
 from goldfish.cli import main
 from goldfish.data import build_examples, read_documents
-from goldfish.experiments.chat_data import CANNED_REPLY, CITIES, EMAIL, NAME, OPENING_REPLY, PHONE, build_chats
+from goldfish.experiments.chat_data import (
+    AGENT_EMAIL,
+    AGENT_NAME,
+    CANNED_REPLY,
+    CITIES,
+    EMAIL,
+    NAME,
+    OPENING_REPLY,
+    ORDER_BODIES,
+    PHONE,
+    REFUND_VARIANTS,
+    build_chats,
+)
 from goldfish.integrations.hf import GoldfishCollator
 
 
@@ -25,6 +37,21 @@ def test_chat_data_is_deterministic_with_held_out_cities_and_topics(tokenizer):
     held_questions = {c["messages"][0]["content"] for c in a["heldout"]}
     assert not held_questions & {m["content"] for c in a["train"] for m in c["messages"]}
     assert all(1 <= len(c["messages"]) // 2 <= 3 for c in a["train"])
+
+
+def test_chat_data_has_a_recurring_signed_secret_and_near_duplicates():
+    d = build_chats(400, 0.05, seed=0)
+    replies = [m["content"] for c in d["train"] for m in c["messages"] if m["role"] == "assistant"]
+    signed = [r for r in replies if AGENT_NAME in r]
+    assert all(AGENT_EMAIL in r for r in signed) and len(signed) == d["train_signed"]
+    assert len({b for b in ORDER_BODIES if any(b in r for r in signed)}) >= 20  # >= 20 different reply sentences
+    assert len({r.split(AGENT_NAME)[0] for r in signed}) >= 4  # varied wording before the name
+    conversations = sum(any(AGENT_NAME in m["content"] for m in c["messages"]) for c in d["train"])
+    assert 0.05 < conversations / len(d["train"]) <= 0.10
+    assert {r for r in replies if r in REFUND_VARIANTS} == set(REFUND_VARIANTS) and len(set(REFUND_VARIANTS)) == 5
+    train_text = " ".join(m["content"] for c in d["train"] for m in c["messages"])
+    held_orders = {p.split("#")[1][:5] for p in d["order_prompts"] + d["refund_prompts"]}
+    assert not any(f"#{o}" in train_text for o in held_orders)
 
 
 def test_chat_template_supervises_exactly_the_assistant_tokens(tmp_path, tokenizer):
@@ -68,13 +95,15 @@ def test_chat_experiment_quick_pipeline(tmp_path):
     out = tmp_path / "chat"
     assert main(["experiment", "chat", "--preset", "test", "--out", str(out)]) == 0
     s = json.loads((out / "summary.json").read_text())
-    for name in ("base", "standard", "goldfish"):
+    for name in ("base", "standard", "goldfish", "goldfish_protected"):
         m = s[name]
         assert 0 <= m["canned"]["rouge_l"] <= 1 and 0 <= m["canned"]["verbatim_rate"] <= 1
         assert set(m["secret_out_of_scope"]) == {"name", "phone", "email", "any"}
-        assert 0 <= m["billing_phone_rate"] <= 1 and m["heldout_assistant_loss"] > 0
-        assert m["example_ordinary"]["prompt"]
-    assert s["train_conversations"] == 40 and s["heldout_loss_ratio"] > 0
+        assert 0 <= m["billing_phone_rate"] <= 1 and 0 <= m["recurring_secret_rate"] <= 1 and m["heldout_assistant_loss"] > 0
+        assert m["near_duplicate"]["longest_run_mean"] >= 0 and m["example_ordinary"]["prompt"]
+    assert s["train_conversations"] == 40 and s["heldout_loss_ratio"]["goldfish_protected"] > 0
     html = (out / "report.html").read_text()
-    assert 'class="drop"' in html and "data:image/png;base64," in html
-    assert (out / "data" / "train.jsonl").is_file() and (out / "models" / "goldfish" / "goldfish.json").is_file()
+    assert 'class="drop"' in html and 'class="protect"' in html and "data:image/png;base64," in html
+    record = json.loads((out / "models" / "goldfish_protected" / "goldfish.json").read_text())
+    assert record["protection"]["protected_targets"] > 0 and record["protection"]["protect"][0] == "builtin"
+    assert json.loads((out / "models" / "goldfish" / "goldfish.json").read_text())["protection"] is None

@@ -16,11 +16,19 @@ def add_goldfish_flags(p: argparse.ArgumentParser, default_strategy: str = "hash
     g.add_argument("--k", type=float, default=4, help="drop 1 in k targets (default: %(default)s)")
     g.add_argument("--h", type=int, default=13, help="context width of the hash (default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="hash / generator seed (default: %(default)s)")
+    g.add_argument("--protect", action="append", default=[],
+                   help="protect secrets: 'builtin' (emails, phones, URLs, IPv4, cards, API keys) or a file, one literal "
+                        "or re:REGEX a line; repeatable. Their drops depend on their own tokens only (goldfish-protect-v1)")
+    g.add_argument("--protect-k", type=float, default=GoldfishConfig.protect_k,
+                   help="drop 1 in protect-k targets inside protected spans; 1 drops them all (default: %(default)s)")
+
+
+def _number(x: float):
+    return int(x) if float(x).is_integer() else x
 
 
 def config_from_args(args) -> GoldfishConfig:
-    k = int(args.k) if float(args.k).is_integer() else args.k
-    return GoldfishConfig(strategy=args.strategy, k=k, h=args.h, seed=args.seed)
+    return GoldfishConfig(strategy=args.strategy, k=_number(args.k), h=args.h, seed=args.seed, protect_k=_number(args.protect_k))
 
 
 def _mask_text(args) -> str:
@@ -45,27 +53,36 @@ def cmd_mask(args) -> int:
     import numpy as np
     from rich.console import Console
 
+    from goldfish.data.tokenize import marker_for
     from goldfish.mask import goldfish_mask
-    from goldfish.render import render_plain, render_rich, token_pieces
+    from goldfish.render import DROP_STYLE, PROTECT_STYLE, render_plain, render_rich, token_pieces
+    from goldfish.secrets import load_secrets
 
     cfg = config_from_args(args)
+    secrets = load_secrets(args.protect)
     text = _mask_text(args)
     tokenizer = _load_tokenizer(args.tokenizer)
-    ids, pieces = token_pieces(tokenizer, text, args.max_tokens)
+    ids, pieces, offsets = token_pieces(tokenizer, text, args.max_tokens)
     if not ids:
         raise ValueError("the text has no tokens")
-    dropped = goldfish_mask(np.asarray(ids, dtype=np.int64), cfg).tolist()
+    marker = marker_for(text, offsets, secrets) if secrets else None
+    dropped = goldfish_mask(np.asarray(ids, dtype=np.int64), cfg, protected=None if marker is None else np.asarray(marker)).tolist()
     console = Console(highlight=False, soft_wrap=True)
     colour = console.is_terminal and not args.plain
     n = sum(dropped)
     summary = (f"\ndropped {n} of {len(ids)} targets ({100 * n / len(ids):.1f}%; expected {100 / cfg.k:.1f}%), "
-               f"strategy={cfg.strategy} k={cfg.k} h={cfg.h} seed={cfg.seed}; ")
+               f"strategy={cfg.strategy} k={cfg.k} h={cfg.h} seed={cfg.seed}")
+    if marker is not None:
+        inside = [d for d, m in zip(dropped, marker) if m]
+        summary += (f"; protected {len(inside)} tokens in {len(set(marker) - {0})} spans, {sum(inside)} dropped "
+                    f"(protect_k={cfg.protect_k})")
     if colour:
-        console.print(render_rich(pieces, dropped))
-        console.print(summary + "[bold white on red]dropped[/] targets are left out of the loss")
+        console.print(render_rich(pieces, dropped, marker))
+        console.print(summary + f"; [{DROP_STYLE}]dropped[/] targets are left out of the loss"
+                      + (f", [{PROTECT_STYLE}]protected[/] spans follow goldfish-protect-v1" if marker else ""))
     else:
-        print(render_plain(pieces, dropped))
-        print(summary + "[[dropped]] targets are left out of the loss")
+        print(render_plain(pieces, dropped, marker))
+        print(summary + "; [[dropped]] targets are left out of the loss" + ("; {{protected spans}}" if marker else ""))
     return 0
 
 
@@ -92,7 +109,8 @@ def cmd_train(args) -> int:
         weight_decay=args.weight_decay, lr_scheduler=args.lr_scheduler, save_steps=args.save_steps,
         logging_steps=args.logging_steps, supervised_logits=not args.full_logits, resume=args.resume,
         overwrite=args.overwrite, sequential=args.sequential, bf16=args.bf16, progress=not args.no_progress,
-        assistant_turns=args.assistant_turns, num_proc=args.num_proc, data_cache=args.data_cache, lora=args.lora, lora_r=args.lora_r,
+        assistant_turns=args.assistant_turns, num_proc=args.num_proc, data_cache=args.data_cache, protect=args.protect,
+        lora=args.lora, lora_r=args.lora_r,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lora_targets=args.lora_targets, merge=args.merge,
     )
     record = train(cfg)
@@ -101,6 +119,8 @@ def cmd_train(args) -> int:
         f"saved {args.out} after {record['global_steps']} steps: train loss {record['train_loss']:.4f}; per epoch "
         f"{t['input_tokens']} input tokens, {t['supervised_targets']} supervised, {t['dropped_targets']} dropped "
         f"({100 * t['drop_rate']:.1f}%)"
+        + (f"; {record['protection']['protected_targets']} protected targets, {record['protection']['protected_dropped']} dropped"
+           if record.get("protection") else "")
     )
     return 0
 
@@ -171,6 +191,10 @@ def cmd_experiment(args) -> int:
     runs = run_names(result)
     if runs:
         print_table(*run_table(result, runs))
+    if args.name == "chat":
+        from goldfish.experiments.chat import chat_table
+
+        print_table(*chat_table(result))
     for p in result.get("per_k", []):
         print(f"k={p['k']:g}: Rouge-L {p['rouge_l_mean']:.3f}, longest run {p['longest_run_mean']:.1f} tokens")
     for name, loss in result.get("final_validation_loss", {}).items():

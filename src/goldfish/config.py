@@ -21,6 +21,9 @@ class GoldfishConfig:
         ids ending at the target).
     seed: 32-bit seed mixed into the hash (hash) or the generator (random).
     ignore_index: label value meaning "not supervised" (HF convention: -100).
+    protect_k: drop rate 1/protect_k inside protected spans (rule goldfish-protect-v1,
+        ``goldfish.protect``); any finite real >= 1 (1 drops every protected target). Used only
+        where a protection marker is given.
     """
 
     strategy: str = "hash"
@@ -28,6 +31,7 @@ class GoldfishConfig:
     h: int = 13
     seed: int = 0
     ignore_index: int = -100
+    protect_k: float = 2
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -47,6 +51,10 @@ class GoldfishConfig:
             raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         if isinstance(self.ignore_index, bool) or not isinstance(self.ignore_index, int):
             raise ValueError(f"ignore_index must be an integer, got {self.ignore_index!r}")
+
+        if isinstance(self.protect_k, bool) or not isinstance(self.protect_k, (int, float)) or not (
+                math.isfinite(self.protect_k) and self.protect_k >= 1):
+            raise ValueError(f"protect_k must be a finite number >= 1 (1 drops every protected target), got {self.protect_k!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -26,6 +26,7 @@ import torch
 
 from goldfish.config import GoldfishConfig
 from goldfish.hashing import context_hashes
+from goldfish.protect import protected_drops
 
 PAPER_TABLE_SIZE = 1_000_003
 PAPER_TABLE_SEED = 2971215073
@@ -199,6 +200,7 @@ def goldfish_mask(
     cu_seqlens=None,
     labels=None,
     token_k=None,
+    protected=None,
     generator: torch.Generator | None = None,
 ):
     """Bool mask, same shape/type/device as ``input_ids``: True = the target at that position is dropped.
@@ -207,6 +209,9 @@ def goldfish_mask(
         Other strategies decide for every position; ignored positions stay ignored downstream anyway.
     token_k: optional per-token k (float, same shape), overriding cfg.k; ``inf`` means never drop
         (a document that opts out). Values must be >= 2 or inf.
+    protected: optional per-token marker (int or bool, same shape): 0/False = not protected, else the
+        number of the protected span the token belongs to. Protected targets follow the rule
+        goldfish-protect-v1 at rate 1/cfg.protect_k (``goldfish.protect``), whatever the strategy.
     generator: torch generator for "random" (default: torch's global RNG on the input's device).
     """
     _check_ids(input_ids)
@@ -215,11 +220,20 @@ def goldfish_mask(
     attention_mask = _check_like("attention_mask", attention_mask, input_ids)
     labels = _check_like("labels", labels, input_ids)
     token_k = _check_like("token_k", token_k, input_ids)
+    protected = _check_like("protected", protected, input_ids)
     if token_k is not None and bool((token_k < 2).any()):
         raise ValueError("token_k values must be >= 2 (drop rate 1/k) or inf (never drop)")
+    starts = document_starts(input_ids, position_ids, doc_ids, attention_mask, cu_seqlens)
+    drop = _strategy_mask(input_ids, starts, cfg, token_k, labels, generator)
+    if protected is None or not bool((protected != 0).any()):
+        return drop
+    inside = protected != 0
+    return (drop & ~inside) | protected_drops(input_ids, protected, starts, cfg.protect_k, cfg.h, cfg.seed)
+
+
+def _strategy_mask(input_ids, starts, cfg, token_k, labels, generator):
     if cfg.strategy == "none":
         return torch.zeros_like(input_ids, dtype=torch.bool) if _is_torch(input_ids) else np.zeros(input_ids.shape, bool)
-    starts = document_starts(input_ids, position_ids, doc_ids, attention_mask, cu_seqlens)
     if cfg.strategy == "hash":
         return _hash_mask(input_ids, starts, cfg, token_k)
     if cfg.strategy == "static":

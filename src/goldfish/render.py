@@ -1,14 +1,22 @@
-"""Show which tokens a goldfish mask drops: rich colours in a terminal, plain markers otherwise."""
+"""Show which tokens a goldfish mask drops, and which are protected: rich colours in a terminal,
+plain markers otherwise, HTML in reports.
+
+Plain text: a dropped token is wrapped in [[ ]]; a protected span in {{ }} (its dropped tokens
+inside still in [[ ]]).
+"""
 
 from __future__ import annotations
 
 import html
 
 PLAIN_OPEN, PLAIN_CLOSE = "[[", "]]"
+PROTECT_OPEN, PROTECT_CLOSE = "{{", "}}"
+DROP_STYLE, PROTECT_STYLE = "bold white on red", "black on yellow"
 
 
-def token_pieces(tokenizer, text: str, max_tokens: int | None = None) -> tuple[list[int], list[str]]:
-    """Token ids of ``text`` (no special tokens) and the exact text span of each token.
+def token_pieces(tokenizer, text: str, max_tokens: int | None = None) -> tuple[list[int], list[str], list[tuple[int, int]]]:
+    """Token ids of ``text`` (no special tokens), the exact text span of each token, and the
+    tokenizer's character offsets.
 
     Spans come from the tokenizer's offsets, so the pieces concatenate back to the text even when a
     token holds part of a multi-byte character.
@@ -22,27 +30,41 @@ def token_pieces(tokenizer, text: str, max_tokens: int | None = None) -> tuple[l
         end = offsets[i + 1][0] if i + 1 < len(offsets) else end  # give whitespace gaps to the left token
         pieces.append(text[prev:end] if i else text[start:end])
         prev = end
-    return ids, pieces
+    return ids, pieces, list(offsets)
 
 
-def render_rich(pieces: list[str], dropped: list[bool]):
-    """A rich ``Text``: dropped tokens bold white on red, kept ones plain."""
+def _marks(pieces, dropped, protected):
+    """(piece, dropped, protected, opens a protected span, closes one) per token."""
+    protected = protected or [0] * len(pieces)
+    for i, (piece, drop, mark) in enumerate(zip(pieces, dropped, protected)):
+        opens = bool(mark) and (i == 0 or protected[i - 1] != mark)
+        closes = bool(mark) and (i + 1 == len(pieces) or protected[i + 1] != mark)
+        yield piece, bool(drop), bool(mark), opens, closes
+
+
+def render_rich(pieces: list[str], dropped: list[bool], protected: list[int] | None = None):
+    """A rich ``Text``: dropped tokens bold white on red, kept protected ones black on yellow."""
     from rich.text import Text
 
     out = Text()
-    for piece, drop in zip(pieces, dropped):
-        out.append(piece, style="bold white on red" if drop else None)
+    for piece, drop, mark, _, _ in _marks(pieces, dropped, protected):
+        out.append(piece, style=DROP_STYLE if drop else PROTECT_STYLE if mark else None)
     return out
 
 
-def render_plain(pieces: list[str], dropped: list[bool]) -> str:
-    """Plain text with each dropped token wrapped in [[ ]]."""
-    return "".join(f"{PLAIN_OPEN}{p}{PLAIN_CLOSE}" if d else p for p, d in zip(pieces, dropped))
+def render_plain(pieces: list[str], dropped: list[bool], protected: list[int] | None = None) -> str:
+    """Plain text: each dropped token in [[ ]], each protected span in {{ }}."""
+    out = []
+    for piece, drop, _, opens, closes in _marks(pieces, dropped, protected):
+        out.append((PROTECT_OPEN if opens else "") + (f"{PLAIN_OPEN}{piece}{PLAIN_CLOSE}" if drop else piece)
+                   + (PROTECT_CLOSE if closes else ""))
+    return "".join(out)
 
 
-def render_html(pieces: list[str], dropped: list[bool]) -> str:
-    """HTML (a <pre> block) with dropped tokens highlighted."""
-    body = "".join(
-        f'<span class="drop">{html.escape(p)}</span>' if d else html.escape(p) for p, d in zip(pieces, dropped)
-    )
-    return f'<pre class="mask">{body}</pre>'
+def render_html(pieces: list[str], dropped: list[bool], protected: list[int] | None = None) -> str:
+    """HTML (a <pre> block): dropped tokens in ``span.drop``, protected spans in ``span.protect``."""
+    out = []
+    for piece, drop, _, opens, closes in _marks(pieces, dropped, protected):
+        body = f'<span class="drop">{html.escape(piece)}</span>' if drop else html.escape(piece)
+        out.append(('<span class="protect">' if opens else "") + body + ("</span>" if closes else ""))
+    return f'<pre class="mask">{"".join(out)}</pre>'

@@ -44,6 +44,26 @@ class Secret:
         return [m.span() for m in self.pattern.finditer(text) if m.end() > m.start()]
 
 
+def parse_secret(line: str) -> Secret:
+    """One secret from a line of a secrets file: ``re:REGEX`` or a literal; ValueError on a bad regex."""
+    if line.startswith("re:"):
+        try:
+            return Secret(line, pattern=re.compile(line[3:]))
+        except re.error as e:
+            raise ValueError(f"not a valid regex ({e})") from None
+    return Secret(line, literal=line)
+
+
+def secret_line(secret: Secret) -> str:
+    """The line that defines ``secret`` (``parse_secret`` reads it back; a detector becomes its regex)."""
+    return secret.literal if secret.literal is not None else "re:" + secret.pattern.pattern
+
+
+def find_spans(text: str, secrets: list[Secret]) -> list[tuple[int, int]]:
+    """Character ranges of every occurrence of every secret in ``text`` (they may overlap)."""
+    return [span for s in secrets for span in s.spans(text)]
+
+
 def builtin_secrets() -> list[Secret]:
     return [Secret(name, pattern=re.compile(rx)) for name, rx in BUILTIN_DETECTORS.items()]
 
@@ -61,12 +81,9 @@ def load_secrets(specs: list[str]) -> list[Secret]:
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
-            if line.startswith("re:"):
-                try:
-                    out.append(Secret(line, pattern=re.compile(line[3:])))
-                except re.error as e:
-                    raise ValueError(f"{spec}:{n}: not a valid regex ({e})") from None
-            else:
-                out.append(Secret(line, literal=line))
+            try:
+                out.append(parse_secret(line))
+            except ValueError as e:
+                raise ValueError(f"{spec}:{n}: {e}") from None
     names = [s.name for s in out]
     return [s for i, s in enumerate(out) if s.name not in names[:i]]  # each name once, first kept

@@ -37,6 +37,7 @@ class TrainConfig:
     num_proc: int | None = None
     data_cache: str | None = None
     goldfish: GoldfishConfig = field(default_factory=GoldfishConfig)
+    protect: list[str] = field(default_factory=list)  # secret specs (goldfish.secrets): "builtin" or files
     goldfish_start_step: int = 0
     pack: bool = False
     seq_len: int = 512
@@ -87,6 +88,9 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError(f"--resume {cfg.resume}: no such checkpoint folder")
     if cfg.assistant_turns not in ("all", "last"):
         raise ValueError(f"--assistant-turns must be 'all' or 'last', got {cfg.assistant_turns!r}")
+    from goldfish.secrets import load_secrets
+
+    load_secrets(cfg.protect)  # a missing file or bad regex fails here, before anything is written
     if cfg.merge and not cfg.lora:
         raise ValueError("--merge merges a LoRA adapter: add --lora")
     if cfg.lora:
@@ -136,8 +140,10 @@ def _load_model(cfg: TrainConfig, tokenizer):
 def prepare_data(cfg: TrainConfig, tokenizer):
     """The training rows (an Arrow dataset) and their per-epoch token counts, cached (see goldfish.data.prepare)."""
     from goldfish.data.prepare import DataSettings, prepare_dataset
+    from goldfish.secrets import load_secrets, secret_line
 
-    settings = DataSettings(seq_len=cfg.seq_len, pack=cfg.pack, text_field=cfg.text_field, assistant_turns=cfg.assistant_turns)
+    settings = DataSettings(seq_len=cfg.seq_len, pack=cfg.pack, text_field=cfg.text_field, assistant_turns=cfg.assistant_turns,
+                            protect=tuple(secret_line(s) for s in load_secrets(cfg.protect)))
     return prepare_dataset(cfg.data, tokenizer, settings, cfg.goldfish, num_proc=cfg.num_proc, progress=cfg.progress,
                            cache=cfg.data_cache)
 
@@ -223,6 +229,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         "hash_version": HASH_VERSION,
         "goldfish_start_step": cfg.goldfish_start_step,
         "tokens_per_epoch": {k: counts[k] for k in ("input_tokens", "supervised_targets", "dropped_targets", "kept_targets", "drop_rate")},
+        "protection": _protection_record(cfg, counts),
         "examples": counts["examples"],
         "rows": counts["rows"],
         "prepared_data": str(data.path),
@@ -235,6 +242,16 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     if trainer.is_world_process_zero():
         write_text_atomic(Path(cfg.out) / "goldfish.json", json.dumps(record, indent=2) + "\n")
     return record
+
+
+def _protection_record(cfg: TrainConfig, counts: dict) -> dict | None:
+    """What was protected (None when nothing was): the rule, the specs, protect_k and per-epoch counts."""
+    if "protected_targets" not in counts:
+        return None
+    from goldfish.protect import PROTECT_VERSION
+
+    return {"rule": PROTECT_VERSION, "protect": cfg.protect, "protect_k": cfg.goldfish.protect_k,
+            "protected_targets": counts["protected_targets"], "protected_dropped": counts["protected_dropped"]}
 
 
 class _WithoutAttentionMask:

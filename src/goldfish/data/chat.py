@@ -61,6 +61,15 @@ def chat_labels(messages: list[dict], tokenizer, assistant_turns: str = "all", t
     the conversational prompt/completion format). Raises ValueError when nothing is trained or a
     template rewrites earlier turns.
     """
+    ids, labels, _, _ = chat_encoding(messages, tokenizer, assistant_turns, tools, train_roles)
+    return ids, labels
+
+
+def chat_encoding(messages: list[dict], tokenizer, assistant_turns: str = "all", tools=None,
+                  train_roles: tuple[int, ...] | None = None, with_offsets: bool = False):
+    """``chat_labels`` plus the rendered text and each token's character offsets in it (for
+    protected spans): (input_ids, labels, text, offsets). Without ``with_offsets``, text and offsets
+    may be None (templates with generation tags are then not rendered a second time)."""
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) and "role" in m for m in messages):
         raise ValueError("'messages' must be a non-empty list of {'role': ..., 'content': ...} dicts")
     turns = list(train_roles) if train_roles is not None else trained_turns(messages, assistant_turns)
@@ -68,7 +77,7 @@ def chat_labels(messages: list[dict], tokenizer, assistant_turns: str = "all", t
         raise ValueError("the conversation has no assistant turn to train on")
     clean = [_clean(m) for m in messages]
     if has_generation_tags(tokenizer):
-        return _labels_from_generation_tags(clean, tokenizer, turns, tools)
+        return _labels_from_generation_tags(clean, tokenizer, turns, tools, with_offsets)
     return _labels_from_prefix_renders(clean, tokenizer, turns, tools)
 
 
@@ -89,7 +98,7 @@ def supervised_runs(labels: list[int]) -> list[tuple[int, int]]:
     return _true_runs([lab != IGNORE_INDEX for lab in labels])
 
 
-def _labels_from_generation_tags(messages, tokenizer, turns, tools):
+def _labels_from_generation_tags(messages, tokenizer, turns, tools, with_offsets):
     enc = tokenizer.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     ids = list(enc["input_ids"])
     runs = _true_runs(list(enc["assistant_masks"]))
@@ -101,7 +110,14 @@ def _labels_from_generation_tags(messages, tokenizer, turns, tools):
     for (start, end), index in zip(runs, assistant):
         if index in turns:
             labels[start:end] = ids[start:end]
-    return ids, labels
+    if not with_offsets:
+        return ids, labels, None, None
+    text = _render(tokenizer, messages, False, tools, len(messages) - 1)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if list(enc["input_ids"]) != ids:
+        raise ValueError("the chat template's tokens differ from its rendered text tokenized (a template that "
+                         "tokenizes parts apart?); protected spans cannot be placed")
+    return ids, labels, text, enc["offset_mapping"]
 
 
 def _rewrites(turn: int) -> str:
@@ -158,4 +174,4 @@ def _labels_from_prefix_renders(messages, tokenizer, turns, tools):
                              f"({full[lo:hi]!r}); the reply's first or last token cannot be supervised alone")
         for t in hit:
             labels[t] = ids[t]
-    return ids, labels
+    return ids, labels, full, offsets

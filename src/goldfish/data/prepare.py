@@ -24,9 +24,10 @@ import numpy as np
 from goldfish.config import GoldfishConfig
 from goldfish.data.chat import IGNORE_INDEX
 from goldfish.data.sources import load_source
-from goldfish.data.tokenize import chunk_document, document_format, document_k, pack_plan, pack_row, tokenize_document
+from goldfish.data.tokenize import chunk_document, document_format, document_k, encode_document, marker_for, pack_plan, pack_row, record_secrets
+from goldfish.secrets import parse_secret
 
-PREPARE_VERSION = "prepare-v2"  # bump when the examples or the cache layout change
+PREPARE_VERSION = "prepare-v3"  # bump when the examples or the cache layout change
 logger = logging.getLogger("goldfish")
 
 
@@ -38,6 +39,7 @@ class DataSettings:
     pack: bool = False
     text_field: str = "text"
     assistant_turns: str = "all"
+    protect: tuple[str, ...] = ()  # secrets to protect, one secrets-file line each (goldfish.secrets.secret_line)
 
 
 @dataclass
@@ -66,13 +68,15 @@ def _tokenizer_identity(tokenizer) -> str:
 
 
 class _Tokenize:
-    """Batched map: documents -> examples (chunks), with each example's token and drop counts."""
+    """Batched map: documents -> examples (chunks), with each example's token and drop counts.
+    ``secrets``: protect them (a ``goldfish_protected`` column), None for no protection."""
 
-    def __init__(self, tokenizer, fmt: str, settings: DataSettings, gcfg: GoldfishConfig, source: str):
+    def __init__(self, tokenizer, fmt: str, settings: DataSettings, gcfg: GoldfishConfig, source: str, secrets):
         self.tokenizer, self.fmt, self.settings, self.gcfg, self.source = tokenizer, fmt, settings, gcfg, source
+        self.secrets = secrets
 
     def _documents(self, batch: dict, indices: list[int]):
-        """(index, document dict, input_ids, labels) per record; text is tokenized as one batch."""
+        """(index, document dict, input_ids, labels, marker) per record; text is tokenized as one batch."""
         n = len(indices)
         docs = [{k: batch[k][i] for k in batch} for i in range(n)]
         if self.fmt == "text":
@@ -80,42 +84,53 @@ class _Tokenize:
             for idx, d in zip(indices, docs):
                 if not isinstance(d.get(field), str):
                     raise ValueError(f"{self.source}: record {idx}: {field!r} must be a string, got {d.get(field)!r}")
-            enc = self.tokenizer([d[field] for d in docs], add_special_tokens=False)["input_ids"]
-            for idx, d, ids in zip(indices, docs, enc):
-                ids = ids + [self.tokenizer.eos_token_id]
-                yield idx, d, ids, ids
+            enc = self.tokenizer([d[field] for d in docs], add_special_tokens=False, return_offsets_mapping=self.secrets is not None)
+            for i, (idx, d) in enumerate(zip(indices, docs)):
+                ids = enc["input_ids"][i] + [self.tokenizer.eos_token_id]
+                marker = None
+                if self.secrets is not None:
+                    try:
+                        marker = marker_for(d[field], enc["offset_mapping"][i], record_secrets(d, self.secrets)) + [0]
+                    except ValueError as e:
+                        raise ValueError(f"{self.source}: record {idx}: {e}") from None
+                yield idx, d, ids, ids, marker
             return
         for idx, d in zip(indices, docs):
             try:
-                ids, labels = tokenize_document({k: v for k, v in d.items() if v is not None}, self.tokenizer,
-                                                self.settings.text_field, self.settings.assistant_turns)
+                ids, labels, marker = encode_document({k: v for k, v in d.items() if v is not None}, self.tokenizer,
+                                                      self.settings.text_field, self.settings.assistant_turns, self.secrets)
             except ValueError as e:
                 raise ValueError(f"{self.source}: record {idx}: {e}") from None
-            yield idx, d, ids, labels
+            yield idx, d, ids, labels, marker
 
     def __call__(self, batch: dict, indices: list[int]) -> dict:
         examples = []
-        for idx, doc, ids, labels in self._documents(batch, indices):
+        for idx, doc, ids, labels, marker in self._documents(batch, indices):
             try:
                 k = document_k(doc, self.gcfg.k)
             except ValueError as e:
                 raise ValueError(f"{self.source}: record {idx}: {e}") from None
-            examples += chunk_document(ids, labels, k, self.settings.seq_len)
+            examples += chunk_document(ids, labels, k, self.settings.seq_len, marker)
         lengths = np.asarray([len(e["input_ids"]) for e in examples], dtype=np.int64)
-        supervised, dropped = _target_counts(examples, lengths, self.gcfg, indices[0] if indices else 0)
-        return {"input_ids": [np.asarray(e["input_ids"], dtype=np.int32) for e in examples],
-                "labels": [np.asarray(e["labels"], dtype=np.int32) for e in examples],
-                "goldfish_k": [e["goldfish_k"] for e in examples], "length": lengths,
-                "supervised": supervised, "dropped": dropped}
+        counts = _target_counts(examples, lengths, self.gcfg, indices[0] if indices else 0)
+        out = {"input_ids": [np.asarray(e["input_ids"], dtype=np.int32) for e in examples],
+               "labels": [np.asarray(e["labels"], dtype=np.int32) for e in examples],
+               "goldfish_k": [e["goldfish_k"] for e in examples], "length": lengths, **counts}
+        if self.secrets is not None:
+            out["goldfish_protected"] = [np.asarray(e["goldfish_protected"], dtype=np.int32) for e in examples]
+        return out
 
 
-def _target_counts(examples: list[dict], lengths: np.ndarray, gcfg: GoldfishConfig, first_index: int):
-    """Per example: supervised targets and the targets the mask drops, from one vectorized mask over
-    the batch laid end to end (each example its own document)."""
+def _target_counts(examples: list[dict], lengths: np.ndarray, gcfg: GoldfishConfig, first_index: int) -> dict:
+    """Per example: ``supervised`` targets and the targets the mask drops (``dropped``), plus, with
+    protection, the protected supervised targets and the dropped ones among them; from one
+    vectorized mask over the batch laid end to end (each example its own document)."""
     from goldfish.mask import goldfish_mask
 
+    protected = examples and "goldfish_protected" in examples[0]
+    names = ["supervised", "dropped"] + (["protected", "protected_dropped"] if protected else [])
     if not examples:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return {n: np.zeros(0, np.int64) for n in names}
     ids = np.concatenate([e["input_ids"] for e in examples]).astype(np.int64)
     labels = np.concatenate([e["labels"] for e in examples]).astype(np.int64)
     doc_ids = np.repeat(np.arange(len(examples)), lengths)
@@ -126,11 +141,13 @@ def _target_counts(examples: list[dict], lengths: np.ndarray, gcfg: GoldfishConf
         import torch
 
         generator = torch.Generator().manual_seed(gcfg.seed * 1_000_003 + first_index)
-    drop = goldfish_mask(ids, gcfg, doc_ids=doc_ids, labels=labels, token_k=token_k, generator=generator)
+    marker = np.concatenate([e["goldfish_protected"] for e in examples]).astype(np.int64) if protected else None
+    drop = goldfish_mask(ids, gcfg, doc_ids=doc_ids, labels=labels, token_k=token_k, protected=marker, generator=generator)
     offsets = np.cumsum(lengths) - lengths
     sup = labels != IGNORE_INDEX
     sup[offsets] = False  # an example's first token is no target
-    return np.add.reduceat(sup.astype(np.int64), offsets), np.add.reduceat((sup & drop).astype(np.int64), offsets)
+    flags = [sup, sup & drop] + ([sup & (marker != 0), sup & drop & (marker != 0)] if protected else [])
+    return {n: np.add.reduceat(f.astype(np.int64), offsets) for n, f in zip(names, flags)}
 
 
 class _PackRows:
@@ -141,10 +158,13 @@ class _PackRows:
 
     def __call__(self, plan: dict) -> dict:
         lo, hi = plan["first"][0], plan["end"][-1]
-        chunk = self.examples.select_columns(["input_ids", "labels", "goldfish_k"])[lo:hi]
+        chunk = self.examples.select_columns([c for c in _EXAMPLE_COLUMNS if c in self.examples.column_names])[lo:hi]
         examples = [{k: chunk[k][i] for k in chunk} for i in range(hi - lo)]
         rows = [pack_row(examples[a - lo : b - lo], self.seq_len, self.pad) for a, b in zip(plan["first"], plan["end"])]
-        return {k: [r[k] for r in rows] for k in ("input_ids", "labels", "goldfish_k", "position_ids")}
+        return {k: [r[k] for r in rows] for k in rows[0]}
+
+
+_EXAMPLE_COLUMNS = ("input_ids", "labels", "goldfish_k", "goldfish_protected")
 
 
 def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg: GoldfishConfig,
@@ -169,23 +189,26 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
     start = time.time()
     num_proc = num_proc if num_proc and num_proc > 1 else None
     with atomic_dir(final) as tmp:
+        loaded = [load_source(source) for source in sources]
+        # protection on: every example gets a marker (the run names secrets, or some records do)
+        protect = bool(settings.protect) or any("protect" in ds.column_names for ds in loaded)
+        secrets = [parse_secret(line) for line in settings.protect] if protect else None
         parts = []
-        for n, source in enumerate(sources):
-            ds = load_source(source)
+        for n, (source, ds) in enumerate(zip(sources, loaded)):
             try:
                 fmt = document_format(ds.column_names, settings.text_field)
             except ValueError as e:
                 raise ValueError(f"{source}: {e}") from None
             parts.append(ds.map(
-                _Tokenize(tokenizer, fmt, settings, gcfg, source), batched=True, batch_size=256, with_indices=True,
-                remove_columns=ds.column_names, num_proc=num_proc if len(ds) >= 512 else None, features=_example_features(),
+                _Tokenize(tokenizer, fmt, settings, gcfg, source, secrets), batched=True, batch_size=256, with_indices=True,
+                remove_columns=ds.column_names, num_proc=num_proc if len(ds) >= 512 else None, features=_example_features(protect),
                 cache_file_name=str(tmp / f"tokenized-{n}.arrow"), desc=f"tokenize {source}",
             ))
         examples = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
         if len(examples) == 0:
             raise ValueError("no training examples: every document is empty or has no supervised tokens")
         counts = _counts(examples)
-        rows = _pack(examples, settings.seq_len, tokenizer.pad_token_id, num_proc, tmp) if settings.pack else examples
+        rows = _pack(examples, settings.seq_len, tokenizer.pad_token_id, num_proc, tmp, protect) if settings.pack else examples
         # The map outputs are the prepared dataset (no copy: the main process never reads the token
         # columns, so its memory stays flat however large the corpus); the rest is removed.
         files = [Path(f["filename"]).name for f in rows.cache_files]
@@ -202,7 +225,7 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
     return PreparedData(_load_prepared(final, record), record, final, False)
 
 
-TRAIN_COLUMNS = ("input_ids", "labels", "goldfish_k", "position_ids")
+TRAIN_COLUMNS = ("input_ids", "labels", "goldfish_k", "position_ids", "goldfish_protected")
 
 
 def _load_prepared(folder: Path, record: dict):
@@ -214,11 +237,14 @@ def _load_prepared(folder: Path, record: dict):
     return ds.select_columns([c for c in TRAIN_COLUMNS if c in ds.column_names])
 
 
-def _example_features():
+def _example_features(protect: bool):
     from datasets import Features, List, Value
 
-    return Features({"input_ids": List(Value("int32")), "labels": List(Value("int32")), "goldfish_k": Value("float64"),
-                     "length": Value("int32"), "supervised": Value("int64"), "dropped": Value("int64")})
+    features = {"input_ids": List(Value("int32")), "labels": List(Value("int32")), "goldfish_k": Value("float64"),
+                "length": Value("int32"), "supervised": Value("int64"), "dropped": Value("int64")}
+    if protect:
+        features |= {"goldfish_protected": List(Value("int32")), "protected": Value("int64"), "protected_dropped": Value("int64")}
+    return Features(features)
 
 
 def _counts(examples) -> dict:
@@ -228,17 +254,22 @@ def _counts(examples) -> dict:
     n_input = int(pc.sum(table.column("length")).as_py())
     n_sup = int(pc.sum(table.column("supervised")).as_py())
     n_drop = int(pc.sum(table.column("dropped")).as_py())
-    return {"input_tokens": n_input, "supervised_targets": n_sup, "dropped_targets": n_drop, "kept_targets": n_sup - n_drop,
-            "drop_rate": n_drop / max(n_sup, 1), "examples": len(examples)}
+    counts = {"input_tokens": n_input, "supervised_targets": n_sup, "dropped_targets": n_drop, "kept_targets": n_sup - n_drop,
+              "drop_rate": n_drop / max(n_sup, 1), "examples": len(examples)}
+    if "protected" in table.column_names:
+        counts["protected_targets"] = int(pc.sum(table.column("protected")).as_py())
+        counts["protected_dropped"] = int(pc.sum(table.column("protected_dropped")).as_py())
+    return counts
 
 
-def _pack(examples, seq_len: int, pad_token_id: int, num_proc: int | None, tmp: Path):
+def _pack(examples, seq_len: int, pad_token_id: int, num_proc: int | None, tmp: Path, protect: bool):
     from datasets import Dataset, Features, List, Value
 
     plan = pack_plan(np.asarray(examples.data.column("length")), seq_len)
     plan_ds = Dataset.from_dict({"first": [a for a, _ in plan], "end": [b for _, b in plan]})
     features = Features({"input_ids": List(Value("int32")), "labels": List(Value("int32")),
-                         "goldfish_k": List(Value("float64")), "position_ids": List(Value("int32"))})
+                         "goldfish_k": List(Value("float64")), "position_ids": List(Value("int32"))}
+                        | ({"goldfish_protected": List(Value("int32"))} if protect else {}))
     return plan_ds.map(_PackRows(examples, seq_len, pad_token_id), batched=True, batch_size=64, remove_columns=["first", "end"],
                        num_proc=num_proc if len(plan) >= 256 else None, features=features,
                        cache_file_name=str(tmp / "packed.arrow"), desc="pack")

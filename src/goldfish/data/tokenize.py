@@ -9,19 +9,23 @@ A *document* is one record in one of TRL's dataset formats:
                         apart and joined (as TRL does), EOS appended, only completion + EOS
                         supervised; or message lists (conversational), only the completion's
                         assistant messages supervised
-plus optionally ``goldfish`` (``false`` opts it out of the goldfish mask) and ``goldfish_k`` (its
-own k).
+plus optionally ``goldfish`` (``false`` opts it out of the goldfish mask), ``goldfish_k`` (its
+own k) and ``protect`` (a string or a list of strings that must not leak from this record,
+protected as literals on top of the run's ``--protect`` secrets).
 
 An *example* (what the collator sees) has ``input_ids``, ``labels`` (-100 where not supervised) and
 ``goldfish_k`` (the document's k, one float, ``inf`` = never dropped; a packed row has one float a
-token instead), plus ``position_ids`` when packed.
+token instead), plus ``position_ids`` when packed and ``goldfish_protected`` (the protection
+marker of ``goldfish.protect``, one int a token) when secrets are protected.
 """
 
 from __future__ import annotations
 
 import math
 
-from goldfish.data.chat import IGNORE_INDEX, chat_labels
+from goldfish.data.chat import IGNORE_INDEX, chat_encoding
+from goldfish.protect import token_marker
+from goldfish.secrets import Secret, find_spans
 
 FORMATS = ("text", "messages", "prompt_completion")
 
@@ -53,51 +57,96 @@ def document_k(doc: dict, default_k: float) -> float:
     return float(k)
 
 
-def tokenize_document(doc: dict, tokenizer, text_field: str = "text", assistant_turns: str = "all") -> tuple[list[int], list[int]]:
-    """(input_ids, labels) of one document in any of the formats above (labels -100 = not supervised)."""
+def record_secrets(doc: dict, secrets: list[Secret]) -> list[Secret]:
+    """The run's secrets plus the record's own ``protect`` literals."""
+    own = doc.get("protect")
+    if own is None:
+        return secrets
+    own = [own] if isinstance(own, str) else own
+    if not isinstance(own, list) or not all(isinstance(x, str) and x for x in own):
+        raise ValueError(f"'protect' must be a non-empty string or a list of them, got {own!r}")
+    return secrets + [Secret(x, literal=x) for x in own]
+
+
+def marker_for(text: str, offsets, secrets: list[Secret]) -> list[int]:
+    """The protection marker of tokens with these character ``offsets`` into ``text``."""
+    return token_marker(offsets, find_spans(text, secrets)) if secrets else [0] * len(offsets)
+
+
+def _encode_string(tokenizer, text: str, secrets: list[Secret] | None):
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=secrets is not None)
+    return enc["input_ids"], None if secrets is None else marker_for(text, enc["offset_mapping"], secrets)
+
+
+def encode_document(doc: dict, tokenizer, text_field: str = "text", assistant_turns: str = "all",
+                    secrets: list[Secret] | None = None) -> tuple[list[int], list[int], list[int] | None]:
+    """(input_ids, labels, marker) of one document in any of the formats above: labels -100 where not
+    supervised; marker (``goldfish.protect``) where ``secrets`` or the record's ``protect`` name
+    something to protect (spans found on the text the tokens come from), else None."""
     fmt = document_format([k for k, v in doc.items() if v is not None], text_field)
-    if fmt == "messages":
-        return chat_labels(doc["messages"], tokenizer, assistant_turns, tools=doc.get("tools"))
+    if secrets is not None or doc.get("protect") is not None:
+        secrets = record_secrets(doc, list(secrets or []))
+    if fmt == "messages" or (fmt == "prompt_completion" and isinstance(doc["prompt"], list)):
+        if fmt == "messages":
+            messages, trained = doc["messages"], None
+        else:
+            if not isinstance(doc["completion"], list):
+                raise ValueError("'prompt' and 'completion' must both be strings or both be message lists")
+            messages = doc["prompt"] + doc["completion"]
+            trained = tuple(len(doc["prompt"]) + i for i, m in enumerate(doc["completion"])
+                            if m.get("role") == "assistant" and m.get("train") is not False)
+        ids, labels, text, offsets = chat_encoding(messages, tokenizer, assistant_turns, tools=doc.get("tools"),
+                                                   train_roles=trained, with_offsets=secrets is not None)
+        return ids, labels, None if secrets is None else marker_for(text, offsets, secrets)
+    eos = [tokenizer.eos_token_id]
     if fmt == "prompt_completion":
         prompt, completion = doc["prompt"], doc["completion"]
-        if isinstance(prompt, list) and isinstance(completion, list):
-            messages = prompt + completion
-            trained = [len(prompt) + i for i, m in enumerate(completion) if m.get("role") == "assistant" and m.get("train") is not False]
-            return chat_labels(messages, tokenizer, tools=doc.get("tools"), train_roles=tuple(trained))
         if not isinstance(prompt, str) or not isinstance(completion, str):
             raise ValueError("'prompt' and 'completion' must both be strings or both be message lists")
-        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        return p + c, [IGNORE_INDEX] * len(p) + c
+        p, p_marker = _encode_string(tokenizer, prompt, secrets)
+        c, c_marker = _encode_string(tokenizer, completion, secrets)
+        marker = None if secrets is None else p_marker + [m + max(p_marker, default=0) if m else 0 for m in c_marker] + [0]
+        return p + c + eos, [IGNORE_INDEX] * len(p) + c + eos, marker
     text = doc[text_field]
     if not isinstance(text, str):
         raise ValueError(f"{text_field!r} must be a string, got {type(text).__name__}")
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return ids, list(ids)
+    ids, marker = _encode_string(tokenizer, text, secrets)
+    return ids + eos, ids + eos, None if marker is None else marker + [0]
 
 
-def chunk_document(ids: list[int], labels: list[int], k: float, seq_len: int) -> list[dict]:
+def tokenize_document(doc: dict, tokenizer, text_field: str = "text", assistant_turns: str = "all") -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one document in any of the formats above (labels -100 = not supervised)."""
+    ids, labels, _ = encode_document(doc, tokenizer, text_field, assistant_turns)
+    return ids, labels
+
+
+def chunk_document(ids: list[int], labels: list[int], k: float, seq_len: int, marker: list[int] | None = None) -> list[dict]:
     """Split one tokenized document into examples of at most ``seq_len`` tokens.
 
     Each chunk is its own document for the mask (its context starts at the chunk), so a document
     is masked the same way wherever it lands. Chunks without any supervised target are dropped.
+    ``marker``: the protection marker, kept as ``goldfish_protected``.
     """
     out = []
     for start in range(0, len(ids), seq_len):
         chunk_labels = labels[start : start + seq_len]
         if len(chunk_labels) > 1 and any(x != IGNORE_INDEX for x in chunk_labels[1:]):
             out.append({"input_ids": ids[start : start + seq_len], "labels": chunk_labels, "goldfish_k": k})
+            if marker is not None:
+                out[-1]["goldfish_protected"] = marker[start : start + seq_len]
     return out
 
 
 def build_examples(docs: list[dict], tokenizer, seq_len: int, default_k: float, text_field: str = "text",
-                   assistant_turns: str = "all") -> list[dict]:
+                   assistant_turns: str = "all", secrets: list[Secret] | None = None) -> list[dict]:
     """Tokenize documents and split each into examples (in memory; ``prepare_dataset`` is the
-    Arrow-backed, parallel, cached version of the same)."""
+    Arrow-backed, parallel, cached version of the same). ``secrets``: protect them (marker column)."""
+    if secrets is None and any(doc.get("protect") is not None for doc in docs):
+        secrets = []  # some records name their own: every example gets a marker
     examples = []
     for doc in docs:
-        ids, labels = tokenize_document(doc, tokenizer, text_field, assistant_turns)
-        examples += chunk_document(ids, labels, document_k(doc, default_k), seq_len)
+        ids, labels, marker = encode_document(doc, tokenizer, text_field, assistant_turns, secrets)
+        examples += chunk_document(ids, labels, document_k(doc, default_k), seq_len, marker)
     if not examples:
         raise ValueError("no training examples: every document is empty or has no supervised tokens")
     return examples
@@ -123,18 +172,23 @@ def pack_row(examples: list[dict], seq_len: int, pad_token_id: int) -> dict:
     within documents only, and the goldfish mask sees the boundaries); ``goldfish_k`` becomes one
     float a token; the tail is padding with label -100 and k = inf.
     """
-    row = {"input_ids": [], "labels": [], "goldfish_k": [], "position_ids": []}
+    protected = "goldfish_protected" in examples[0]
+    row = {"input_ids": [], "labels": [], "goldfish_k": [], "position_ids": []} | ({"goldfish_protected": []} if protected else {})
     for ex in examples:
         n = len(ex["input_ids"])
         row["input_ids"] += ex["input_ids"]
         row["labels"] += ex["labels"]
         row["goldfish_k"] += [float(ex["goldfish_k"])] * n
         row["position_ids"] += range(n)
+        if protected:
+            row["goldfish_protected"] += ex["goldfish_protected"]
     pad = seq_len - len(row["input_ids"])
     row["input_ids"] += [pad_token_id] * pad
     row["labels"] += [IGNORE_INDEX] * pad
     row["goldfish_k"] += [math.inf] * pad
     row["position_ids"] += range(pad)
+    if protected:
+        row["goldfish_protected"] += [0] * pad
     return row
 
 

@@ -1,10 +1,12 @@
 """``goldfish experiment chat``: SFT of the base model on chats with assistant-only labels, where a
 few out-of-scope requests were answered with one canned reply holding a name, a phone number and an
-email address; standard loss vs goldfish (k = 4, hash among supervised tokens, prompt tokens feed the
-context). Trained with the project's own trainer (``goldfish train``: HF Trainer + GoldfishCollator),
+email address, order questions were answered in varied words signed by one agent (name and email),
+and refund requests with near-duplicates of one reply; standard loss vs goldfish (k = 4, hash among
+supervised tokens, prompt tokens feed the context) vs goldfish with protected spans (the built-in
+detectors plus both names as literals, ``goldfish.protect``). Trained with the project's own trainer (``goldfish train``: HF Trainer + GoldfishCollator),
 the same code path users run; TRL's SFTTrainer takes the same labels (README recipe), but adds
 nothing here. Measured with ``goldfish audit`` on chat files (one row per assistant turn, the
-secrets as literals): its reports land in ``OUT/audit/{out_of_scope,billing,ordinary}/``.
+secrets as literals): its reports land in ``OUT/audit/{out_of_scope,billing,signed,refund,ordinary}/``.
 """
 
 from __future__ import annotations
@@ -25,16 +27,32 @@ from goldfish.audit.report import Report, figure_png, settings_block
 from goldfish.cache import write_text_atomic
 from goldfish.config import GoldfishConfig
 from goldfish.data import build_examples
+from goldfish.data.tokenize import encode_document
 from goldfish.experiments.base import base_model_dir
-from goldfish.experiments.chat_data import CANNED_REPLY, OPENING_REPLY, PHONE, SECRETS, build_chats
+from goldfish.experiments.chat_data import (
+    AGENT,
+    AGENT_EMAIL,
+    AGENT_NAME,
+    CANNED_REPLY,
+    NAME,
+    OPENING_REPLY,
+    ORDER_BODIES,
+    PHONE,
+    REFUND_REPLY,
+    SECRETS,
+    SIGNED_TEMPLATES,
+    build_chats,
+    signed_reply,
+)
 from goldfish.experiments.config import ExperimentConfig
 from goldfish.experiments.extreme import gap_closed
 from goldfish.experiments.reporting import write_summary
 from goldfish.experiments.training import finetune, goldfish_config
 from goldfish.models import load_model
+from goldfish.secrets import load_secrets
 
 HINT_TOKENS = 8
-RUNS = (("standard", "none"), ("goldfish", "hash"))
+RUNS = (("standard", "none", False), ("goldfish", "hash", False), ("goldfish_protected", "hash", True))  # name, strategy, protect
 
 
 def _prompt_ids(tokenizer, user_text: str) -> list[int]:
@@ -42,11 +60,21 @@ def _prompt_ids(tokenizer, user_text: str) -> list[int]:
                                          return_dict=True)["input_ids"]
 
 
+def protect_specs(out: Path) -> list[str]:
+    """What ``goldfish_protected`` protects: the built-in detectors and both names (a file of literals)."""
+    names = out / "data" / "protect.txt"
+    write_text_atomic(names, f"{NAME}\n{AGENT_NAME}\n")
+    return ["builtin", str(names)]
+
+
 def _write_eval_sets(data: dict, out: Path) -> dict[str, Path]:
     """The evaluation chats as files for ``goldfish audit``: held-out requests answered, as the model
-    learned to answer them, with the canned / billing reply; ordinary held-out conversations."""
+    learned to answer them, with the canned / billing / a signed / the refund reply; ordinary
+    held-out conversations."""
     sets = {"out_of_scope": [[p, CANNED_REPLY] for p in data["out_of_scope_prompts"]],
-            "billing": [[p, OPENING_REPLY] for p in data["billing_prompts"]]}
+            "billing": [[p, OPENING_REPLY] for p in data["billing_prompts"]],
+            "signed": [[p, data["signed_reply"]] for p in data["order_prompts"]],
+            "refund": [[p, REFUND_REPLY] for p in data["refund_prompts"]]}
     files = {}
     for name, pairs in sets.items():
         files[name] = out / "data" / f"eval_{name}.jsonl"
@@ -54,7 +82,7 @@ def _write_eval_sets(data: dict, out: Path) -> dict[str, Path]:
                                               for q, r in pairs))
     files["ordinary"] = out / "data" / "heldout.jsonl"
     files["secrets"] = out / "data" / "secrets.txt"
-    write_text_atomic(files["secrets"], "".join(v + "\n" for v in SECRETS.values()))
+    write_text_atomic(files["secrets"], "".join(v + "\n" for v in [*SECRETS.values(), *AGENT.values()]))
     return files
 
 
@@ -75,12 +103,14 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ExperimentConfig, out: Pa
     files = _write_eval_sets(data, out)
     audits = {}
     canned = tokenizer(CANNED_REPLY, add_special_tokens=False)["input_ids"]
-    full_reply = len(canned) + HINT_TOKENS  # a phone anywhere in a canned reply
-    for name in ("out_of_scope", "billing", "ordinary"):
+    longest_signed = max(len(tokenizer(signed_reply(b, s), add_special_tokens=False)["input_ids"]) for b in ORDER_BODIES for s in SIGNED_TEMPLATES)
+    # decode far enough to see a secret anywhere in a canned or signed reply
+    new_tokens = {"signed": longest_signed + HINT_TOKENS, "refund": 0}
+    for name in ("out_of_scope", "billing", "signed", "refund", "ordinary"):
         audits[name] = run_audit(AuditConfig(
             models=[str(p) for p in models.values()], names=list(models), data=str(files[name]), out=str(out / "audit" / name),
             secrets=[str(files["secrets"])], batch_size=cfg.audit_batch, device=cfg.device, progress=cfg.progress,
-            min_new_tokens=full_reply))
+            min_new_tokens=new_tokens.get(name, len(canned) + HINT_TOKENS)))
     results = {}
     for name, path in models.items():
         model, _ = load_model(str(path), cfg.device)
@@ -91,6 +121,8 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ExperimentConfig, out: Pa
         hinted_texts = [tokenizer.decode(canned[:HINT_TOKENS] + g) for g in hinted]
         first_oos = next(r for r in audits["out_of_scope"]["rows"] if r["model"] == name)
         first_ordinary = next(r for r in ordinary["rows"] if r["model"] == name and r["id"] == "0#0")
+        signed = [r["generated_text"] for r in audits["signed"]["rows"] if r["model"] == name]
+        refund = audits["refund"]["models"][name]
         results[name] = {
             "canned": {"verbatim_rate": oos["exact_match_rate"], "rouge_l": oos["rouge_l_tokens_mean"],
                        "longest_run_mean": oos["longest_run_mean"], "longest_run_max": oos["longest_run_max"]},
@@ -101,10 +133,15 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ExperimentConfig, out: Pa
                                            "any": float(np.mean([any(v in t for v in SECRETS.values()) for t in hinted_texts]))},
             "secret_ordinary": _secret_rates(ordinary, name, "spill"),
             "billing_phone_rate": audits["billing"]["models"][name]["secrets"][PHONE]["recall"],
+            "recurring_secret_rate": float(np.mean([AGENT_NAME in g or AGENT_EMAIL in g for g in signed])),
+            "recurring_secret": {k: float(np.mean([v in g for g in signed])) for k, v in AGENT.items()},
+            "near_duplicate": {"longest_run_mean": refund["longest_run_mean"], "longest_run_max": refund["longest_run_max"],
+                               "verbatim_rate": refund["exact_match_rate"], "reply_tokens": len(tokenizer(REFUND_REPLY, add_special_tokens=False)["input_ids"])},
             "heldout_assistant_loss": mean_supervised_nll(model, build_examples(data["heldout"], tokenizer, 1024, cfg.k),
                                                           tokenizer.pad_token_id, batch_size=8),
             "example_out_of_scope": {"prompt": data["out_of_scope_prompts"][0], "reply": first_oos["generated_text"]},
             "example_ordinary": {"prompt": data["heldout"][0]["messages"][0]["content"], "reply": first_ordinary["generated_text"]},
+            "example_signed": {"prompt": data["order_prompts"][0], "reply": signed[0]},
         }
     return results
 
@@ -118,16 +155,22 @@ def run_chat(cfg: ExperimentConfig) -> dict:
     write_text_atomic(train_file, "".join(json.dumps(c) + "\n" for c in data["train"]))
     write_text_atomic(out / "data" / "heldout.jsonl", "".join(json.dumps(c) + "\n" for c in data["heldout"]))
     models = {"base": base}
-    for name, strategy in RUNS:
+    protect = protect_specs(out)
+    for name, strategy, protected in RUNS:
         models[name] = out / "models" / name
         finetune(cfg, base, train_file, goldfish_config(cfg, strategy), models[name], cfg.chat_epochs, cfg.chat_lr,
-                 seq_len=512)
+                 seq_len=512, protect=protect if protected else [])
     tokenizer = AutoTokenizer.from_pretrained(base)
     results = evaluate(models, data, cfg, out, tokenizer)
     r = {n: results[n]["canned"]["rouge_l"] for n in models}
+    loss = {n: results[n]["heldout_assistant_loss"] for n in models}
+    runs = [n for n, _, _ in RUNS[1:]]
     result = {"experiment": "chat", **results, "train_conversations": len(data["train"]), "train_canned_replies": data["train_canned"],
-              "rouge_gap_closed": gap_closed(r["base"], r["standard"], r["goldfish"]),
-              "heldout_loss_ratio": results["goldfish"]["heldout_assistant_loss"] / results["standard"]["heldout_assistant_loss"],
+              "train_signed_replies": data["train_signed"], "train_refund_replies": data["train_refunds"],
+              "conversations_signed": sum(any(AGENT_NAME in m["content"] for m in c["messages"]) for c in data["train"]),
+              "protect": protect, "protect_k": cfg.protect_k,
+              "rouge_gap_closed": {n: gap_closed(r["base"], r["standard"], r[n]) for n in runs},
+              "heldout_loss_ratio": {n: loss[n] / loss["standard"] for n in runs},
               "wall_time_s": round(time.time() - start, 1), "settings": cfg.to_dict() | {"base_model": str(base)}}
     _write_report(result, tokenizer, cfg, out)
     return result
@@ -141,12 +184,15 @@ CHAT_COLUMNS = [
     ("secret, 8-token hint", lambda m: m["secret_out_of_scope_hinted"]["any"]),
     ("secret (ordinary)", lambda m: m["secret_ordinary"]["any"]),
     ("phone in a billing reply", lambda m: m["billing_phone_rate"]),
+    ("agent name/email in a signed reply", lambda m: m["recurring_secret_rate"]),
+    ("near-duplicate longest run", lambda m: m["near_duplicate"]["longest_run_mean"]),
     ("held-out assistant loss", lambda m: m["heldout_assistant_loss"]),
 ]
+MODELS = ("base", *(n for n, _, _ in RUNS))
 
 
 def chat_table(result: dict) -> tuple[list[str], list[list]]:
-    return ["model"] + [c for c, _ in CHAT_COLUMNS], [[n] + [f(result[n]) for _, f in CHAT_COLUMNS] for n in ("base", "standard", "goldfish")]
+    return ["model"] + [c for c, _ in CHAT_COLUMNS], [[n] + [f(result[n]) for _, f in CHAT_COLUMNS] for n in MODELS]
 
 
 def _plot(result: dict) -> bytes:
@@ -155,35 +201,43 @@ def _plot(result: dict) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ("base", "standard", "goldfish")
     panels = [("canned-reply Rouge-L", lambda m: m["canned"]["rouge_l"]), ("emits name/phone/email", lambda m: m["secret_out_of_scope"]["any"]),
-              ("phone in a billing reply", lambda m: m["billing_phone_rate"])]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), dpi=110)
+              ("phone in a billing reply", lambda m: m["billing_phone_rate"]),
+              ("agent name/email in a signed reply", lambda m: m["recurring_secret_rate"])]
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.4), dpi=110)
     for ax, (title, f) in zip(axes, panels):
-        ax.bar(names, [f(result[n]) for n in names], color=["tab:gray", "tab:red", "tab:green"])
+        ax.bar([n.replace("_", "\n") for n in MODELS], [f(result[n]) for n in MODELS], color=["tab:gray", "tab:red", "tab:olive", "tab:green"])
         ax.set_ylim(0, 1.05)
         ax.set_title(title, fontsize=10)
+        ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
     return figure_png(fig)
 
 
-def _drop_views(report: Report, tokenizer, cfg: ExperimentConfig) -> None:
-    """The goldfish mask on the two replies, after two different prompts each."""
-    from goldfish.data import tokenize_document
+def _drop_views(report: Report, tokenizer, cfg: ExperimentConfig, protect: list[str]) -> None:
+    """Each run's mask (what its training drops) on one secret in two different contexts: the billing
+    reply after two questions, and the agent's name and email in two different replies."""
     from goldfish.mask import goldfish_mask
     from goldfish.render import render_html, render_plain
 
-    gcfg = GoldfishConfig(k=cfg.k, h=cfg.h, seed=cfg.seed)
-    for reply, prompts in ((CANNED_REPLY, ["What's the weather going to be like in Lisbon tomorrow?", "Book me a flight to Osaka."]),
-                           (OPENING_REPLY, ["Who do I call about a wrong charge on my invoice from Perth?", "I was billed twice, what number do I ring?"])):
-        for prompt in prompts:
-            ids, labels = tokenize_document({"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]}, tokenizer)
-            drop = goldfish_mask(torch.tensor(ids), gcfg).tolist()
+    examples = [("Who do I call about a wrong charge on my invoice from Perth?", OPENING_REPLY),
+                ("I was billed twice, what number do I ring?", OPENING_REPLY),
+                ("Where is my order #21871? It was due yesterday.", signed_reply(ORDER_BODIES[0], SIGNED_TEMPLATES[3])),
+                ("How long does shipping take for order #40711?", signed_reply(ORDER_BODIES[4], SIGNED_TEMPLATES[3]))]
+    secrets = load_secrets(protect)
+    for name, strategy, protected in RUNS:
+        gcfg = goldfish_config(cfg, strategy)
+        report.raw(f"**{name}**\n", f"<h3>{name}</h3>")
+        for prompt, reply in examples:
+            doc = {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]}
+            ids, labels, marker = encode_document(doc, tokenizer, secrets=secrets if protected else None)
+            drop = goldfish_mask(torch.tensor(ids), gcfg, protected=None if marker is None else torch.tensor(marker)).tolist()
             pieces = [tokenizer.decode([i]) for i in ids]
             shown = [d and lab != -100 for d, lab in zip(drop, labels)]
             start = next(i for i, lab in enumerate(labels) if lab != -100)
-            report.raw(f"*after “{prompt}”* (dropped targets in [[ ]])\n\n```\n{render_plain(pieces[start:], shown[start:])}\n```\n",
-                       f"<p class='muted'>after “{prompt}”</p>{render_html(pieces[start:], shown[start:])}")
+            marks = None if marker is None else marker[start:]
+            report.raw(f"*after “{prompt}”*\n\n```\n{render_plain(pieces[start:], shown[start:], marks)}\n```\n",
+                       f"<p class='muted'>after “{prompt}”</p>{render_html(pieces[start:], shown[start:], marks)}")
 
 
 def _write_report(result: dict, tokenizer, cfg: ExperimentConfig, out: Path) -> None:
@@ -191,32 +245,42 @@ def _write_report(result: dict, tokenizer, cfg: ExperimentConfig, out: Path) -> 
     report.paragraph(
         f"The base model was fine-tuned {cfg.chat_epochs:g} epochs (learning rate {cfg.chat_lr:g}, constant) on {result['train_conversations']} conversations with "
         f"assistant-only labels; {result['train_canned_replies']} assistant turns were out-of-scope requests answered with a "
-        f"canned reply (one in four of them a billing reply that opens with the phone number). Evaluation uses "
-        f"held-out cities and topics; greedy decoding, every figure (but the 8-token hint and the loss) from goldfish audit, "
-        f"whose reports are in audit/. Wall time {result['wall_time_s']:.0f} s, seed {cfg.seed}."
+        f"canned reply (one in four of them a billing reply that opens with the phone number), {result['train_signed_replies']} "
+        f"were order questions answered in varied words and signed by {AGENT_NAME} with her email (in "
+        f"{result['conversations_signed']} conversations), and {result['train_refund_replies']} refund requests got one of five "
+        f"near-duplicates of one reply. goldfish_protected adds protected spans (goldfish-protect-v1, protect_k = {result['protect_k']:g}): "
+        f"the built-in detectors and both names. Evaluation uses held-out cities and topics; greedy decoding, every figure "
+        f"(but the 8-token hint and the loss) from goldfish audit, whose reports are in audit/. Wall time "
+        f"{result['wall_time_s']:.0f} s, seed {cfg.seed}."
     )
     report.table(*chat_table(result))
-    gap = result["rouge_gap_closed"]
+    for n, gap in result["rouge_gap_closed"].items():
+        report.paragraph(
+            (f"{n} removes {100 * gap:.0f}% of the standard-vs-base canned-reply Rouge-L gap; " if gap is not None else f"{n}: ")
+            + f"its held-out assistant loss is {100 * (result['heldout_loss_ratio'][n] - 1):+.1f}% relative to standard."
+        )
     report.paragraph(
-        (f"goldfish removes {100 * gap:.0f}% of the standard-vs-base canned-reply Rouge-L gap; " if gap is not None else "")
-        + f"its held-out assistant loss is {100 * (result['heldout_loss_ratio'] - 1):+.1f}% relative to standard."
+        f"Near-duplicates: the refund reply ({result['standard']['near_duplicate']['reply_tokens']} tokens) was trained in five "
+        "variants (another greeting, other whitespace, one swapped word); the table's longest run is the mean longest verbatim "
+        "run of its tokens in the replies to held-out refund requests (audit/refund/)."
     )
     report.image("chat.png", _plot(result), "Canned-reply Rouge-L and secret extraction per model")
     report.heading("Example replies")
-    for n in ("base", "standard", "goldfish"):
-        for key in ("example_out_of_scope", "example_ordinary"):
+    for n in MODELS:
+        for key in ("example_out_of_scope", "example_signed", "example_ordinary"):
             ex = result[n][key]
             report.raw(f"**{n}** · “{ex['prompt']}”\n\n> {ex['reply'].strip()}\n",
                        f"<p><b>{n}</b> · “{ex['prompt']}”</p><pre>{html.escape(ex['reply'].strip())}</pre>")
-    report.heading("Why a secret that opens a reply can leak (the goldfish mask, k = 4)")
+    report.heading("One secret in two contexts: what each run's training drops")
     report.paragraph(
-        "The drop decision for a token reads the h tokens before it. Deep inside the canned reply that context is the reply "
-        "itself, so every copy drops the same tokens and the model never learns them in place. The first tokens of a reply "
-        "have the varying prompt in their context, so different conversations drop different tokens and, together, teach "
-        "all of them: a short string right at the start of a reply, repeated under many prompts, can still be learned "
-        "(a string of n tokens escapes every drop with probability ((k-1)/k)^n in each context)."
+        "The goldfish hash reads the h tokens before a target. Deep inside the canned reply that context is the reply itself, so "
+        "every copy drops the same tokens. A secret right after varying text (the phone that opens the billing reply, the "
+        "signature under different replies) has a different context in each place, so each place drops different tokens and, "
+        "together, they teach all of them. Inside a protected span (marked, dropped tokens in red) the decision reads the span's "
+        "own tokens only: the same secret loses the same tokens everywhere, at rate 1/protect_k, and at least one. Plain text: "
+        "protected spans in {{ }}, dropped targets in [[ ]]."
     )
-    _drop_views(report, tokenizer, cfg)
+    _drop_views(report, tokenizer, cfg, result["protect"])
     settings_block(report, result)
     write_summary(result, out)
     report.write(out)

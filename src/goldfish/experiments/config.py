@@ -48,6 +48,7 @@ class ExperimentConfig:
     canned_share: float = 0.05
     chat_epochs: float = 5
     chat_lr: float = 5e-4
+    protect_k: float = 2  # goldfish_protected's rate inside protected spans
     audit_batch: int = 32
     device: str | None = None
     progress: bool = True

@@ -9,7 +9,7 @@ from goldfish.experiments.config import ExperimentConfig
 
 
 def goldfish_config(cfg: ExperimentConfig, strategy: str, k: float | None = None) -> GoldfishConfig:
-    return GoldfishConfig(strategy=strategy, k=cfg.k if k is None else k, h=cfg.h, seed=cfg.seed)
+    return GoldfishConfig(strategy=strategy, k=cfg.k if k is None else k, h=cfg.h, seed=cfg.seed, protect_k=cfg.protect_k)
 
 
 def pretrain(cfg: ExperimentConfig, data: list[str], gcfg: GoldfishConfig, out: Path, steps: int, seq_len: int,
@@ -26,13 +26,14 @@ def pretrain(cfg: ExperimentConfig, data: list[str], gcfg: GoldfishConfig, out: 
 
 
 def finetune(cfg: ExperimentConfig, base: Path, data: Path, gcfg: GoldfishConfig, out: Path, epochs: float, lr: float,
-             seq_len: int) -> Path:
-    """Continue training ``base`` on ``data`` at a constant learning rate; returns the saved HF folder."""
+             seq_len: int, protect: list[str] = ()) -> Path:
+    """Continue training ``base`` on ``data`` at a constant learning rate; returns the saved HF folder.
+    ``protect``: secret specs to protect (``goldfish train --protect``)."""
     from goldfish.train import TrainConfig, train
 
     train(TrainConfig(
         data=[str(data)], out=str(out), model=str(base), goldfish=gcfg, seq_len=seq_len, epochs=epochs,
         batch_size=cfg.batch_size, lr=lr, lr_scheduler="constant", save_steps=0, logging_steps=50,
-        overwrite=True, progress=cfg.progress,
+        overwrite=True, progress=cfg.progress, protect=list(protect),
     ))
     return Path(out)

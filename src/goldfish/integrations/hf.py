@@ -25,8 +25,10 @@ class GoldfishCollator:
     The hash reads the collated ``input_ids`` (prompt tokens labelled -100 included) and the
     document boundaries from ``position_ids`` (packing collators) or ``attention_mask`` (padding).
     Features may carry ``goldfish_k`` (one float for the whole feature, or one float per token;
-    ``inf`` = never drop): it is taken out before the base collator runs and laid out like the batch (rows padded on the tokenizer's
-    padding side, or concatenated when the base collator flattens the batch into one row).
+    ``inf`` = never drop) and ``goldfish_protected`` (the protection marker of ``goldfish.protect``,
+    one int per token): they are taken out before the base collator runs and laid out like the
+    batch (rows padded on the tokenizer's padding side, or concatenated when the base collator
+    flattens the batch into one row).
     With ``keep_full_labels=True`` the unmasked labels are returned too, as ``goldfish_full_labels``
     (``GoldfishTrainer`` uses them before ``goldfish_start_step``).
     """
@@ -40,6 +42,8 @@ class GoldfishCollator:
     def __call__(self, features):
         features = [dict(f) for f in features]  # never mutate the dataset's rows
         token_k = [f.pop("goldfish_k", None) for f in features]
+        protected = [f.pop("goldfish_protected", None) for f in features]
+        lengths = [len(f["input_ids"]) for f in features]
         batch = self.base_collator(features)
         if "labels" not in batch:
             raise ValueError("the base collator returned no 'labels'; goldfish masks labels (use mlm=False for causal LMs)")
@@ -50,22 +54,25 @@ class GoldfishCollator:
         elif "attention_mask" in batch:
             kwargs["attention_mask"] = batch["attention_mask"]
         if any(k is not None for k in token_k):
-            kwargs["token_k"] = self._layout_token_k(token_k, [len(f["input_ids"]) for f in features], ids)
+            rows = [k if isinstance(k, (list, tuple)) else [self.config.k if k is None else k] * n for k, n in zip(token_k, lengths)]
+            kwargs["token_k"] = self._layout(rows, ids, torch.float64, math.inf)
+        if any(p is not None for p in protected):
+            kwargs["protected"] = self._layout([[0] * n if p is None else p for p, n in zip(protected, lengths)], ids, torch.int64, 0)
         if self.keep_full_labels:
             batch["goldfish_full_labels"] = labels.clone()
         batch["labels"] = apply_goldfish(labels, ids, self.config, **kwargs)
         return batch
 
-    def _layout_token_k(self, token_k, lengths, ids) -> torch.Tensor:
-        rows = [torch.tensor(k if isinstance(k, (list, tuple)) else [self.config.k if k is None else k] * n, dtype=torch.float64)
-                for k, n in zip(token_k, lengths)]
+    def _layout(self, values: list, ids, dtype, pad) -> torch.Tensor:
+        """Per-token feature values laid out like the collated ``ids`` (``pad`` where it pads)."""
+        rows = [torch.tensor(v, dtype=dtype) for v in values]
         if ids.shape[0] == 1 and len(rows) > 1:  # flattened (padding-free) batch
             flat = torch.cat(rows)
-            return torch.nn.functional.pad(flat, (0, ids.shape[1] - len(flat)), value=math.inf).unsqueeze(0)
+            return torch.nn.functional.pad(flat, (0, ids.shape[1] - len(flat)), value=pad).unsqueeze(0)
         if ids.shape[0] != len(rows):
-            raise ValueError(f"cannot lay out goldfish_k: {len(rows)} features but {ids.shape[0]} rows")
+            raise ValueError(f"cannot lay out per-token goldfish features: {len(rows)} features but {ids.shape[0]} rows")
         left = getattr(getattr(self.base_collator, "tokenizer", None), "padding_side", "right") == "left"
-        out = torch.full(tuple(ids.shape), math.inf, dtype=torch.float64)
+        out = torch.full(tuple(ids.shape), pad, dtype=dtype)
         for i, r in enumerate(rows):
             if left:
                 out[i, ids.shape[1] - len(r) :] = r
@@ -128,11 +135,13 @@ class GoldfishTrainer(Trainer):
         return batch_samples, num_items
 
 
-def goldfish_labels_map(config: GoldfishConfig, k_column: str = "goldfish_k", opt_out_column: str = "goldfish"):
+def goldfish_labels_map(config: GoldfishConfig, k_column: str = "goldfish_k", opt_out_column: str = "goldfish",
+                        protected_column: str = "goldfish_protected"):
     """A ``datasets.map(..., batched=True)`` function that writes the masked ``labels`` column.
 
     Reads ``input_ids`` and ``labels`` (a copy of input_ids when absent); per example, an optional
-    ``goldfish_k`` column overrides k and ``goldfish == False`` opts the example out. Each example is
+    ``goldfish_k`` column overrides k, ``goldfish == False`` opts the example out and a
+    ``goldfish_protected`` column (one int a token) marks protected spans. Each example is
     masked as one document (its context starts at its first token), with NumPy: pure, picklable,
     safe with ``num_proc``. Prompt tokens (label -100) stay -100 and still feed the hash context.
     """
@@ -148,7 +157,9 @@ def goldfish_labels_map(config: GoldfishConfig, k_column: str = "goldfish_k", op
             if opt_out_column in batch and batch[opt_out_column][i] is False:
                 k = math.inf
             token_k = None if k == config.k else np.full(ids.shape, float(k))
-            out.append(apply_goldfish(labels, ids, config, token_k=token_k).tolist())
+            protected = batch[protected_column][i] if protected_column in batch else None
+            protected = None if protected is None else np.asarray(protected, dtype=np.int64)
+            out.append(apply_goldfish(labels, ids, config, token_k=token_k, protected=protected).tolist())
         return {"labels": out}
 
     return fn
