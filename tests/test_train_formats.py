@@ -121,10 +121,13 @@ def test_file_formats_give_the_same_examples(tmp_path, tokenizer, kind):
     assert [dict(r) for r in got] == want
 
 
-def test_prepared_data_equals_the_in_memory_pipeline_and_is_reused(tmp_path, tokenizer, caplog):
+def test_prepared_data_equals_the_in_memory_pipeline_and_is_reused(tmp_path, tokenizer, caplog, monkeypatch):
     import logging
 
+    from goldfish.data import prepare
     from goldfish.experiments.chat_data import build_chats
+
+    monkeypatch.setattr(prepare, "SLICE_BYTES", 20_000)  # several slices a source, each mapped by its own workers
 
     chats = _jsonl(tmp_path / "chats.jsonl", build_chats(60, 0.1, seed=0)["train"])
     settings = DataSettings(seq_len=256, pack=True)
@@ -140,6 +143,10 @@ def test_prepared_data_equals_the_in_memory_pipeline_and_is_reused(tmp_path, tok
     other = prepare_dataset(["embedded:targets", chats], tokenizer, DataSettings(seq_len=200, pack=True), GoldfishConfig(),
                             cache=tmp_path / "c", progress=False)
     assert not other.reused
+    assert len([f for f in first.counts["files"] if f.startswith("packed")]) >= 1
+    bad = _jsonl(tmp_path / "bad.jsonl", [{"text": "fine " * 50}] * 300 + [{"text": 7}])
+    with pytest.raises(ValueError, match="record 300: 'text' must be a string"):  # the index counts across slices
+        prepare_dataset([bad], tokenizer, DataSettings(seq_len=64), GoldfishConfig(), cache=tmp_path / "c", progress=False)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from goldfish.data.tokenize import chunk_document, document_format, document_k, 
 from goldfish.secrets import parse_secret
 
 PREPARE_VERSION = "prepare-v3"  # bump when the examples or the cache layout change
+SLICE_BYTES = 128 * 2**20  # a source is tokenized in contiguous slices of about this much Arrow data
 logger = logging.getLogger("goldfish")
 
 
@@ -71,9 +73,9 @@ class _Tokenize:
     """Batched map: documents -> examples (chunks), with each example's token and drop counts.
     ``secrets``: protect them (a ``goldfish_protected`` column), None for no protection."""
 
-    def __init__(self, tokenizer, fmt: str, settings: DataSettings, gcfg: GoldfishConfig, source: str, secrets):
+    def __init__(self, tokenizer, fmt: str, settings: DataSettings, gcfg: GoldfishConfig, source: str, secrets, offset: int = 0):
         self.tokenizer, self.fmt, self.settings, self.gcfg, self.source = tokenizer, fmt, settings, gcfg, source
-        self.secrets = secrets
+        self.secrets, self.offset = secrets, offset  # offset: the source index of the slice's first record
 
     def _documents(self, batch: dict, indices: list[int]):
         """(index, document dict, input_ids, labels, marker) per record; text is tokenized as one batch."""
@@ -104,6 +106,7 @@ class _Tokenize:
             yield idx, d, ids, labels, marker
 
     def __call__(self, batch: dict, indices: list[int]) -> dict:
+        indices = [self.offset + i for i in indices]
         examples = []
         for idx, doc, ids, labels, marker in self._documents(batch, indices):
             try:
@@ -199,11 +202,16 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
                 fmt = document_format(ds.column_names, settings.text_field)
             except ValueError as e:
                 raise ValueError(f"{source}: {e}") from None
-            parts.append(ds.map(
-                _Tokenize(tokenizer, fmt, settings, gcfg, source, secrets), batched=True, batch_size=256, with_indices=True,
-                remove_columns=ds.column_names, num_proc=num_proc if len(ds) >= 512 else None, features=_example_features(protect),
-                cache_file_name=str(tmp / f"tokenized-{n}.arrow"), desc=f"tokenize {source}",
-            ))
+            slices = _slices(ds)
+            for j, (offset, part) in enumerate(slices):
+                # batch_size: one Arrow record batch a call; the main process maps every batch's header when it
+                # opens the output (and the kernel reads ahead around it), so fewer, larger batches keep it flat
+                parts.append(part.map(
+                    _Tokenize(tokenizer, fmt, settings, gcfg, source, secrets, offset), batched=True, batch_size=1000, with_indices=True,
+                    remove_columns=ds.column_names, num_proc=num_proc if len(part) >= 512 else None, features=_example_features(protect),
+                    cache_file_name=str(tmp / f"tokenized-{n}-{j}.arrow"),
+                    desc=f"tokenize {source}" + (f" ({j + 1}/{len(slices)})" if len(slices) > 1 else ""),
+                ))
         examples = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
         if len(examples) == 0:
             raise ValueError("no training examples: every document is empty or has no supervised tokens")
@@ -223,6 +231,19 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
     logger.info("prepared data: %d examples, %d rows in %.1f s, cached at %s", counts["examples"], counts["rows"],
                 time.time() - start, final)
     return PreparedData(_load_prepared(final, record), record, final, False)
+
+
+def _slices(ds) -> list[tuple[int, object]]:
+    """(first record, slice) of contiguous slices of about SLICE_BYTES each. Each slice is mapped by
+    its own pool of workers: a worker's reads of the memory-mapped source stay in its RSS (file pages)
+    until it exits, so one pool over the whole source grows with the corpus; a pool a slice does not."""
+    n = max(1, math.ceil(ds.data.nbytes / SLICE_BYTES))
+    out, first = [], 0
+    for i in range(n):
+        part = ds.shard(num_shards=n, index=i, contiguous=True) if n > 1 else ds
+        out.append((first, part))
+        first += len(part)
+    return out
 
 
 TRAIN_COLUMNS = ("input_ids", "labels", "goldfish_k", "position_ids", "goldfish_protected")
