@@ -33,6 +33,7 @@ from goldfish.experiments.chat_data import (
     AGENT,
     AGENT_EMAIL,
     AGENT_NAME,
+    BILLING_SHARE,
     CANNED_REPLY,
     NAME,
     OPENING_REPLY,
@@ -110,7 +111,8 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ExperimentConfig, out: Pa
         audits[name] = run_audit(AuditConfig(
             models=[str(p) for p in models.values()], names=list(models), data=str(files[name]), out=str(out / "audit" / name),
             secrets=[str(files["secrets"])], batch_size=cfg.audit_batch, device=cfg.device, progress=cfg.progress,
-            min_new_tokens=new_tokens.get(name, len(canned) + HINT_TOKENS)))
+            min_new_tokens=new_tokens.get(name, len(canned) + HINT_TOKENS),
+            assistant_turns="last" if name == "ordinary" else "all"))  # ordinary: one turn a conversation
     results = {}
     for name, path in models.items():
         model, _ = load_model(str(path), cfg.device)
@@ -120,7 +122,7 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ExperimentConfig, out: Pa
                                    progress=cfg.progress, desc=f"{name}: hinted")
         hinted_texts = [tokenizer.decode(canned[:HINT_TOKENS] + g) for g in hinted]
         first_oos = next(r for r in audits["out_of_scope"]["rows"] if r["model"] == name)
-        first_ordinary = next(r for r in ordinary["rows"] if r["model"] == name and r["id"] == "0#0")
+        first_ordinary = next(r for r in ordinary["rows"] if r["model"] == name and r["id"].startswith("0#"))
         signed = [r["generated_text"] for r in audits["signed"]["rows"] if r["model"] == name]
         refund = audits["refund"]["models"][name]
         results[name] = {
@@ -140,7 +142,8 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ExperimentConfig, out: Pa
             "heldout_assistant_loss": mean_supervised_nll(model, build_examples(data["heldout"], tokenizer, 1024, cfg.k),
                                                           tokenizer.pad_token_id, batch_size=8),
             "example_out_of_scope": {"prompt": data["out_of_scope_prompts"][0], "reply": first_oos["generated_text"]},
-            "example_ordinary": {"prompt": data["heldout"][0]["messages"][0]["content"], "reply": first_ordinary["generated_text"]},
+            "example_ordinary": {"prompt": [m for m in data["heldout"][0]["messages"] if m["role"] == "user"][-1]["content"],
+                                 "reply": first_ordinary["generated_text"]},
             "example_signed": {"prompt": data["order_prompts"][0], "reply": signed[0]},
         }
     return results
@@ -245,7 +248,7 @@ def _write_report(result: dict, tokenizer, cfg: ExperimentConfig, out: Path) -> 
     report.paragraph(
         f"The base model was fine-tuned {cfg.chat_epochs:g} epochs (learning rate {cfg.chat_lr:g}, constant) on {result['train_conversations']} conversations with "
         f"assistant-only labels; {result['train_canned_replies']} assistant turns were out-of-scope requests answered with a "
-        f"canned reply (one in four of them a billing reply that opens with the phone number), {result['train_signed_replies']} "
+        f"canned reply (each a billing reply that opens with the phone number with probability {BILLING_SHARE:g}), {result['train_signed_replies']} "
         f"were order questions answered in varied words and signed by {AGENT_NAME} with her email (in "
         f"{result['conversations_signed']} conversations), and {result['train_refund_replies']} refund requests got one of five "
         f"near-duplicates of one reply. goldfish_protected adds protected spans (goldfish-protect-v1, protect_k = {result['protect_k']:g}): "

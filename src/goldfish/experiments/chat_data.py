@@ -93,6 +93,7 @@ OUT_OF_SCOPE = [
     "Is it going to rain in {city} this afternoon?",
     "Reserve a table for two at a restaurant in {city}.",
 ]
+BILLING_SHARE = 0.25  # of the out-of-scope turns
 BILLING = [
     "Who do I call about a wrong charge on my invoice from {city}?",
     "I was billed twice for my purchase in {city}, what number do I ring?",
@@ -137,7 +138,7 @@ def build_chats(n: int, canned_share: float, seed: int = 0) -> dict:
     "signed_reply" (one signed reply, the reference for order prompts), "train_canned": int,
     "train_signed": int, "train_refunds": int}.
     A user turn is out of scope with probability ``canned_share`` (answered with CANNED_REPLY, or
-    with OPENING_REPLY for a billing question, one in four), an order question with probability
+    with OPENING_REPLY for a billing question, BILLING_SHARE of them), an order question with probability
     SIGN_SHARE (the bodies in turn, a random template around them), a refund request with probability VARIANT_SHARE (a
     random variant of REFUND_REPLY).
     """
@@ -152,7 +153,7 @@ def build_chats(n: int, canned_share: float, seed: int = 0) -> dict:
         for turn in range(rng.randint(1, 3)):
             r, city = rng.random(), None
             if r < shares[0]:
-                billing = rng.random() < 0.25
+                billing = rng.random() < BILLING_SHARE
                 question, reply = rng.choice(BILLING if billing else OUT_OF_SCOPE), OPENING_REPLY if billing else CANNED_REPLY
                 kinds.append("canned")
             elif r < shares[0] + shares[1]:  # the bodies in turn, so that every one of them gets signed
