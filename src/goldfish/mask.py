@@ -26,7 +26,6 @@ import torch
 
 from goldfish.config import GoldfishConfig
 from goldfish.hashing import context_hashes
-from goldfish.protect import protected_drops
 
 PAPER_TABLE_SIZE = 1_000_003
 PAPER_TABLE_SEED = 2971215073
@@ -227,6 +226,8 @@ def goldfish_mask(
     drop = _strategy_mask(input_ids, starts, cfg, token_k, labels, generator)
     if protected is None or not bool((protected != 0).any()):
         return drop
+    from goldfish.protect import protected_drops  # here: goldfish.protect builds on this module's helpers
+
     inside = protected != 0
     return (drop & ~inside) | protected_drops(input_ids, protected, starts, cfg.protect_k, cfg.h, cfg.seed)
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from goldfish.hashing import context_hashes
+from goldfish.mask import _last_start_index
 
 PROTECT_VERSION = "goldfish-protect-v1"
 PROTECT_SALT = 0x50524F54  # "PROT": protected windows never share hashes with ordinary contexts
@@ -63,11 +64,6 @@ def token_marker(offsets, spans) -> list[int]:
     return marker
 
 
-def _last_true_index(flags: torch.Tensor) -> torch.Tensor:
-    idx = torch.arange(flags.shape[-1], device=flags.device).expand(flags.shape)
-    return torch.cummax(torch.where(flags, idx, torch.zeros_like(idx)), dim=-1).values
-
-
 def protected_drops(input_ids, marker, starts, protect_k: float, h: int, seed: int):
     """Bool drop decisions of goldfish-protect-v1 (module docstring): True only on dropped protected
     positions. ``starts``: document starts (bool, same shape). Torch in, torch out (same device);
@@ -79,7 +75,7 @@ def protected_drops(input_ids, marker, starts, protect_k: float, h: int, seed: i
     prot = marker != 0
     prev = torch.nn.functional.pad(marker[..., :-1], (1, 0))
     run_start = prot & (starts | (marker != prev))
-    offset = torch.arange(ids.shape[-1], device=ids.device) - _last_true_index(run_start)
+    offset = torch.arange(ids.shape[-1], device=ids.device) - _last_start_index(run_start)
     window = torch.where(offset == 0, torch.ones_like(offset), torch.clamp(offset, max=h))
     # the hash of the window ending at i is the v1 hash of the context of position i + 1
     ext_ids = torch.nn.functional.pad(ids, (0, 1))
