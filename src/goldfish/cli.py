@@ -4,6 +4,7 @@ Python argument names."""
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from pathlib import Path
 
@@ -360,6 +361,23 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"goldfish {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Destroy the torch.distributed group a run under torchrun/accelerate opened, and join gloo's threads.
+
+    Trainer never does this. Left to interpreter exit, a gloo worker thread can still be releasing the
+    last collective's tensors while Python finalizes, and the rank aborts ("terminate called without
+    an active exception", SIGABRT) after its work is done. destroy_process_group drops the registry's
+    reference; collecting the garbage (a DDP wrapper in a reference cycle) drops the last one, and the
+    group's destructor then drains its work queue and joins the threads.
+    """
+    dist = sys.modules.get("torch.distributed")  # never import torch just to find nothing to close
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+        gc.collect()
 
 
 if __name__ == "__main__":
