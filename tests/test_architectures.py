@@ -1,5 +1,6 @@
 """Logits only where supervised == full logits, for the architectures people fine-tune (random-init
-small configs), under LoRA, and with an automatic fall-back where the head hook cannot apply."""
+small configs), under LoRA, and with an automatic fall-back where the head hook cannot apply; and
+each architecture keeps documents apart in a row whose position_ids restart (--pack, --padding-free)."""
 
 import logging
 
@@ -9,6 +10,7 @@ import transformers as T
 from transformers import AutoModelForCausalLM
 
 from goldfish import GoldfishConfig, apply_goldfish, causal_lm_loss, supervised_logits_loss
+from goldfish.models import check_attends_within_documents
 
 IDS = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
 COMMON = dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
@@ -89,3 +91,25 @@ def test_head_hook_that_cannot_apply_falls_back_to_full_logits(caplog):
         _assert_same(model)
         _loss_and_grads(model, supervised=True)
     assert sum("computing full logits instead" in r.message for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("arch", list(CONFIGS))
+def test_rows_with_restarting_positions_keep_documents_apart(arch):
+    """Every architecture here passes the probe but OPT (its causal mask ignores the position_ids restarts), which is refused."""
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(CONFIGS[arch]())
+    if arch == "opt":
+        with pytest.raises(ValueError, match="--pack: this model does not keep the documents of one row apart"):
+            check_attends_within_documents(model, "--pack")
+    else:
+        check_attends_within_documents(model, "--pack")
+
+
+def test_a_model_that_ignores_position_restarts_is_refused():
+    class IgnoresPositions(T.LlamaForCausalLM):
+        def forward(self, input_ids=None, position_ids=None, **kwargs):
+            return super().forward(input_ids=input_ids, **kwargs)
+
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="IgnoresPositions cannot train on such rows, train without --padding-free"):
+        check_attends_within_documents(IgnoresPositions(CONFIGS["llama"]()), "--padding-free")

@@ -91,6 +91,7 @@ def test_goldfish_start_step_trains_standard_before_it(tokenizer, tmp_path):
         ([{"text": "hello there"}], ["--k", "1"], "k must be a finite number >= 2"),
         ([{"text": "hello there"}], ["--seq-len", "8"], "must be longer than the hash context"),
         ([{"text": "hi", "goldfish_k": 1}], [], "goldfish_k must be a number >= 2"),
+        ([{"text": "hello there"}], ["--pack", "--padding-free"], "--pack and --padding-free both remove padding"),
     ],
 )
 def test_bad_input_fails_before_touching_out(tmp_path, capsys, rows, extra, message):

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from chat_styles import chat_model_folder, chat_tokenizer
 
 from goldfish import GoldfishConfig
@@ -42,6 +43,27 @@ def test_chatml_model_trains_on_messages_and_prompt_completion(tmp_path, chatml_
         record = json.loads((tmp_path / out / "goldfish.json").read_text())
         t = record["tokens_per_epoch"]
         assert t["supervised_targets"] == n_supervised and record["global_steps"] == 3
+
+
+def test_padding_free_batches_train_like_padded_ones(tmp_path, chatml_model):
+    """--padding-free flattens each batch into one row: same batches, masks and loss as padding, so the
+    same training up to float rounding, on chats of very different lengths."""
+    chats = [{"messages": [{"role": "user", "content": "Where is my order? " * (1 + i % 5)},
+                           {"role": "assistant", "content": f"Order {1000 + i} ships " + "soon, " * (i % 9) + "on Monday."}]}
+             for i in range(24)]
+    data = _jsonl(tmp_path / "chats.jsonl", chats)
+    weights, records = [], []
+    for out, extra in (("padded", []), ("flat", ["--padding-free"])):
+        assert main([*TRAIN, "--model", chatml_model, "--data", data, "--out", str(tmp_path / out), "--max-steps", "4",
+                     "--data-cache", str(tmp_path / "cache"), *extra]) == 0
+        records.append(json.loads((tmp_path / out / "goldfish.json").read_text()))
+        weights.append(load_file(tmp_path / out / "model.safetensors"))
+    assert records[0]["tokens_per_epoch"] == records[1]["tokens_per_epoch"]
+    assert records[1]["settings"]["padding_free"] and not records[0]["settings"]["padding_free"]
+    assert records[0]["train_loss"] == pytest.approx(records[1]["train_loss"], rel=1e-5)
+    for name, w in weights[0].items():
+        assert torch.allclose(w, weights[1][name], atol=1e-5), name
+    assert any(not torch.equal(w, load_file(f"{chatml_model}/model.safetensors")[n]) for n, w in weights[1].items())
 
 
 def test_lora_adapter_merge_reload_and_audit(tmp_path, chatml_model, capsys):

@@ -105,6 +105,7 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(
         data=args.data, out=args.out, model=args.model, init=args.init, text_field=args.text_field,
         goldfish=config_from_args(args), goldfish_start_step=args.goldfish_start_step, pack=args.pack,
+        padding_free=args.padding_free,
         seq_len=args.seq_len, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr,
         batch_size=args.batch_size, grad_accum=args.grad_accum, warmup=args.warmup,
         weight_decay=args.weight_decay, lr_scheduler=args.lr_scheduler, save_steps=args.save_steps,
@@ -253,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--data-cache", help="folder for prepared (tokenized) data (default: $GOLDFISH_CACHE/prepared)")
     src.add_argument("--seq-len", type=int, default=512, help="tokens a row; longer documents are split (default: %(default)s)")
     src.add_argument("--pack", action="store_true", help="pack documents into full rows (position_ids restart per document)")
+    src.add_argument("--padding-free", action="store_true",
+                     help="flatten each batch into one row, no padding (position_ids restart per example; same batches "
+                          "and loss as padded ones, less compute when lengths vary)")
     add_goldfish_flags(p)
     p.add_argument("--goldfish-start-step", type=int, default=0, help="train with the standard loss before this step")
     t = p.add_argument_group("training")

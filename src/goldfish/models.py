@@ -57,6 +57,33 @@ def check_model_folder(path: str, flag: str = "--model") -> None:
         raise ValueError(f"{flag} {path}: the folder has no tokenizer (save one there with tokenizer.save_pretrained)")
 
 
+def check_attends_within_documents(model, flag: str) -> None:
+    """Raise ValueError unless ``model`` restricts attention to each document of a row whose
+    ``position_ids`` restart at 0 (no ``attention_mask``), as ``--pack`` and ``--padding-free`` need.
+
+    Probe: two 8-token documents in one row must give the second the same logits as it gets alone
+    (HF models build the block-diagonal mask from the resets; a model that does not would silently
+    let documents read each other).
+    """
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.randint(0, vocab, (1, 16), generator=torch.Generator().manual_seed(0))
+    positions = torch.arange(8).repeat(2).unsqueeze(0)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            # no cache, as in training: HF detects the restarts only when there is none
+            row = model(input_ids=ids.to(device), position_ids=positions.to(device), use_cache=False).logits[0, 8:].float()
+            alone = model(input_ids=ids[:, 8:].to(device), position_ids=positions[:, 8:].to(device), use_cache=False).logits[0].float()
+    finally:
+        model.train(was_training)
+    if not torch.allclose(row, alone, rtol=1e-3, atol=1e-3 * alone.abs().max().item()):
+        raise ValueError(f"{flag}: this model does not keep the documents of one row apart (the second of two documents "
+                         "whose position_ids restart gets other logits than alone: it reads the first, or ignores the "
+                         f"restart); {type(model).__name__} cannot train on such rows, train without {flag}")
+
+
 def load_model(path: str, device: str | None = None, dtype: str = "auto"):
     """(model, tokenizer) from a local HF folder, in eval mode on ``device`` (default: cuda if present).
 

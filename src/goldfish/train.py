@@ -19,7 +19,7 @@ from pathlib import Path
 from goldfish.cache import write_text_atomic
 from goldfish.config import GoldfishConfig
 from goldfish.hashing import HASH_VERSION
-from goldfish.models import check_model_folder
+from goldfish.models import check_attends_within_documents, check_model_folder
 
 logger = logging.getLogger("goldfish")
 
@@ -40,6 +40,7 @@ class TrainConfig:
     protect: list[str] = field(default_factory=list)  # secret specs (goldfish.secrets): "builtin" or files
     goldfish_start_step: int = 0
     pack: bool = False
+    padding_free: bool = False
     seq_len: int = 512
     epochs: float = 1.0
     max_steps: int = -1
@@ -86,6 +87,8 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError(f"--out {cfg.out} exists and is not empty; pass --overwrite or --resume")
     if cfg.resume not in (None, "latest") and not Path(cfg.resume).is_dir():
         raise ValueError(f"--resume {cfg.resume}: no such checkpoint folder")
+    if cfg.pack and cfg.padding_free:
+        raise ValueError("--pack and --padding-free both remove padding (full rows vs. each batch flattened into one row): give one")
     if cfg.assistant_turns not in ("all", "last"):
         raise ValueError(f"--assistant-turns must be 'all' or 'last', got {cfg.assistant_turns!r}")
     from goldfish.secrets import load_secrets
@@ -177,14 +180,17 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     if cfg.resume is not None and (done := _completed_record(cfg)) is not None:
         return done
     import torch
-    from transformers import DataCollatorForSeq2Seq, TrainingArguments
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, TrainingArguments
 
     from goldfish.integrations.hf import GoldfishCollator, GoldfishTrainer
 
     tokenizer = _load_tokenizer(cfg)
-    base = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
-    collator = GoldfishCollator(_WithoutAttentionMask(base) if cfg.pack else base, cfg.goldfish,
-                                keep_full_labels=cfg.goldfish_start_step > 0)
+    if cfg.padding_free:
+        base = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
+    else:
+        base = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
+        base = _WithoutAttentionMask(base) if cfg.pack else base
+    collator = GoldfishCollator(base, cfg.goldfish, keep_full_labels=cfg.goldfish_start_step > 0)
     args = TrainingArguments(
         output_dir=cfg.out,
         per_device_train_batch_size=cfg.batch_size,
@@ -212,6 +218,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         data = prepare_data(cfg, tokenizer)
     counts = data.counts
     model = _load_model(cfg, tokenizer)
+    if cfg.pack or cfg.padding_free:
+        check_attends_within_documents(model, "--pack" if cfg.pack else "--padding-free")
     trainer = GoldfishTrainer(
         model=model, args=args, train_dataset=data.train, data_collator=collator, processing_class=tokenizer,
         supervised_logits=cfg.supervised_logits, goldfish_start_step=cfg.goldfish_start_step, callbacks=callbacks,

@@ -162,7 +162,7 @@ def run_chat(cfg: ExperimentConfig) -> dict:
     for name, strategy, protected in RUNS:
         models[name] = out / "models" / name
         finetune(cfg, base, train_file, goldfish_config(cfg, strategy), models[name], cfg.chat_epochs, cfg.chat_lr,
-                 seq_len=512, protect=protect if protected else [])
+                 seq_len=512, protect=protect if protected else [], padding_free=True)  # chats of mixed lengths (mean 161, max 334 tokens)
     tokenizer = AutoTokenizer.from_pretrained(base)
     results = evaluate(models, data, cfg, out, tokenizer)
     r = {n: results[n]["canned"]["rouge_l"] for n in models}
@@ -246,7 +246,8 @@ def _drop_views(report: Report, tokenizer, cfg: ExperimentConfig, protect: list[
 def _write_report(result: dict, tokenizer, cfg: ExperimentConfig, out: Path) -> None:
     report = Report("goldfish experiment chat: canned replies, names and phone numbers")
     report.paragraph(
-        f"The base model was fine-tuned {cfg.chat_epochs:g} epochs (learning rate {cfg.chat_lr:g}, constant) on {result['train_conversations']} conversations with "
+        f"The base model was fine-tuned {cfg.chat_epochs:g} epochs (batches of {cfg.batch_size}, padding-free; learning rate "
+        f"{cfg.chat_lr:g}, constant) on {result['train_conversations']} conversations with "
         f"assistant-only labels; {result['train_canned_replies']} assistant turns were out-of-scope requests answered with a "
         f"canned reply (each a billing reply that opens with the phone number with probability {BILLING_SHARE:g}), {result['train_signed_replies']} "
         f"were order questions answered in varied words and signed by {AGENT_NAME} with her email (in "

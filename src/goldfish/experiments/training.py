@@ -26,14 +26,15 @@ def pretrain(cfg: ExperimentConfig, data: list[str], gcfg: GoldfishConfig, out: 
 
 
 def finetune(cfg: ExperimentConfig, base: Path, data: Path, gcfg: GoldfishConfig, out: Path, epochs: float, lr: float,
-             seq_len: int, protect: list[str] = ()) -> Path:
+             seq_len: int, protect: list[str] = (), padding_free: bool = False) -> Path:
     """Continue training ``base`` on ``data`` at a constant learning rate; returns the saved HF folder.
-    ``protect``: secret specs to protect (``goldfish train --protect``)."""
+    ``protect``: secret specs to protect (``goldfish train --protect``); ``padding_free``: flatten each
+    batch into one row (``--padding-free``: the same training, less compute on examples of mixed lengths)."""
     from goldfish.train import TrainConfig, train
 
     train(TrainConfig(
         data=[str(data)], out=str(out), model=str(base), goldfish=gcfg, seq_len=seq_len, epochs=epochs,
         batch_size=cfg.batch_size, lr=lr, lr_scheduler="constant", save_steps=0, logging_steps=50,
-        overwrite=True, progress=cfg.progress, protect=list(protect),
+        overwrite=True, progress=cfg.progress, protect=list(protect), padding_free=padding_free,
     ))
     return Path(out)
