@@ -93,23 +93,33 @@ def test_head_hook_that_cannot_apply_falls_back_to_full_logits(caplog):
     assert sum("computing full logits instead" in r.message for r in caplog.records) == 1
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("arch", list(CONFIGS))
-def test_rows_with_restarting_positions_keep_documents_apart(arch):
-    """Every architecture here passes the probe but OPT (its causal mask ignores the position_ids restarts), which is refused."""
+def test_rows_with_restarting_positions_keep_documents_apart(arch, dtype):
+    """Every architecture here passes the probe, in float32 and bfloat16, but OPT (its causal mask
+    ignores the position_ids restarts), which is refused."""
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(CONFIGS[arch]())
+    model = AutoModelForCausalLM.from_config(CONFIGS[arch]()).to(dtype)
     if arch == "opt":
-        with pytest.raises(ValueError, match="--pack: this model does not keep the documents of one row apart"):
+        with pytest.raises(ValueError, match="--pack: OPTForCausalLM cannot train on rows of several documents: its documents read each other"):
             check_attends_within_documents(model, "--pack")
     else:
         check_attends_within_documents(model, "--pack")
 
 
-def test_a_model_that_ignores_position_restarts_is_refused():
-    class IgnoresPositions(T.LlamaForCausalLM):
-        def forward(self, input_ids=None, position_ids=None, **kwargs):
-            return super().forward(input_ids=input_ids, **kwargs)
-
+def test_a_model_whose_positions_do_not_restart_is_refused():
+    """GPT-2 (absolute positions) whose position embedding lets each document's positions continue
+    from the one before: its documents stay apart (the mask reads the real position_ids) but the
+    second one sits at positions 8-15, so it is refused."""
     torch.manual_seed(0)
-    with pytest.raises(ValueError, match="IgnoresPositions cannot train on such rows, train without --padding-free"):
-        check_attends_within_documents(IgnoresPositions(CONFIGS["llama"]()), "--padding-free")
+    model = T.GPT2LMHeadModel(CONFIGS["gpt2-conv1d-tied"]())
+    embed = model.transformer.wpe.forward
+
+    def continuing(position_ids):  # each document's positions continue from the one before it
+        restart = torch.cat([torch.zeros_like(position_ids[..., :1]), (position_ids[..., 1:] == 0).long()], -1)
+        offsets = torch.cumsum(restart, -1) * 8
+        return embed(position_ids + offsets)
+
+    model.transformer.wpe.forward = continuing
+    with pytest.raises(ValueError, match="a document's positions do not restart with its position_ids"):
+        check_attends_within_documents(model, "--padding-free")

@@ -58,30 +58,45 @@ def check_model_folder(path: str, flag: str = "--model") -> None:
 
 
 def check_attends_within_documents(model, flag: str) -> None:
-    """Raise ValueError unless ``model`` restricts attention to each document of a row whose
-    ``position_ids`` restart at 0 (no ``attention_mask``), as ``--pack`` and ``--padding-free`` need.
+    """Raise ValueError unless ``model`` treats each document of a row whose ``position_ids``
+    restart at 0 (no ``attention_mask``) as its own sequence, as ``--pack`` and ``--padding-free`` need.
 
-    Probe: two 8-token documents in one row must give the second the same logits as it gets alone
-    (HF models build the block-diagonal mask from the resets; a model that does not would silently
-    let documents read each other).
+    Probe, in the model's own dtype and without a KV cache (as in training; HF detects the restarts
+    only without one): the logits of an 8-token document b must not depend on the document before
+    it in the row (``[a, b]`` vs ``[a', b]``: bitwise equal when attention stays within documents),
+    and must be those of b alone at positions 0-7 (up to the dtype's rounding: 32 eps of the
+    largest logit; catches absolute position embeddings that ignore the restart).
     """
     vocab = model.get_input_embeddings().num_embeddings
-    ids = torch.randint(0, vocab, (1, 16), generator=torch.Generator().manual_seed(0))
-    positions = torch.arange(8).repeat(2).unsqueeze(0)
+    gen = torch.Generator().manual_seed(0)
+    a, other, b = (torch.randint(0, vocab, (1, 8), generator=gen) for _ in range(3))
+    pos = torch.arange(8).unsqueeze(0)
+    device = next(model.parameters()).device
+
+    def logits_of_last_8(ids, positions):
+        out = model(input_ids=ids.to(device), position_ids=positions.to(device), use_cache=False)
+        return out.logits[0, -8:].float()
+
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            device = next(model.parameters()).device
-            # no cache, as in training: HF detects the restarts only when there is none
-            row = model(input_ids=ids.to(device), position_ids=positions.to(device), use_cache=False).logits[0, 8:].float()
-            alone = model(input_ids=ids[:, 8:].to(device), position_ids=positions[:, 8:].to(device), use_cache=False).logits[0].float()
+            in_row = logits_of_last_8(torch.cat([a, b], 1), torch.cat([pos, pos], 1))
+            after_other = logits_of_last_8(torch.cat([other, b], 1), torch.cat([pos, pos], 1))
+            alone = logits_of_last_8(b, pos)
     finally:
         model.train(was_training)
-    if not torch.allclose(row, alone, rtol=1e-3, atol=1e-3 * alone.abs().max().item()):
-        raise ValueError(f"{flag}: this model does not keep the documents of one row apart (the second of two documents "
-                         "whose position_ids restart gets other logits than alone: it reads the first, or ignores the "
-                         f"restart); {type(model).__name__} cannot train on such rows, train without {flag}")
+    scale = alone.abs().max().item()
+    dtype = next(model.parameters()).dtype
+    rounding = 32 * (torch.finfo(dtype).eps if dtype.is_floating_point else torch.finfo(torch.float32).eps) * scale
+    if not torch.allclose(in_row, after_other, rtol=0, atol=1e-5 * scale):
+        problem = "its documents read each other (the attention mask ignores the position_ids restarts)"
+    elif not torch.allclose(in_row, alone, rtol=0, atol=rounding):
+        problem = "a document's positions do not restart with its position_ids"
+    else:
+        return
+    raise ValueError(f"{flag}: {type(model).__name__} cannot train on rows of several documents: {problem}; "
+                     f"train without {flag}")
 
 
 def load_model(path: str, device: str | None = None, dtype: str = "auto"):
