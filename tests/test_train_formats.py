@@ -45,13 +45,18 @@ def test_chatml_model_trains_on_messages_and_prompt_completion(tmp_path, chatml_
         assert t["supervised_targets"] == n_supervised and record["global_steps"] == 3
 
 
-def test_padding_free_batches_train_like_padded_ones(tmp_path, chatml_model):
+@pytest.mark.parametrize("kind", ["messages", "text"])
+def test_padding_free_batches_train_like_padded_ones(tmp_path, chatml_model, kind):
     """--padding-free flattens each batch into one row: same batches, masks and loss as padding, so the
-    same training up to float rounding, on chats of very different lengths."""
-    chats = [{"messages": [{"role": "user", "content": "Where is my order? " * (1 + i % 5)},
-                           {"role": "assistant", "content": f"Order {1000 + i} ships " + "soon, " * (i % 9) + "on Monday."}]}
-             for i in range(24)]
-    data = _jsonl(tmp_path / "chats.jsonl", chats)
+    same training up to float rounding, on chats (prompt tokens unsupervised) and plain text (every
+    token supervised, the first of each example included) of very different lengths."""
+    if kind == "messages":
+        rows = [{"messages": [{"role": "user", "content": "Where is my order? " * (1 + i % 5)},
+                              {"role": "assistant", "content": f"Order {1000 + i} ships " + "soon, " * (i % 9) + "on Monday."}]}
+                for i in range(24)]
+    else:
+        rows = [{"text": f"Order {1000 + i} ships " + "soon, " * (i % 11) + "on Monday."} for i in range(24)]
+    data = _jsonl(tmp_path / "data.jsonl", rows)
     weights, records = [], []
     for out, extra in (("padded", []), ("flat", ["--padding-free"])):
         assert main([*TRAIN, "--model", chatml_model, "--data", data, "--out", str(tmp_path / out), "--max-steps", "4",
@@ -61,8 +66,8 @@ def test_padding_free_batches_train_like_padded_ones(tmp_path, chatml_model):
     assert records[0]["tokens_per_epoch"] == records[1]["tokens_per_epoch"]
     assert records[1]["settings"]["padding_free"] and not records[0]["settings"]["padding_free"]
     assert records[0]["train_loss"] == pytest.approx(records[1]["train_loss"], rel=1e-5)
-    for name, w in weights[0].items():
-        assert torch.allclose(w, weights[1][name], atol=1e-5), name
+    for name, w in weights[0].items():  # Adam turns rounding in a near-zero gradient into up to ~lr: 1e-4 after 4 steps at 3e-3
+        assert torch.allclose(w, weights[1][name], atol=1e-4), name
     assert any(not torch.equal(w, load_file(f"{chatml_model}/model.safetensors")[n]) for n, w in weights[1].items())
 
 
