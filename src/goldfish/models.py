@@ -1,5 +1,5 @@
 """Local HF model folders (full models or PEFT adapters): check them before any work starts, and
-load them for inference."""
+load them for inference; check that a model can train on rows of several documents."""
 
 from __future__ import annotations
 
