@@ -94,9 +94,10 @@ def protected_drops(input_ids, marker, starts, protect_k: float, h: int, seed: i
         has_drop = torch.zeros(n_runs, dtype=torch.long, device=ids.device).index_add_(0, runs, flat_drop[flat_cand].long()) > 0
         least = torch.full((n_runs,), 2**32, dtype=torch.long, device=ids.device).scatter_reduce(0, runs, flat_hash[flat_cand], "amin")
         position = torch.arange(flat_cand.numel(), device=ids.device)
-        chosen = flat_cand & ~has_drop[run.clamp(min=0)] & (flat_hash == least[run.clamp(min=0)])
+        of_run = run.clamp(min=0)  # an index for every position; only candidates' values are used
+        chosen = flat_cand & ~has_drop[of_run] & (flat_hash == least[of_run])
         first = torch.full((n_runs,), flat_cand.numel(), dtype=torch.long, device=ids.device).scatter_reduce(
             0, run[chosen], position[chosen], "amin")
-        guaranteed = chosen & (position == first[run.clamp(min=0)])
+        guaranteed = chosen & (position == first[of_run])
         drop = drop | guaranteed.reshape(drop.shape)
     return drop.cpu().numpy() if as_numpy else drop
