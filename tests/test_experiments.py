@@ -3,7 +3,7 @@ import json
 import pytest
 
 from goldfish.cli import main
-from goldfish.experiments.config import load_config
+from goldfish.cli import experiment_parser
 
 RUN_KEYS = {"exact_match_rate", "token_match_rate", "rouge_l_mean", "longest_run_mean"}
 
@@ -74,25 +74,40 @@ def test_budget_quick_pipeline(tmp_path):
     assert (out / "validation_loss.png").is_file()
 
 
-def test_config_file_and_errors(tmp_path):
+def _config(name, *argv):
+    (cfg,), _ = experiment_parser(name, f"goldfish experiment {name}").parse(list(argv))
+    return cfg
+
+
+def test_config_file_presets_and_errors(tmp_path, capsys):
     f = tmp_path / "exp.toml"
     f.write_text('n_docs = 5\nks = [2, 16]\nout = "x"\n')
-    cfg = load_config("quick", str(f), n_docs=7)
-    assert cfg.n_docs == 7 and cfg.ks == [2, 16] and cfg.epochs == 40 and cfg.out == "x"
+    cfg = _config("duplicated", "--preset", "quick", "--config", str(f), "--n-docs", "7")
+    assert cfg.n_docs == 7 and cfg.ks == [2, 16] and cfg.steps == 200 and cfg.out == "x"  # flags > file > preset
+    y = tmp_path / "exp.yaml"
+    y.write_text("epochs: 12\nstrategies: [random, hash]\n")
+    cfg = _config("extreme", "--config", str(y))
+    assert cfg.epochs == 12 and cfg.strategies == ["random", "hash"] and cfg.lr == 1e-3
     f.write_text("n_dox = 5\n")
-    with pytest.raises(ValueError, match="unknown key.*n_dox"):
-        load_config("default", str(f))
-    with pytest.raises(ValueError, match="unknown preset"):
-        load_config("fast")
+    with pytest.raises(ValueError, match="unknown setting 'n_dox'; did you mean n_docs"):
+        _config("duplicated", "--config", str(f))
+    y.write_text("strategies: [hash, fancy]\n")
+    with pytest.raises(ValueError, match="'fancy' is not one of"):
+        _config("extreme", "--config", str(y))
     with pytest.raises(ValueError, match="must fit in doc_tokens"):
-        load_config("default", None, n_docs=4, **{"prefix_len": 100})
+        _config("extreme", "--prefix-len", "100")
+    assert main(["experiment", "chat", "--preset", "fast"]) == 2
+    assert main(["experiment", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "goldfish experiment chat: error: argument --preset: invalid choice: 'fast'" in err
+    assert "invalid choice: 'nope'" in err
 
 
 def test_base_model_is_cached_and_keyed(monkeypatch):
     import goldfish.train
     from goldfish.experiments.base import base_cache_path, base_model_dir
 
-    cfg = load_config("test")
+    cfg = _config("extreme", "--preset", "test")
     first = base_model_dir(cfg, "extreme")
     assert (first / "config.json").is_file() and (first / "tokenizer.json").is_file()
 
@@ -101,5 +116,5 @@ def test_base_model_is_cached_and_keyed(monkeypatch):
 
     monkeypatch.setattr(goldfish.train, "train", no_training)
     assert base_model_dir(cfg, "extreme") == first == base_cache_path(cfg, "extreme")
-    assert base_cache_path(load_config("test", None, seed=1), "extreme") != first  # other settings, other key
-    assert base_cache_path(load_config("test", None, base_steps=7), "extreme") != first
+    assert base_cache_path(_config("extreme", "--preset", "test", "--seed", "1"), "extreme") != first  # other settings, other key
+    assert base_cache_path(_config("extreme", "--preset", "test", "--base-steps", "7"), "extreme") != first

@@ -115,9 +115,10 @@ def test_lora_masks_equal_full_finetuning_masks(tmp_path, chatml_model):
     runs = {}
     for lora in (False, True):
         counter = KeptTargets()
-        record = train(TrainConfig(data=[data], out=str(tmp_path / f"lora-{lora}"), model=chatml_model, lora=lora, max_steps=4,
-                                   batch_size=4, seq_len=128, save_steps=0, sequential=True, progress=False,
-                                   data_cache=str(tmp_path / "cache")), callbacks=[counter])
+        record = train(TrainConfig.from_dict({
+            "data": [data], "output_dir": str(tmp_path / f"lora-{lora}"), "model": chatml_model, "lora": lora, "max_steps": 4,
+            "per_device_train_batch_size": 4, "seq_len": 128, "save_steps": 0, "train_sampling_strategy": "sequential",
+            "disable_tqdm": True, "data_cache": str(tmp_path / "cache")}), callbacks=[counter])
         runs[lora] = (counter.seen, record["tokens_per_epoch"])
     assert runs[False] == runs[True] and len(runs[True][0]) == 4 and runs[True][0][0] > 0
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 STRATEGIES = ("hash", "static", "random", "paper-table", "none")
 
@@ -26,12 +27,13 @@ class GoldfishConfig:
         where a protection marker is given.
     """
 
-    strategy: str = "hash"
-    k: float = 4
-    h: int = 13
-    seed: int = 0
-    ignore_index: int = -100
-    protect_k: float = 2
+    strategy: Literal[STRATEGIES] = field(default="hash", metadata={"help": "drop rule: hash (the goldfish hash), static, random, paper-table, "
+                                                           "none (the standard loss)"})
+    k: float = field(default=4, metadata={"help": "drop 1 in k supervised targets (k >= 2)"})
+    h: int = field(default=13, metadata={"help": "context width of the hash: the h tokens before a target"})
+    seed: int = field(default=0, metadata={"help": "seed of the goldfish hash (and of the random strategy's draws)"})
+    ignore_index: int = field(default=-100, metadata={"help": "label value meaning 'not supervised'"})
+    protect_k: float = field(default=2, metadata={"help": "drop 1 in protect_k targets inside protected spans; 1 drops them all"})
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:

@@ -8,6 +8,13 @@ from pathlib import Path
 
 import torch
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # "auto": the checkpoint's own dtype
+
+
+def torch_dtype(name: str):
+    """The ``from_pretrained`` dtype for a name of ``DTYPES``."""
+    return "auto" if name == "auto" else getattr(torch, name)
+
 
 def require_peft(flag: str) -> None:
     """Raise ValueError with the install line unless ``peft`` is importable."""
@@ -109,9 +116,8 @@ def load_model(path: str, device: str | None = None, dtype: str = "auto"):
 
     check_model_folder(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     base = adapter_base(path)
-    model = AutoModelForCausalLM.from_pretrained(base or path, dtype=torch_dtype)
+    model = AutoModelForCausalLM.from_pretrained(base or path, dtype=torch_dtype(dtype))
     tokenizer_dir = path
     if base is not None:
         require_peft("an adapter folder")

@@ -4,50 +4,76 @@ one or more models, sharded across processes under ``accelerate launch`` / ``tor
 from __future__ import annotations
 
 import time
+import argparse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from goldfish.audit.chat import chat_turns, secret_rates, training_values
 from goldfish.audit.extraction import generate_suffixes, max_context, split_at_offset, split_document, token_logprobs
 from goldfish.audit.metrics import extraction_metrics, mia_scores, roc_summary
-from goldfish.models import check_model_folder, load_model
+from goldfish.models import DTYPES, check_model_folder, load_model
 from goldfish.secrets import load_secrets
 
 MIA_SCORES = ("loss", "zlib", "min_k", "min_k_pp")
 
 
+def int_list(text: str) -> list[int]:
+    """Comma-separated integers ("0,16,32")."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _secret_help(what: str) -> str:
+    return (f"{what}: 'builtin' (emails, phones, URLs, IPv4, cards, API keys) or a file with one literal or re:REGEX a line; "
+            "repeatable")
+
+
 @dataclass
 class AuditConfig:
-    """Settings of ``goldfish audit`` (CLI flags have the same names)."""
+    """Settings of ``goldfish audit`` (the CLI flags have the same names)."""
 
-    models: list[str]
-    data: str
-    out: str | None = None
-    names: list[str] | None = None
-    suffix_len: int = 50
-    prefix_len: int | None = None
-    offsets: list[int] | None = None  # prefixes start at these token offsets (needs prefix_len)
-    batch_size: int = 16
-    non_members: str | None = None
-    reference_model: str | None = None
-    beams: int = 1
-    stop_at_eos: bool = False
-    device: str | None = None
-    dtype: str = "auto"
-    text_field: str = "text"
-    assistant_turns: str = "all"
-    min_new_tokens: int = 0  # chats: decode at least this many tokens a turn (the secret scan reads them)
-    secrets: list[str] = field(default_factory=list)  # "builtin" or files (see goldfish.secrets)
-    max_documents: int | None = None
-    progress: bool = True
-    extra: dict = field(default_factory=dict)  # settings of the caller, copied into the summary
+    models: list[str] = field(default_factory=list, metadata={
+        "repeatable": True, "help": "local HF model folder or PEFT adapter folder; repeat to compare models in one table"})
+    data: str | None = field(default=None, metadata={
+        "help": "documents (text) or chats (messages, prompt/completion) to test: a file, folder, save_to_disk dataset or "
+                "embedded:PART"})
+    out: str | None = field(default=None, metadata={"help": "report folder"})
+    names: list[str] | None = field(default=None, metadata={
+        "repeatable": True, "help": "display name of each --model, in order"})
+    suffix_len: int = field(default=50, metadata={"help": "text: tokens to extract (the document's last N)"})
+    prefix_len: int | None = field(default=None, metadata={"help": "text: prompt tokens (default: all before the suffix)"})
+    offsets: list[int] | None = field(default=None, metadata={
+        "argparse": {"type": int_list, "nargs": None},
+        "help": "text: comma-separated token offsets where prefixes start (e.g. 0,16,32; needs --prefix-len): metrics per "
+                "offset"})
+    batch_size: int = field(default=16, metadata={"help": "sequences a batch"})
+    non_members: str | None = field(default=None, metadata={
+        "help": "documents or chats the model never saw: runs membership inference"})
+    reference_model: str | None = field(default=None, metadata={"help": "reference model for the loss-difference MIA score"})
+    beams: int = field(default=1, metadata={"help": "beam search width (1 = greedy)"})
+    stop_at_eos: bool = field(default=False, metadata={"help": "stop a generation at EOS"})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (default: cuda if available)"})
+    dtype: Literal[DTYPES] = field(default="auto", metadata={"help": "dtype the models are loaded in (auto: the checkpoint's)"})
+    text_field: str = field(default="text", metadata={"help": "the field that holds plain text"})
+    assistant_turns: Literal["all", "last"] = field(default="all", metadata={"help": "chats: which assistant turns to test"})
+    min_new_tokens: int = field(default=0, metadata={
+        "help": "chats: decode at least N tokens a turn, up to its end-of-turn token (the secret scan reads them; the "
+                "metrics read as many as the true reply has)"})
+    secrets: list[str] = field(default_factory=list, metadata={"repeatable": True, "help": _secret_help("chats: scan the replies")})
+    max_documents: int | None = field(default=None, metadata={"help": "audit only the first N documents"})
+    progress: bool = field(default=True, metadata={"help": "progress bars"})
 
 
 def _validate(cfg: AuditConfig) -> None:
     if not cfg.models:
         raise ValueError("give at least one --model DIR")
+    if cfg.data is None:
+        raise ValueError("give the documents or chats to audit: --data FILE|DIR|embedded:PART")
     for m in [*cfg.models, *([cfg.reference_model] if cfg.reference_model else [])]:
         check_model_folder(m)
     if cfg.suffix_len < 1:
@@ -266,7 +292,7 @@ def run_audit(cfg: AuditConfig) -> dict:
         raise ValueError(f"no document of {cfg.data} is long enough for prefix + suffix ({cfg.prefix_len or 1} + {cfg.suffix_len} tokens)")
     result = {
         "models": summaries, "rows": all_rows, "wall_time_s": round(time.time() - start, 2),
-        "settings": {k: v for k, v in asdict(cfg).items() if k not in ("extra", "progress")} | {"kind": kind} | cfg.extra,
+        "settings": {k: v for k, v in asdict(cfg).items() if k != "progress"} | {"kind": kind},
     }
     if cfg.out and (state is None or state.is_main_process):
         from goldfish.audit.report import write_report

@@ -17,8 +17,9 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -35,13 +36,18 @@ logger = logging.getLogger("goldfish")
 
 @dataclass(frozen=True)
 class DataSettings:
-    """How documents become training rows (``goldfish train`` flags of the same names)."""
+    """How documents become training rows (``goldfish train`` flags of the same names).
 
-    seq_len: int = 512
-    pack: bool = False
-    text_field: str = "text"
-    assistant_turns: str = "all"
-    protect: tuple[str, ...] = ()  # secrets to protect, one secrets-file line each (goldfish.secrets.secret_line)
+    ``protect``: the secrets to protect, one secrets-file line each (``goldfish.secrets.secret_line``).
+    """
+
+    seq_len: int = field(default=512, metadata={"help": "tokens a row; a longer document is split into chunks, each masked as "
+                                                        "its own document"})
+    pack: bool = field(default=False, metadata={"help": "pack documents into full rows (position_ids restart per document)"})
+    text_field: str = field(default="text", metadata={"help": "the field that holds plain text"})
+    assistant_turns: Literal["all", "last"] = field(default="all", metadata={
+        "help": "chats: supervise every assistant turn or only the last"})
+    protect: tuple[str, ...] = ()
 
 
 @dataclass

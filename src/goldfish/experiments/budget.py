@@ -11,8 +11,10 @@ from transformers import TrainerCallback
 
 from goldfish.audit.extraction import mean_supervised_nll
 from goldfish.audit.report import Report, figure_png, settings_block
-from goldfish.experiments.config import ExperimentConfig
-from goldfish.experiments.reporting import write_summary
+from goldfish.experiments.config import BudgetConfig
+from goldfish.experiments.reporting import closing_line, write_summary
+
+CONFIG = BudgetConfig
 
 
 class ValidationCurve(TrainerCallback):
@@ -29,7 +31,7 @@ class ValidationCurve(TrainerCallback):
                                 "validation_loss": mean_supervised_nll(model, self.rows, self.pad_token_id, self.batch_size)})
 
 
-def run_budget(cfg: ExperimentConfig) -> dict:
+def run(cfg: BudgetConfig) -> dict:
     from goldfish.data import build_examples, pack_examples, read_documents
     from goldfish.embedded.tiny import load_embedded_tokenizer
     from goldfish.experiments.training import goldfish_config, pretrain
@@ -88,3 +90,8 @@ def _write_report(result: dict, out: Path) -> None:
     settings_block(report, result)
     write_summary(result, out)
     report.write(out)
+
+
+def lines(result: dict) -> list:
+    return [*(f"{name}: final validation loss {loss:.4f}" for name, loss in result["final_validation_loss"].items()),
+            closing_line(result)]

@@ -45,14 +45,15 @@ from goldfish.experiments.chat_data import (
     build_chats,
     signed_reply,
 )
-from goldfish.experiments.config import ExperimentConfig
-from goldfish.experiments.extreme import gap_closed
-from goldfish.experiments.reporting import write_summary
+from goldfish.experiments.config import ChatConfig
+from goldfish.experiments.documents import gap_closed
+from goldfish.experiments.reporting import closing_line, write_summary
 from goldfish.experiments.training import finetune, goldfish_config
 from goldfish.models import load_model
 from goldfish.secrets import load_secrets
 
 HINT_TOKENS = 8
+CONFIG = ChatConfig
 RUNS = (("standard", "none", False), ("goldfish", "hash", False), ("goldfish_protected", "hash", True))  # name, strategy, protect
 
 
@@ -97,7 +98,7 @@ def _secret_rates(audit: dict, name: str, key: str) -> dict:
     return rates
 
 
-def evaluate(models: dict[str, Path], data: dict, cfg: ExperimentConfig, out: Path, tokenizer) -> dict:
+def evaluate(models: dict[str, Path], data: dict, cfg: ChatConfig, out: Path, tokenizer) -> dict:
     """Every figure through ``goldfish audit`` (reports under ``out/audit/<set>/``), plus the hinted
     variant (the audit's own generation, 8 canned tokens appended to the prompt) and the held-out loss.
     ``tokenizer``: the base model's, which every fine-tuned model shares."""
@@ -149,7 +150,7 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ExperimentConfig, out: Pa
     return results
 
 
-def run_chat(cfg: ExperimentConfig) -> dict:
+def run(cfg: ChatConfig) -> dict:
     start = time.time()
     out = Path(cfg.out)
     base = base_model_dir(cfg, "chat")
@@ -162,8 +163,8 @@ def run_chat(cfg: ExperimentConfig) -> dict:
     for name, strategy, protected in RUNS:
         models[name] = out / "models" / name
         # padding-free: the chats' lengths vary (56-334 tokens, mean 161), so padded batches compute ~1.5x the tokens
-        finetune(cfg, base, train_file, goldfish_config(cfg, strategy), models[name], cfg.chat_epochs, cfg.chat_lr,
-                 seq_len=512, protect=protect if protected else [], padding_free=True)
+        finetune(cfg, base, train_file, goldfish_config(cfg, strategy, protect_k=cfg.protect_k), models[name], cfg.epochs,
+                 cfg.lr, cfg.batch_size, seq_len=512, protect=protect if protected else [], padding_free=True)
     tokenizer = AutoTokenizer.from_pretrained(base)
     results = evaluate(models, data, cfg, out, tokenizer)
     r = {n: results[n]["canned"]["rouge_l"] for n in models}
@@ -218,7 +219,7 @@ def _plot(result: dict) -> bytes:
     return figure_png(fig)
 
 
-def _drop_views(report: Report, tokenizer, cfg: ExperimentConfig, protect: list[str]) -> None:
+def _drop_views(report: Report, tokenizer, cfg: ChatConfig, protect: list[str]) -> None:
     """Each run's mask (what its training drops) on one secret in two different contexts: the billing
     reply after two questions, and the agent's name and email in two different replies."""
     from goldfish.mask import goldfish_mask
@@ -230,7 +231,7 @@ def _drop_views(report: Report, tokenizer, cfg: ExperimentConfig, protect: list[
                 ("How long does shipping take for order #40711?", signed_reply(ORDER_BODIES[4], SIGNED_TEMPLATES[3]))]
     secrets = load_secrets(protect)
     for name, strategy, protected in RUNS:
-        gcfg = goldfish_config(cfg, strategy)
+        gcfg = goldfish_config(cfg, strategy, protect_k=cfg.protect_k)
         report.raw(f"**{name}**\n", f"<h3>{name}</h3>")
         for prompt, reply in examples:
             doc = {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]}
@@ -244,11 +245,11 @@ def _drop_views(report: Report, tokenizer, cfg: ExperimentConfig, protect: list[
                        f"<p class='muted'>after “{prompt}”</p>{render_html(pieces[start:], shown[start:], marks)}")
 
 
-def _write_report(result: dict, tokenizer, cfg: ExperimentConfig, out: Path) -> None:
+def _write_report(result: dict, tokenizer, cfg: ChatConfig, out: Path) -> None:
     report = Report("goldfish experiment chat: canned replies, names and phone numbers")
     report.paragraph(
-        f"The base model was fine-tuned {cfg.chat_epochs:g} epochs (batches of {cfg.batch_size}, padding-free; learning rate "
-        f"{cfg.chat_lr:g}, constant) on {result['train_conversations']} conversations with "
+        f"The base model was fine-tuned {cfg.epochs:g} epochs (batches of {cfg.batch_size}, padding-free; learning rate "
+        f"{cfg.lr:g}, constant) on {result['train_conversations']} conversations with "
         f"assistant-only labels; {result['train_canned_replies']} assistant turns were out-of-scope requests answered with a "
         f"canned reply (each a billing reply that opens with the phone number with probability {BILLING_SHARE:g}), {result['train_signed_replies']} "
         f"were order questions answered in varied words and signed by {AGENT_NAME} with her email (in "
@@ -289,3 +290,7 @@ def _write_report(result: dict, tokenizer, cfg: ExperimentConfig, out: Path) -> 
     settings_block(report, result)
     write_summary(result, out)
     report.write(out)
+
+
+def lines(result: dict) -> list:
+    return [chat_table(result), closing_line(result)]

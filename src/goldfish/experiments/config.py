@@ -1,91 +1,111 @@
-"""Settings of the experiments: one dataclass, presets, and ``--config exp.toml`` files."""
+"""Settings of the experiments: one dataclass a recipe (the flags, ``--config`` keys and presets of
+``goldfish experiment NAME``), all built on ``ExperimentConfig``, the settings every recipe shares."""
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar, Literal
+
+from goldfish.config import STRATEGIES
+from goldfish.embedded.tiny import TINY_CONFIGS
 
 
 @dataclass
 class ExperimentConfig:
-    """Every experiment reads the fields it needs; CLI flags and TOML keys have the same names.
+    """What every recipe takes. The base model (the paper's pretrained model and the control) is
+    ``model`` (any local HF causal LM folder) or, by default, a tiny Llama pretrained on the embedded
+    ``background`` part for ``base_steps`` steps of ``base_batch`` x ``base_seq`` tokens, cached."""
 
-    Base model (the paper's pretrained model and the control): ``model`` (any local HF causal LM
-    folder) or, by default, a tiny Llama pretrained on the embedded ``background`` part for
-    ``base_steps`` steps of ``base_batch`` x ``base_seq`` tokens, cached.
-    """
+    out: str | None = field(default=None, metadata={"help": "output folder (default: goldfish-NAME; the demo: goldfish-demo)"})
+    model: str | None = field(default=None, metadata={
+        "help": "base model: any local HF causal LM folder (default: the cached tiny base)"})
+    seed: int = field(default=0, metadata={"help": "seed of the data, the training and the goldfish hash"})
+    k: float = field(default=4, metadata={"help": "goldfish k (drop 1 in k targets)"})
+    h: int = field(default=13, metadata={"help": "goldfish context width"})
+    size: Literal[tuple(TINY_CONFIGS)] = field(default="tiny", metadata={"help": "size of the tiny base"})
+    base_steps: int | None = field(default=None, metadata={
+        "help": "pretraining steps of the tiny base (default: the recipe's, experiments.base.DEFAULT_BASE_STEPS)"})
+    base_batch: int = field(default=8, metadata={"help": "rows a pretraining step"})
+    base_seq: int = field(default=128, metadata={"help": "tokens a pretraining row"})
+    base_lr: float = field(default=2e-3, metadata={"help": "pretraining learning rate (cosine schedule)"})
+    audit_batch: int = field(default=32, metadata={"help": "batch size of the audits"})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda if available)"})
+    progress: bool = field(default=True, metadata={"help": "progress bars"})
 
-    out: str = "goldfish-demo"
-    model: str | None = None
-    seed: int = 0
-    # documents to (not) memorize: the first n_docs embedded targets, doc_tokens tokens each
-    n_docs: int = 16
-    doc_tokens: int = 128
-    prefix_len: int = 64
-    suffix_len: int = 64
-    # fine-tuning ("extreme" setting)
-    epochs: float = 100
-    batch_size: int = 4
-    lr: float = 1e-3
-    strategies: list[str] = field(default_factory=lambda: ["none", "hash"])
-    k: float = 4
-    h: int = 13
-    # the tiny base model
-    size: str = "tiny"
-    base_steps: int | None = None  # None: the experiment's default (experiments.base.DEFAULT_BASE_STEPS)
-    base_batch: int = 8
-    base_seq: int = 128
-    base_lr: float = 2e-3
-    # pretraining from scratch with duplicated targets ("duplicated", "budget")
-    repeats: int = 50
-    background_docs: int | None = None  # use only the first N background documents (None: all)
-    ks: list[float] = field(default_factory=lambda: [3, 4, 8, 32, 128])
-    steps: int = 600
-    eval_every: int = 50
-    # chat fine-tuning ("chat")
-    conversations: int = 400
-    canned_share: float = 0.05
-    chat_epochs: float = 5
-    chat_lr: float = 5e-4
-    protect_k: float = 2  # goldfish_protected's rate inside protected spans
-    audit_batch: int = 32
-    device: str | None = None
-    progress: bool = True
+    PRESETS: ClassVar[dict] = {}
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-PRESETS = {
-    "default": {},
-    # minutes on 2 CPU cores; shows each effect except duplicated's (too small for verbatim memorization)
-    "quick": {"n_docs": 8, "epochs": 40, "base_steps": 120, "repeats": 40, "background_docs": 400, "steps": 200,
-              "eval_every": 40, "ks": [4, 32], "conversations": 160, "canned_share": 0.15, "chat_epochs": 5,
-              "chat_lr": 1e-3},
-    # what the test suite runs: the whole pipeline in seconds, no claims about the figures
-    "test": {"n_docs": 4, "doc_tokens": 48, "prefix_len": 24, "suffix_len": 24, "epochs": 3, "size": "micro",
-             "base_steps": 6, "base_batch": 4, "base_seq": 64, "repeats": 2, "background_docs": 50, "steps": 8, "eval_every": 4,
-             "ks": [4], "conversations": 40, "chat_epochs": 1, "progress": False},
-}
+@dataclass
+class DocumentsConfig(ExperimentConfig):
+    """Recipes that audit the extraction of embedded documents: the first ``n_docs`` embedded targets of
+    ``doc_tokens`` tokens; a ``prefix_len``-token prefix continued greedily for ``suffix_len`` tokens."""
+
+    n_docs: int = field(default=16, metadata={"help": "documents to (not) memorize"})
+    doc_tokens: int = field(default=128, metadata={"help": "tokens a document"})
+    prefix_len: int = field(default=64, metadata={"help": "extraction prefix tokens"})
+    suffix_len: int = field(default=64, metadata={"help": "extraction suffix tokens"})
+
+    def __post_init__(self):
+        if self.prefix_len + self.suffix_len > self.doc_tokens:
+            raise ValueError(f"prefix_len + suffix_len ({self.prefix_len} + {self.suffix_len}) must fit in doc_tokens "
+                             f"({self.doc_tokens})")
 
 
-def load_config(preset: str = "default", path: str | None = None, **overrides) -> ExperimentConfig:
-    """Preset, then the TOML file's keys, then explicit overrides (``None`` values are ignored)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    cfg = replace(ExperimentConfig(), **PRESETS[preset])
-    known = {f.name for f in fields(ExperimentConfig)}
-    if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise ValueError(f"--config {path}: {e}") from None
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"--config {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        cfg = replace(cfg, **data)
-    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    if cfg.prefix_len + cfg.suffix_len > cfg.doc_tokens:
-        raise ValueError(f"prefix_len + suffix_len ({cfg.prefix_len} + {cfg.suffix_len}) must fit in doc_tokens ({cfg.doc_tokens})")
-    return cfg
+_TEST = {"size": "micro", "base_steps": 6, "base_batch": 4, "base_seq": 64, "progress": False}  # seconds, no claims
+_TEST_DOCS = {**_TEST, "n_docs": 4, "doc_tokens": 48, "prefix_len": 24, "suffix_len": 24}
+
+
+@dataclass
+class ExtremeConfig(DocumentsConfig):
+    """``goldfish demo`` / ``experiment extreme`` (paper Fig. 1): continue training the base many epochs on a few documents."""
+
+    epochs: float = field(default=100, metadata={"help": "epochs over the documents"})
+    batch_size: int = field(default=4, metadata={"help": "documents a step"})
+    lr: float = field(default=1e-3, metadata={"help": "learning rate (constant)"})
+    strategies: list[str] = field(default_factory=lambda: ["none", "hash"], metadata={
+        "argparse": {"choices": STRATEGIES}, "help": "runs to compare (none = the standard loss)"})
+
+    PRESETS: ClassVar[dict] = {"quick": {"n_docs": 8, "epochs": 40, "base_steps": 120}, "test": {**_TEST_DOCS, "epochs": 3}}
+
+
+@dataclass
+class DuplicatedConfig(DocumentsConfig):
+    """``experiment duplicated`` (paper Fig. 2): pretrain from scratch with the documents inserted ``repeats`` times."""
+
+    repeats: int = field(default=50, metadata={"help": "times each document is inserted into the background text"})
+    background_docs: int | None = field(default=None, metadata={"help": "use only the first N background documents"})
+    ks: list[float] = field(default_factory=lambda: [3, 4, 8, 32, 128], metadata={"help": "goldfish k values"})
+    steps: int = field(default=600, metadata={"help": "pretraining steps"})
+
+    PRESETS: ClassVar[dict] = {
+        "quick": {"n_docs": 8, "repeats": 40, "background_docs": 400, "steps": 200, "ks": [4, 32]},
+        "test": {**_TEST_DOCS, "repeats": 2, "background_docs": 50, "steps": 8, "ks": [4]}}
+
+
+@dataclass
+class BudgetConfig(ExperimentConfig):
+    """``experiment budget`` (paper Fig. 5): validation loss against input and supervised tokens."""
+
+    steps: int = field(default=600, metadata={"help": "pretraining steps"})
+    eval_every: int = field(default=50, metadata={"help": "steps between validation-loss points"})
+
+    PRESETS: ClassVar[dict] = {"quick": {"steps": 200, "eval_every": 40}, "test": {**_TEST, "steps": 8, "eval_every": 4}}
+
+
+@dataclass
+class ChatConfig(ExperimentConfig):
+    """``experiment chat``: SFT on chats where a canned reply leaks a name, a phone number and an email."""
+
+    conversations: int = field(default=400, metadata={"help": "training conversations"})
+    canned_share: float = field(default=0.05, metadata={"help": "share of user turns that are out-of-scope requests"})
+    epochs: float = field(default=5, metadata={"help": "fine-tuning epochs"})
+    batch_size: int = field(default=4, metadata={"help": "conversations a step"})
+    lr: float = field(default=5e-4, metadata={"help": "fine-tuning learning rate (constant)"})
+    protect_k: float = field(default=2, metadata={"help": "goldfish_protected's rate inside protected spans"})
+
+    PRESETS: ClassVar[dict] = {
+        "quick": {"base_steps": 120, "conversations": 160, "canned_share": 0.15, "lr": 1e-3},
+        "test": {**_TEST, "conversations": 40, "epochs": 1}}

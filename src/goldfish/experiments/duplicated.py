@@ -14,13 +14,15 @@ import numpy as np
 from goldfish.audit import AuditConfig, run_audit
 from goldfish.audit.report import Report, figure_png, settings_block
 from goldfish.cache import write_text_atomic
-from goldfish.experiments.config import ExperimentConfig
-from goldfish.experiments.extreme import run_metrics, target_documents
-from goldfish.experiments.reporting import run_table, write_summary
+from goldfish.experiments.config import DuplicatedConfig
+from goldfish.experiments.documents import run_metrics, target_documents
+from goldfish.experiments.reporting import closing_line, run_names, run_table, write_summary
 from goldfish.experiments.training import goldfish_config, pretrain
 
+CONFIG = DuplicatedConfig
 
-def _mixture(cfg: ExperimentConfig, targets: Path, with_targets: bool, path: Path) -> Path:
+
+def _mixture(cfg: DuplicatedConfig, targets: Path, with_targets: bool, path: Path) -> Path:
     from goldfish.embedded.corpus import corpus_part
 
     docs = [{"text": d["text"]} for d in corpus_part("background")[: cfg.background_docs]]
@@ -33,7 +35,7 @@ def _mixture(cfg: ExperimentConfig, targets: Path, with_targets: bool, path: Pat
     return path
 
 
-def _pretrain(cfg: ExperimentConfig, data: Path, strategy: str, k: float, out: Path) -> Path:
+def _pretrain(cfg: DuplicatedConfig, data: Path, strategy: str, k: float, out: Path) -> Path:
     """From scratch on ``data``; rows fit a whole target document (EOS included)."""
     return pretrain(cfg, [str(data)], goldfish_config(cfg, strategy, k), out, cfg.steps, max(cfg.base_seq, cfg.doc_tokens + 1))
 
@@ -42,7 +44,7 @@ def run_name(k: float | None) -> str:
     return "standard" if k is None else f"goldfish k={k:g}"
 
 
-def run_duplicated(cfg: ExperimentConfig) -> dict:
+def run(cfg: DuplicatedConfig) -> dict:
     from goldfish.embedded.tiny import load_embedded_tokenizer
 
     start = time.time()
@@ -110,3 +112,9 @@ def _write_report(result: dict, audit: dict, runs: list[str], out: Path) -> None
     settings_block(report, result)
     write_summary(result, out)
     report.write(out)
+
+
+def lines(result: dict) -> list:
+    return [run_table(result, run_names(result)),
+            *(f"k={p['k']:g}: Rouge-L {p['rouge_l_mean']:.3f}, longest run {p['longest_run_mean']:.1f} tokens" for p in result["per_k"]),
+            closing_line(result)]

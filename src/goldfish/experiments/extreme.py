@@ -6,63 +6,26 @@ the standard loss), then audit the base (the control) and every run on those doc
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from goldfish.audit import AuditConfig, run_audit
-from goldfish.cache import write_text_atomic
+from goldfish.audit.report import Report, add_examples, histogram_png, settings_block
 from goldfish.experiments.base import base_model_dir
-from goldfish.experiments.config import ExperimentConfig
-from goldfish.experiments.reporting import write_extreme_report
+from goldfish.experiments.config import ExtremeConfig
+from goldfish.experiments.documents import gap_closed, run_metrics, target_documents
+from goldfish.experiments.reporting import closing_line, run_names, run_table, write_summary
 from goldfish.experiments.training import finetune, goldfish_config
 
 RUN_NAMES = {"none": "standard", "hash": "goldfish"}
-RUN_METRICS = ("exact_match_rate", "exact_match_count", "token_match_rate", "rouge_l_mean", "rouge_l_tokens_mean",
-               "longest_run_mean", "longest_run_max")
+CONFIG = ExtremeConfig
 
 
 def run_name(strategy: str) -> str:
     return RUN_NAMES.get(strategy, strategy)
 
 
-def truncated_documents(tokenizer, docs: list[dict], n_tokens: int) -> list[dict]:
-    """The first ``n_tokens`` tokens of each document long enough, as text."""
-    rows = []
-    for d in docs:
-        ids = tokenizer(d["text"], add_special_tokens=False)["input_ids"]
-        if len(ids) >= n_tokens:
-            rows.append({"id": d["id"], "text": tokenizer.decode(ids[:n_tokens])})
-    return rows
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def target_documents(cfg: ExperimentConfig, tokenizer, out: Path) -> tuple[Path, Path]:
-    """(targets.jsonl, non_members.jsonl): the first n_docs long-enough embedded targets and the next n_docs."""
-    from goldfish.embedded.corpus import corpus_part
-
-    rows = truncated_documents(tokenizer, corpus_part("targets"), cfg.doc_tokens)
-    if len(rows) < 2 * cfg.n_docs:
-        raise ValueError(f"only {len(rows)} embedded targets have {cfg.doc_tokens} tokens; lower n_docs or doc_tokens")
-    return (_write_jsonl(out / "data" / "targets.jsonl", rows[: cfg.n_docs]),
-            _write_jsonl(out / "data" / "non_members.jsonl", rows[cfg.n_docs : 2 * cfg.n_docs]))
-
-
-def run_metrics(audit: dict) -> dict:
-    """Per audited run: the extraction figures the experiments report and the loss-MIA AUC."""
-    return {name: {k: s[k] for k in RUN_METRICS} | {"mia_loss_auc": s["mia"]["loss"]["auc"]} for name, s in audit["models"].items()}
-
-
-def gap_closed(control: float, standard: float, goldfish: float) -> float | None:
-    """Share of the standard-vs-control gap that goldfish removes: (std - gf) / (std - control)."""
-    return (standard - goldfish) / (standard - control) if standard != control else None
-
-
-def run_extreme(cfg: ExperimentConfig) -> dict:
+def run(cfg: ExtremeConfig) -> dict:
     """Train, audit, report. Writes models/, data/, audit/ and summary.json + report.* into cfg.out."""
     from transformers import AutoTokenizer
 
@@ -74,7 +37,7 @@ def run_extreme(cfg: ExperimentConfig) -> dict:
     runs = {"control": base}
     for strategy in cfg.strategies:
         runs[run_name(strategy)] = finetune(cfg, base, members, goldfish_config(cfg, strategy), out / "models" / run_name(strategy),
-                                            cfg.epochs, cfg.lr, seq_len=2 * cfg.doc_tokens)
+                                            cfg.epochs, cfg.lr, cfg.batch_size, seq_len=2 * cfg.doc_tokens)
     audit = run_audit(AuditConfig(
         models=[str(p) for p in runs.values()], names=list(runs), data=str(members), non_members=str(non_members),
         out=str(out / "audit"), prefix_len=cfg.prefix_len, suffix_len=cfg.suffix_len, batch_size=cfg.audit_batch,
@@ -89,5 +52,40 @@ def run_extreme(cfg: ExperimentConfig) -> dict:
         result["longest_run_ratio"] = g["longest_run_mean"] / s["longest_run_mean"] if s["longest_run_mean"] else None
     result["wall_time_s"] = round(time.time() - start, 1)
     result["settings"] = cfg.to_dict() | {"base_model": str(base)}
-    write_extreme_report(result, audit, out)
+    _write_report(result, audit, out)
     return result
+
+
+def _write_report(result: dict, audit: dict, out: Path) -> None:
+    runs = run_names(result)
+    s = result["settings"]
+    report = Report("goldfish demo: the extreme setting (paper Fig. 1)")
+    report.paragraph(
+        f"The base model was trained {s['epochs']:g} more epochs on {s['n_docs']} documents of {s['doc_tokens']} tokens "
+        f"with each loss; then every model continued each document's {s['prefix_len']}-token prefix greedily for "
+        f"{s['suffix_len']} tokens. 'control' is the base model, which never saw the documents. "
+        f"Wall time {result['wall_time_s']:.0f} s, seed {s['seed']}."
+    )
+    report.table(*run_table(result, runs))
+    if result.get("rouge_gap_closed") is not None:
+        report.paragraph(
+            f"goldfish removes {100 * result['rouge_gap_closed']:.0f}% of the Rouge-L gap between standard and control "
+            f"({100 * result['rouge_gap_closed_tokens']:.0f}% on token Rouge-L); its mean longest verbatim run is "
+            f"{100 * result['longest_run_ratio']:.0f}% of the standard loss's."
+        )
+    hist = {name: [r["rouge_l"] for r in audit["rows"] if r["model"] == name and r["member"] and r["rouge_l"] is not None] for name in runs}
+    report.image("rouge_l_hist.png", histogram_png(hist, "Rouge-L of generated vs true suffix", "Extraction after training on the documents"),
+                 "Rouge-L per document, one histogram per run (paper Fig. 2 view)")
+    report.heading("One example per run (green: reproduced, red: from the divergence on)")
+    add_examples(report, audit["rows"], per_model=1)
+    settings_block(report, result)
+    write_summary(result, out)
+    report.write(out)
+
+
+def lines(result: dict) -> list:
+    out = [run_table(result, run_names(result))]
+    if result.get("rouge_gap_closed") is not None:
+        out.append(f"goldfish removes {100 * result['rouge_gap_closed']:.0f}% of the standard-vs-control Rouge-L gap; "
+                   f"mean longest verbatim run {100 * result['longest_run_ratio']:.0f}% of standard's")
+    return out + [closing_line(result)]

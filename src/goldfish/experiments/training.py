@@ -8,33 +8,37 @@ from goldfish.config import GoldfishConfig
 from goldfish.experiments.config import ExperimentConfig
 
 
-def goldfish_config(cfg: ExperimentConfig, strategy: str, k: float | None = None) -> GoldfishConfig:
-    return GoldfishConfig(strategy=strategy, k=cfg.k if k is None else k, h=cfg.h, seed=cfg.seed, protect_k=cfg.protect_k)
+def goldfish_config(cfg: ExperimentConfig, strategy: str, k: float | None = None,
+                    protect_k: float = GoldfishConfig.protect_k) -> GoldfishConfig:
+    return GoldfishConfig(strategy=strategy, k=cfg.k if k is None else k, h=cfg.h, seed=cfg.seed, protect_k=protect_k)
+
+
+def _train(cfg: ExperimentConfig, gcfg: GoldfishConfig, out: Path, settings: dict, callbacks: list | None = None) -> Path:
+    """``goldfish train`` with the experiment's seed (training and hash alike) and the given settings."""
+    from goldfish.train import train
+    from goldfish.train_config import TrainConfig, goldfish_settings
+
+    train(TrainConfig.from_dict({
+        **goldfish_settings(gcfg), "output_dir": str(out), "seed": cfg.seed, "save_steps": 0, "overwrite": True,
+        "disable_tqdm": not cfg.progress, **settings}), callbacks=callbacks)
+    return Path(out)
 
 
 def pretrain(cfg: ExperimentConfig, data: list[str], gcfg: GoldfishConfig, out: Path, steps: int, seq_len: int,
              callbacks: list | None = None) -> Path:
     """A tiny Llama from its config: ``steps`` steps of ``base_batch`` packed rows, cosine schedule."""
-    from goldfish.train import TrainConfig, train
-
-    train(TrainConfig(
-        data=data, out=str(out), init=cfg.size, goldfish=gcfg, pack=True, seq_len=seq_len, max_steps=steps,
-        batch_size=cfg.base_batch, lr=cfg.base_lr, warmup=0.05, lr_scheduler="cosine", save_steps=0,
-        logging_steps=max(1, steps // 10), overwrite=True, progress=cfg.progress,
-    ), callbacks=callbacks)
-    return Path(out)
+    return _train(cfg, gcfg, out, {
+        "data": data, "init": cfg.size, "pack": True, "seq_len": seq_len, "max_steps": steps,
+        "per_device_train_batch_size": cfg.base_batch, "learning_rate": cfg.base_lr, "warmup_steps": 0.05,
+        "lr_scheduler_type": "cosine", "logging_steps": max(1, steps // 10)}, callbacks)
 
 
 def finetune(cfg: ExperimentConfig, base: Path, data: Path, gcfg: GoldfishConfig, out: Path, epochs: float, lr: float,
-             seq_len: int, protect: list[str] = (), padding_free: bool = False) -> Path:
+             batch_size: int, seq_len: int, protect: list[str] = (), padding_free: bool = False) -> Path:
     """Continue training ``base`` on ``data`` at a constant learning rate; returns the saved HF folder.
     ``protect``: secret specs to protect (``goldfish train --protect``); ``padding_free``: flatten each
     batch into one row (``--padding-free``: the same training, less compute on examples of mixed lengths)."""
-    from goldfish.train import TrainConfig, train
-
-    train(TrainConfig(
-        data=[str(data)], out=str(out), model=str(base), goldfish=gcfg, seq_len=seq_len, epochs=epochs,
-        batch_size=cfg.batch_size, lr=lr, lr_scheduler="constant", save_steps=0, logging_steps=50,
-        overwrite=True, progress=cfg.progress, protect=list(protect), padding_free=padding_free,
-    ))
-    return Path(out)
+    return _train(cfg, gcfg, out, {
+        "data": [str(data)], "model": str(base), "seq_len": seq_len, "num_train_epochs": epochs,
+        "per_device_train_batch_size": batch_size, "learning_rate": lr, "lr_scheduler_type": "constant",
+        "logging_steps": 50, "protect": list(protect), "padding_free": padding_free})

@@ -1,0 +1,217 @@
+"""Command-line flags and config files generated from config dataclasses.
+
+``ArgumentParser`` is HF's ``HfArgumentParser`` (the convention TRL and ``transformers`` users know:
+one flag per dataclass field, ``--field_name`` and ``--field-name``, help and default from the field)
+plus what goldfish's commands need on top of it:
+
+- ``--config FILE`` (YAML, JSON or TOML; keys are field names or the aliases below without dashes):
+  defaults <- ``--preset`` <- the file <- command-line flags. Values from a file go through the same
+  type conversion and choice check as flags.
+- aliases: extra spellings of a flag (``--lr`` for ``--learning_rate``); switches: a flag that sets a
+  field to a fixed value (``--sequential`` = ``--train_sampling_strategy sequential``).
+- list fields with ``metadata={"repeatable": True}`` take one or more values per use and may be
+  repeated (``--data a --data b``); a use on the command line replaces the file's list.
+- field metadata ``{"argparse": {...}}`` overrides attributes of the generated argparse action.
+- dict-typed fields (and other non-scalar types) take JSON on the command line.
+
+``parse(argv)`` returns the dataclass instances and the other (non-dataclass) arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import difflib
+import enum
+import json
+import types
+import typing
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+
+class _Repeatable(argparse.Action):
+    """Each use appends its values; the first use of a parse replaces the default (a config file's list)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        seen = namespace.__dict__.setdefault("_repeatable_seen", set())
+        items = list(getattr(namespace, self.dest) or []) if self.dest in seen else []
+        seen.add(self.dest)
+        items.extend(values if isinstance(values, list) else [values])
+        setattr(namespace, self.dest, items)
+
+
+def _json_type(cls):
+    """Argparse type for a non-scalar field: JSON text -> value (a dict becomes ``cls(**dict)`` for classes)."""
+
+    def parse(text: str):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise argparse.ArgumentTypeError(f"expected JSON, got {text!r} ({e.msg})") from None
+        if isinstance(cls, type) and cls is not dict and isinstance(value, dict):
+            return cls(**value)
+        return value
+
+    parse.__name__ = "JSON"
+    return parse
+
+
+def read_config_file(path: str) -> dict:
+    """The top-level mapping of a YAML (.yaml/.yml), JSON (.json) or TOML (.toml) file; ValueError otherwise."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"--config {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--config {path}: not UTF-8 text") from None
+    try:
+        if p.suffix == ".json":
+            data = json.loads(text)
+        elif p.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            raise ValueError("use a .yaml, .yml, .json or .toml file")
+    except ValueError as e:  # JSON, TOML and YAML errors are ValueErrors or carry a message
+        raise ValueError(f"--config {path}: {e}") from None
+    except Exception as e:  # yaml.YAMLError
+        raise ValueError(f"--config {path}: not valid YAML ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: the file must hold a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+class ArgumentParser(HfArgumentParser):
+    """``HfArgumentParser`` with config files, presets, aliases, switches and repeatable lists (module docstring).
+
+    aliases: {"--alias": "--canonical_flag"}; switches: {"--flag": (field name, value, help)};
+    presets: {name: {field: value}} (``--preset NAME``, applied before the config file).
+    """
+
+    def __init__(self, dataclass_types, *, aliases: dict | None = None, switches: dict | None = None,
+                 presets: dict | None = None, config: bool = True, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # 150 flags: a prefix must never silently pick one
+        super().__init__(dataclass_types, **kwargs)
+        self.presets = presets or {}
+        self.config = config
+        self._fields = {f.name for dtype in self.dataclass_types for f in dataclasses.fields(dtype) if f.init}
+        self._actions_by_dest = {}
+        for a in self._actions:  # a field's own flag comes first (a bool's --no_ complement after it)
+            if a.dest in self._fields:
+                self._actions_by_dest.setdefault(a.dest, a)
+        for alias, canonical in (aliases or {}).items():
+            action = self._option_string_actions[canonical]
+            action.option_strings.append(alias)
+            self._option_string_actions[alias] = action
+        for flag, (dest, value, help_text) in (switches or {}).items():
+            self.add_argument(flag, dest=dest, action="store_const", const=value, default=argparse.SUPPRESS, help=help_text)
+        if config:
+            self.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                              help="YAML, JSON or TOML file of settings (field names as keys); flags override it")
+        if self.presets:
+            self.add_argument("--preset", choices=sorted(self.presets), default=argparse.SUPPRESS,
+                              help="a named set of settings, applied before --config and the flags")
+
+    @staticmethod
+    def _parse_dataclass_field(parser, f: dataclasses.Field) -> None:
+        """HF's flag for the field, then: repeatable lists, JSON types, ``metadata["argparse"]`` overrides."""
+        ours = {k: f.metadata[k] for k in ("repeatable", "argparse") if k in f.metadata}
+        declared = f.type
+        f = copy.copy(f)  # HF rewrites field.type in place
+        f.metadata = types.MappingProxyType({k: v for k, v in f.metadata.items() if k not in ours})
+        HfArgumentParser._parse_dataclass_field(parser, f)
+        action = next(a for a in parser._actions if a.dest == f.name)
+        if set(typing.get_args(declared)) - {type(None)} == {str, bool}:
+            action.type, action.nargs, action.const = str, None, None  # "str | bool": HF's parser keeps only bool
+        if ours.get("repeatable"):
+            action.__class__ = _Repeatable
+        if getattr(action.type, "__name__", "") == "string_to_bool" and action.nargs is None:
+            action.nargs, action.const = "?", True  # an optional bool (default None) takes a bare flag too
+        t = action.type
+        if isinstance(t, types.GenericAlias) or (isinstance(t, type) and t not in (int, float, str) and not issubclass(t, enum.Enum)):
+            action.type = _json_type(t)
+        for key, value in ours.get("argparse", {}).items():
+            setattr(action, key, value)
+
+    def _config_key(self, key: str, source: str) -> str:
+        """The field a config key names (a field name, or an alias or flag without its dashes)."""
+        if key in self._fields:
+            return key
+        action = self._option_string_actions.get("--" + key) or self._option_string_actions.get("--" + key.replace("_", "-"))
+        if action is not None and action.dest in self._fields:
+            return action.dest
+        close = difflib.get_close_matches(key, list(self._fields), n=3)
+        raise ValueError(f"{source}: unknown setting {key!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+    def _convert(self, name: str, value, source: str):
+        """A config value through its flag's type conversion and choice check."""
+        action = self._actions_by_dest[name]
+        if value is None:
+            return None
+        items = value if isinstance(value, list) else [value]
+        if action.nargs in ("+", "*") and not isinstance(value, list):
+            value = items
+        converted = []
+        for item in items:
+            if isinstance(item, str) and action.type is not None:
+                try:
+                    item = action.type(item)
+                except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
+                    raise ValueError(f"{source}: {name}: {e}") from None
+            if action.choices is not None and item is not None and item not in action.choices:
+                raise ValueError(f"{source}: {name}: {item!r} is not one of {', '.join(map(str, action.choices))}")
+            converted.append(item)
+        return converted if isinstance(value, list) else converted[0]
+
+    def apply(self, values: dict, source: str) -> None:
+        """Set defaults from ``values`` (a preset or a config file), checked and converted like flags."""
+        for key, value in values.items():
+            name = self._config_key(key, source)
+            self.set_defaults(**{name: self._convert(name, value, source)})
+
+    def parse(self, argv: list[str]) -> tuple[tuple, argparse.Namespace]:
+        """(dataclass instances in the order given, the other (non-dataclass) arguments)."""
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--config")
+        pre.add_argument("--preset")
+        known, _ = pre.parse_known_args(argv)
+        if known.preset is not None and known.preset in self.presets:
+            self.apply(self.presets[known.preset], f"--preset {known.preset}")
+        if self.config and known.config is not None:
+            self.apply(read_config_file(known.config), f"--config {known.config}")
+        namespace = self.parse_args(argv)
+        values = vars(namespace)
+        values.pop("_repeatable_seen", None)
+        values.pop("config", None)
+        values.pop("preset", None)
+        fields = {name: values.pop(name) for name in self._fields}
+        instances = tuple(dtype(**{f.name: fields[f.name] for f in dataclasses.fields(dtype) if f.init})
+                          for dtype in self.dataclass_types)
+        return instances, namespace
+
+    def field_defaults(self) -> dict:
+        """{field name: the default its flag has} (to compare with the dataclass fields)."""
+        return {name: self.get_default(name) for name in self._fields}
+
+
+def field_like(cls, name: str, **changes) -> dataclasses.Field:
+    """A new field with the default and metadata of ``cls``'s field ``name`` (``changes`` update the metadata),
+    so a setting that appears in two config groups is defined once."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    metadata = {**f.metadata, **changes}
+    if f.default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=f.default_factory, metadata=metadata)
+    return dataclasses.field(default=f.default, metadata=metadata)
+

@@ -1,0 +1,49 @@
+"""What the document recipes (extreme, duplicated) share: the embedded documents to (not) memorize,
+as JSON lines, and the figures they report from an audit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from goldfish.cache import write_text_atomic
+from goldfish.experiments.config import DocumentsConfig
+
+RUN_METRICS = ("exact_match_rate", "exact_match_count", "token_match_rate", "rouge_l_mean", "rouge_l_tokens_mean",
+               "longest_run_mean", "longest_run_max")
+
+
+def truncated_documents(tokenizer, docs: list[dict], n_tokens: int) -> list[dict]:
+    """The first ``n_tokens`` tokens of each document long enough, as text."""
+    rows = []
+    for d in docs:
+        ids = tokenizer(d["text"], add_special_tokens=False)["input_ids"]
+        if len(ids) >= n_tokens:
+            rows.append({"id": d["id"], "text": tokenizer.decode(ids[:n_tokens])})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def target_documents(cfg: DocumentsConfig, tokenizer, out: Path) -> tuple[Path, Path]:
+    """(targets.jsonl, non_members.jsonl): the first n_docs long-enough embedded targets and the next n_docs."""
+    from goldfish.embedded.corpus import corpus_part
+
+    rows = truncated_documents(tokenizer, corpus_part("targets"), cfg.doc_tokens)
+    if len(rows) < 2 * cfg.n_docs:
+        raise ValueError(f"only {len(rows)} embedded targets have {cfg.doc_tokens} tokens; lower n_docs or doc_tokens")
+    return (write_jsonl(out / "data" / "targets.jsonl", rows[: cfg.n_docs]),
+            write_jsonl(out / "data" / "non_members.jsonl", rows[cfg.n_docs : 2 * cfg.n_docs]))
+
+
+def run_metrics(audit: dict) -> dict:
+    """Per audited run: the extraction figures the experiments report and the loss-MIA AUC."""
+    return {name: {k: s[k] for k in RUN_METRICS} | {"mia_loss_auc": s["mia"]["loss"]["auc"]} for name, s in audit["models"].items()}
+
+
+def gap_closed(control: float, standard: float, goldfish: float) -> float | None:
+    """Share of the standard-vs-control gap that goldfish removes: (std - gf) / (std - control)."""
+    return (standard - goldfish) / (standard - control) if standard != control else None

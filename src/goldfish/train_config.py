@@ -1,0 +1,283 @@
+"""Settings of ``goldfish train``: goldfish's argument groups and HF ``TrainingArguments``.
+
+Each group is a dataclass whose fields carry their help; the flags (``goldfish train --help``),
+``--config`` files and the ``goldfish_config.yaml`` a run writes are all generated from them. The
+training group is HF ``TrainingArguments`` itself (every field under its HF name), subclassed only
+to change a few defaults for goldfish's use (``GoldfishTrainingArguments``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from transformers import TrainingArguments
+
+from goldfish.arguments import ArgumentParser, field_like
+from goldfish.config import STRATEGIES, GoldfishConfig
+from goldfish.data.prepare import DataSettings
+from goldfish.embedded.tiny import TINY_CONFIGS
+from goldfish.models import DTYPES
+
+
+@dataclass(frozen=True)
+class DataArguments(DataSettings):
+    """Where the training data comes from, and how it becomes rows (the ``DataSettings`` fields)."""
+
+    _argument_group_name = "data"
+    protect: tuple[str, ...] = field(default=(), init=False)  # set from --protect by the protection group
+    data: list[str] = field(default_factory=list, metadata={
+        "repeatable": True,
+        "help": "training data: .jsonl/.json/.parquet/.csv (text, messages or prompt/completion records), .txt, a folder, a "
+                "save_to_disk dataset, or embedded:PART; repeatable"})
+    num_proc: int | None = field(default=None, metadata={"help": "processes for data preparation (None: this process only)"})
+    data_cache: str | None = field(default=None, metadata={
+        "help": "folder for prepared (tokenized) data (None: $GOLDFISH_CACHE/prepared)"})
+    padding_free: bool = field(default=False, metadata={
+        "help": "flatten each batch into one row, no padding (position_ids restart per example; same batches and loss as "
+                "padded ones, less compute when lengths vary)"})
+
+    def settings(self, protect: tuple[str, ...]) -> DataSettings:
+        """The ``DataSettings`` part of these arguments, with the secrets to protect."""
+        return DataSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DataSettings) if f.name != "protect"},
+                            protect=protect)
+
+
+@dataclass
+class ModelArguments:
+    """Which model is trained, and how it is loaded."""
+
+    _argument_group_name = "model loading"
+    model: str | None = field(default=None, metadata={"help": "local HF model folder (with its tokenizer)"})
+    init: Literal[tuple(TINY_CONFIGS)] | None = field(default=None, metadata={
+        "help": "train a fresh tiny Llama with the embedded tokenizer instead of --model"})
+    dtype: Literal[DTYPES] = field(default="float32", metadata={
+        "help": "dtype the weights are loaded and kept in: float32 (then --bf16 / --fp16 train in mixed precision), auto "
+                "(the checkpoint's own), bfloat16 or float16 (pure half-precision training)"})
+    attn_implementation: str | None = field(default=None, metadata={
+        "help": "attention kernel: eager, sdpa, flash_attention_2, ... (None: the model's own choice)"})
+    supervised_logits: bool = field(default=True, metadata={
+        "help": "build the LM head's logits only where a target is supervised (--no-supervised-logits: full (B, T, V) "
+                "logits)"})
+
+
+@dataclass
+class GoldfishArguments:
+    """The goldfish mask (``GoldfishConfig``); ``goldfish_seed`` is its hash seed, apart from the training seed."""
+
+    _argument_group_name = "goldfish mask"
+    strategy: Literal[STRATEGIES] = field_like(GoldfishConfig, "strategy")
+    k: float = field_like(GoldfishConfig, "k")
+    h: int = field_like(GoldfishConfig, "h")
+    goldfish_seed: int = field_like(GoldfishConfig, "seed")
+    goldfish_start_step: int = field(default=0, metadata={"help": "train with the standard loss before this optimizer step"})
+
+
+@dataclass
+class ProtectionArguments:
+    """Protected spans (goldfish-protect-v1): secrets whose drops depend on their own tokens only."""
+
+    _argument_group_name = "protected spans"
+    protect: list[str] = field(default_factory=list, metadata={
+        "repeatable": True,
+        "help": "protect secrets: 'builtin' (emails, phones, URLs, IPv4, cards, API keys) or a file with one literal or "
+                "re:REGEX a line; repeatable"})
+    protect_k: float = field_like(GoldfishConfig, "protect_k")
+
+
+def goldfish_config(mask: GoldfishArguments, protection: ProtectionArguments) -> GoldfishConfig:
+    """The ``GoldfishConfig`` these groups describe (validated)."""
+    def number(x):
+        return int(x) if float(x).is_integer() else x
+
+    return GoldfishConfig(strategy=mask.strategy, k=number(mask.k), h=mask.h, seed=mask.goldfish_seed,
+                          protect_k=number(protection.protect_k))
+
+
+def goldfish_settings(cfg: GoldfishConfig) -> dict:
+    """``TrainConfig`` settings (field names) that give ``cfg``."""
+    return {"strategy": cfg.strategy, "k": cfg.k, "h": cfg.h, "goldfish_seed": cfg.seed, "protect_k": cfg.protect_k}
+
+
+@dataclass
+class LoraArguments:
+    """LoRA through PEFT (``pip install 'goldfish[peft]'``)."""
+
+    _argument_group_name = "LoRA"
+    lora: bool = field(default=False, metadata={"help": "train a LoRA adapter instead of all weights"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: float = field(default=32, metadata={"help": "LoRA scaling alpha"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    lora_targets: list[str] = field(default_factory=lambda: ["all-linear"], metadata={
+        "help": "module names to adapt, or all-linear (as PEFT spells it)"})
+    merge: bool = field(default=False, metadata={"help": "also write the merged model to OUT/merged"})
+
+
+@dataclass
+class RunArguments:
+    """How this invocation treats ``--out`` (not part of the run's configuration)."""
+
+    _argument_group_name = "run"
+    resume: str | None = field(default=None, metadata={
+        "argparse": {"nargs": "?", "const": "latest"},
+        "help": "resume from a checkpoint folder; without a value, the latest checkpoint in --out"})
+    overwrite: bool = field(default=False, metadata={"help": "allow a non-empty --out"})
+
+
+def _hf(name: str, default, help_text: str | None = None):
+    """A ``TrainingArguments`` field with another default (its help kept, or replaced)."""
+    f = next(f for f in dataclasses.fields(TrainingArguments) if f.name == name)
+    return field(default=default, metadata={**f.metadata, **({"help": help_text} if help_text else {})})
+
+
+@dataclass
+class GoldfishTrainingArguments(TrainingArguments):
+    """HF ``TrainingArguments`` with goldfish's defaults; ``save_steps=0`` means no checkpoints (``save_strategy="no"``),
+    ``dataloader_pin_memory=None`` pins when CUDA is available."""
+
+    _argument_group_name = "training (HF TrainingArguments)"
+    learning_rate: float = _hf("learning_rate", 5e-4)
+    num_train_epochs: float = _hf("num_train_epochs", 1.0)
+    logging_steps: float = _hf("logging_steps", 10)
+    save_steps: float = _hf("save_steps", 500, "save a checkpoint every N optimizer steps; 0: no checkpoints")
+    report_to: None | str | list[str] = _hf("report_to", "tensorboard")
+    seed: int = _hf("seed", 0, "training seed (initialisation, data order, dropout); the goldfish hash has its own "
+                               "--goldfish-seed")
+    include_num_input_tokens_seen: str | bool = _hf("include_num_input_tokens_seen", "non_padding")
+    dataloader_pin_memory: bool | None = _hf("dataloader_pin_memory", None, "pin the batches' memory (None: when CUDA is "
+                                                                            "available)")
+    remove_unused_columns: bool = _hf("remove_unused_columns", False, "owned by goldfish: must stay false (the collator "
+                                                                      "reads goldfish_k / goldfish_protected)")
+
+    def __post_init__(self):
+        if self.save_steps == 0:
+            self.save_strategy = "no"
+        if self.dataloader_pin_memory is None:
+            import torch
+
+            self.dataloader_pin_memory = torch.cuda.is_available()
+        super().__post_init__()
+
+
+# TrainingArguments fields goldfish sets itself: name -> (the value it must keep, why).
+OWNED_FIELDS = {
+    "remove_unused_columns": (False, "the goldfish collator reads the goldfish_k and goldfish_protected columns"),
+    "resume_from_checkpoint": (None, "use --resume [CHECKPOINT]"),
+}
+# The short flags goldfish had before the HF names, kept as documented aliases.
+ALIASES = {"--out": "--output_dir", "--lr": "--learning_rate", "--epochs": "--num_train_epochs",
+           "--batch-size": "--per_device_train_batch_size", "--grad-accum": "--gradient_accumulation_steps",
+           "--warmup": "--warmup_steps", "--lr-scheduler": "--lr_scheduler_type", "--full-logits": "--no_supervised_logits",
+           "--no-progress": "--disable_tqdm"}
+SWITCHES = {"--sequential": ("train_sampling_strategy", "sequential", "iterate the data in order (= --train-sampling-strategy "
+                                                                     "sequential)")}
+GROUPS = (("data", DataArguments), ("model", ModelArguments), ("mask", GoldfishArguments), ("protection", ProtectionArguments),
+          ("lora", LoraArguments), ("run", RunArguments), ("training", GoldfishTrainingArguments))
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunArguments))  # not written into goldfish_config.yaml
+SECRET_FIELDS = ("hub_token",)  # never written to disk
+DEPRECATED_FIELDS = ("gradient_checkpointing", "gradient_checkpointing_kwargs")  # HF's mirrors of activation_checkpointing*
+
+
+def train_parser(prog: str = "goldfish train") -> ArgumentParser:
+    return ArgumentParser([cls for _, cls in GROUPS], aliases=ALIASES, switches=SWITCHES, prog=prog,
+                          usage=f"{prog} (--model DIR | --init tiny) --data DATA [--data DATA ...] --out DIR [options]",
+                          description="Train or fine-tune a causal LM with the goldfish loss (HF Trainer). Every HF "
+                                      "TrainingArguments field is a flag under its HF name.")
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``goldfish train`` takes, one dataclass a group (see ``GROUPS``)."""
+
+    data: DataArguments = field(default_factory=DataArguments)
+    model: ModelArguments = field(default_factory=ModelArguments)
+    mask: GoldfishArguments = field(default_factory=GoldfishArguments)
+    protection: ProtectionArguments = field(default_factory=ProtectionArguments)
+    lora: LoraArguments = field(default_factory=LoraArguments)
+    run: RunArguments = field(default_factory=RunArguments)
+    training: GoldfishTrainingArguments = field(default_factory=GoldfishTrainingArguments)
+
+    @classmethod
+    def from_args(cls, argv: list[str], prog: str = "goldfish train") -> TrainConfig:
+        """From ``goldfish train`` flags (``--config FILE`` included)."""
+        instances, _ = train_parser(prog).parse(argv)
+        return cls(*instances)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """From settings keyed by field name (or flag alias), as in a ``--config`` file."""
+        parser = train_parser()
+        parser.apply(values, "TrainConfig")
+        instances, _ = parser.parse([])
+        return cls(*instances)
+
+    @property
+    def goldfish(self) -> GoldfishConfig:
+        return goldfish_config(self.mask, self.protection)
+
+    @property
+    def out(self) -> str:
+        return self.training.output_dir
+
+    def settings(self) -> dict:
+        """The resolved configuration: every setting by field name (plain data; ``from_dict`` reads it back
+        to the same run), without the run-control flags and secrets."""
+        values = self.training.to_dict()
+        for name, _ in GROUPS[:-1]:
+            group = getattr(self, name)
+            values |= {f.name: getattr(group, f.name) for f in dataclasses.fields(group) if f.init}
+        for name in (*RUN_FIELDS, *SECRET_FIELDS, *DEPRECATED_FIELDS):
+            values.pop(name, None)
+        return values
+
+    def validate(self) -> None:
+        """Raise ValueError on any bad setting, before anything is written."""
+        from goldfish.models import check_model_folder
+        from goldfish.secrets import load_secrets
+
+        m, d, t, lora = self.model, self.data, self.training, self.lora
+        if not d.data:
+            raise ValueError("give the training data: --data FILE|DIR|embedded:PART (repeatable)")
+        if (m.model is None) == (m.init is None):
+            raise ValueError("give exactly one of --model DIR (a local HF model folder) or --init tiny")
+        if m.model is not None:
+            check_model_folder(m.model)
+        gcfg = self.goldfish
+        if d.seq_len <= gcfg.h:
+            raise ValueError(f"--seq-len {d.seq_len} must be longer than the hash context --h {gcfg.h}")
+        for name, (value, why) in OWNED_FIELDS.items():
+            if getattr(t, name) != value:
+                raise ValueError(f"--{name.replace('_', '-')} is set by goldfish ({why}); leave it out")
+        if t.output_dir in (None, "trainer_output"):
+            raise ValueError("give the output folder: --out DIR")
+        if t.per_device_train_batch_size < 1 or t.gradient_accumulation_steps < 1:
+            raise ValueError("--batch-size and --grad-accum must be >= 1")
+        if t.save_steps < 0:
+            raise ValueError("--save-steps must be >= 0 (0: no checkpoints)")
+        if not (t.learning_rate > 0 and math.isfinite(t.learning_rate)):
+            raise ValueError(f"--lr must be a positive number, got {t.learning_rate}")
+        if t.max_steps < 1 and t.num_train_epochs <= 0:
+            raise ValueError("give --epochs > 0 or --max-steps >= 1")
+        if self.mask.goldfish_start_step < 0:
+            raise ValueError("--goldfish-start-step must be >= 0")
+        out, resume = Path(t.output_dir), self.run.resume
+        if resume is None and out.exists() and any(out.iterdir()) and not self.run.overwrite:
+            raise ValueError(f"--out {t.output_dir} exists and is not empty; pass --overwrite or --resume")
+        if resume not in (None, "latest") and not Path(resume).is_dir():
+            raise ValueError(f"--resume {resume}: no such checkpoint folder")
+        if d.pack and d.padding_free:
+            raise ValueError("--pack and --padding-free both remove padding (full rows vs. each batch flattened into one row): give one")
+        load_secrets(self.protection.protect)  # a missing file or bad regex fails here, before anything is written
+        if lora.merge and not lora.lora:
+            raise ValueError("--merge merges a LoRA adapter: add --lora")
+        if lora.lora:
+            if m.model is None:
+                raise ValueError("--lora adapts a pretrained model: give --model DIR (not --init)")
+            if lora.lora_r < 1 or lora.lora_alpha <= 0 or not 0 <= lora.lora_dropout < 1:
+                raise ValueError("--lora-r must be >= 1, --lora-alpha > 0 and --lora-dropout in [0, 1)")
+            from goldfish.models import require_peft
+
+            require_peft("--lora")
