@@ -121,7 +121,8 @@ class ArgumentParser(HfArgumentParser):
             self.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                               help="YAML, JSON or TOML file of settings (field names as keys); flags override it")
         if self.presets:
-            self.add_argument("--preset", choices=sorted(self.presets), default=argparse.SUPPRESS,
+            self.presets = {"default": {}, **self.presets}
+            self.add_argument("--preset", choices=list(self.presets), default=argparse.SUPPRESS,
                               help="a named set of settings, applied before --config and the flags")
 
     @staticmethod
@@ -133,6 +134,8 @@ class ArgumentParser(HfArgumentParser):
         f.metadata = types.MappingProxyType({k: v for k, v in f.metadata.items() if k not in ours})
         HfArgumentParser._parse_dataclass_field(parser, f)
         action = next(a for a in parser._actions if a.dest == f.name)
+        if action.default is None and f.default not in (None, dataclasses.MISSING):
+            action.default = argparse.SUPPRESS  # HF drops the plain default of a list-typed field: let the dataclass apply it
         if set(typing.get_args(declared)) - {type(None)} == {str, bool}:
             action.type, action.nargs, action.const = str, None, None  # "str | bool": HF's parser keeps only bool
         if ours.get("repeatable"):
@@ -168,8 +171,10 @@ class ArgumentParser(HfArgumentParser):
             if isinstance(item, str) and action.type is not None:
                 try:
                     item = action.type(item)
-                except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
+                except argparse.ArgumentTypeError as e:
                     raise ValueError(f"{source}: {name}: {e}") from None
+                except (TypeError, ValueError):  # worded as argparse words it for a flag
+                    raise ValueError(f"{source}: {name}: invalid {getattr(action.type, '__name__', 'type')} value: {item!r}") from None
             if action.choices is not None and item is not None and item not in action.choices:
                 raise ValueError(f"{source}: {name}: {item!r} is not one of {', '.join(map(str, action.choices))}")
             converted.append(item)
@@ -196,14 +201,10 @@ class ArgumentParser(HfArgumentParser):
         values.pop("_repeatable_seen", None)
         values.pop("config", None)
         values.pop("preset", None)
-        fields = {name: values.pop(name) for name in self._fields}
-        instances = tuple(dtype(**{f.name: fields[f.name] for f in dataclasses.fields(dtype) if f.init})
+        fields = {name: values.pop(name) for name in self._fields if name in values}
+        instances = tuple(dtype(**{f.name: fields[f.name] for f in dataclasses.fields(dtype) if f.init and f.name in fields})
                           for dtype in self.dataclass_types)
         return instances, namespace
-
-    def field_defaults(self) -> dict:
-        """{field name: the default its flag has} (to compare with the dataclass fields)."""
-        return {name: self.get_default(name) for name in self._fields}
 
 
 def field_like(cls, name: str, **changes) -> dataclasses.Field:

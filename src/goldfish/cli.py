@@ -61,7 +61,7 @@ def _mask_parser(prog: str):
 
         file: str | None = field(default=None, metadata={"help": "read the text from a file"})
         embedded: str | None = field(default=None, metadata={"help": "an embedded corpus document, PART:INDEX (e.g. targets:0)"})
-        tokenizer: str | None = field(default=None, metadata={"help": "HF tokenizer folder (default: the embedded BPE tokenizer)"})
+        tokenizer: str | None = field(default=None, metadata={"help": "HF tokenizer folder (None: the embedded BPE tokenizer)"})
         max_tokens: int | None = field(default=None, metadata={"help": "show only the first N tokens"})
         plain: bool = field(default=False, metadata={"help": "plain [[markers]] even in a terminal"})
         protect: list[str] = field_like(ProtectionArguments, "protect")

@@ -46,7 +46,7 @@ class AuditConfig:
     names: list[str] | None = field(default=None, metadata={
         "repeatable": True, "help": "display name of each --model, in order"})
     suffix_len: int = field(default=50, metadata={"help": "text: tokens to extract (the document's last N)"})
-    prefix_len: int | None = field(default=None, metadata={"help": "text: prompt tokens (default: all before the suffix)"})
+    prefix_len: int | None = field(default=None, metadata={"help": "text: prompt tokens (None: all before the suffix)"})
     offsets: list[int] | None = field(default=None, metadata={
         "argparse": {"type": int_list, "nargs": None},
         "help": "text: comma-separated token offsets where prefixes start (e.g. 0,16,32; needs --prefix-len): metrics per "
@@ -57,7 +57,7 @@ class AuditConfig:
     reference_model: str | None = field(default=None, metadata={"help": "reference model for the loss-difference MIA score"})
     beams: int = field(default=1, metadata={"help": "beam search width (1 = greedy)"})
     stop_at_eos: bool = field(default=False, metadata={"help": "stop a generation at EOS"})
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (default: cuda if available)"})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (None: cuda if available)"})
     dtype: Literal[DTYPES] = field(default="auto", metadata={"help": "dtype the models are loaded in (auto: the checkpoint's)"})
     text_field: str = field(default="text", metadata={"help": "the field that holds plain text"})
     assistant_turns: Literal["all", "last"] = field(default="all", metadata={"help": "chats: which assistant turns to test"})

@@ -16,20 +16,20 @@ class ExperimentConfig:
     ``model`` (any local HF causal LM folder) or, by default, a tiny Llama pretrained on the embedded
     ``background`` part for ``base_steps`` steps of ``base_batch`` x ``base_seq`` tokens, cached."""
 
-    out: str | None = field(default=None, metadata={"help": "output folder (default: goldfish-NAME; the demo: goldfish-demo)"})
+    out: str | None = field(default=None, metadata={"help": "output folder (None: goldfish-NAME; the demo: goldfish-demo)"})
     model: str | None = field(default=None, metadata={
-        "help": "base model: any local HF causal LM folder (default: the cached tiny base)"})
+        "help": "base model: any local HF causal LM folder (None: the cached tiny base)"})
     seed: int = field(default=0, metadata={"help": "seed of the data, the training and the goldfish hash"})
     k: float = field(default=4, metadata={"help": "goldfish k (drop 1 in k targets)"})
     h: int = field(default=13, metadata={"help": "goldfish context width"})
     size: Literal[tuple(TINY_CONFIGS)] = field(default="tiny", metadata={"help": "size of the tiny base"})
     base_steps: int | None = field(default=None, metadata={
-        "help": "pretraining steps of the tiny base (default: the recipe's, experiments.base.DEFAULT_BASE_STEPS)"})
+        "help": "pretraining steps of the tiny base (None: the recipe's, experiments.base.DEFAULT_BASE_STEPS)"})
     base_batch: int = field(default=8, metadata={"help": "rows a pretraining step"})
     base_seq: int = field(default=128, metadata={"help": "tokens a pretraining row"})
     base_lr: float = field(default=2e-3, metadata={"help": "pretraining learning rate (cosine schedule)"})
     audit_batch: int = field(default=32, metadata={"help": "batch size of the audits"})
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda if available)"})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (None: cuda if available)"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
     PRESETS: ClassVar[dict] = {}
