@@ -1,0 +1,52 @@
+"""The README against the code: every flag it names exists, and every flag of goldfish's own settings
+is documented in its CLI section."""
+
+import dataclasses
+import re
+from pathlib import Path
+
+from test_train_config import _all_parsers
+
+from goldfish.train_config import GROUPS
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+FOREIGN = {"--nproc_per_node", "--num_processes"}  # torchrun's and accelerate's own flags in the launch examples
+FLAG = re.compile(r"(?<![\w/-])--[a-z][a-z0-9_-]*")
+
+
+def _section(heading: str) -> str:
+    start = README.index(f"\n## {heading}\n")
+    end = README.find("\n## ", start + 1)
+    return README[start : end if end > 0 else None]
+
+
+def _options(parser) -> dict[str, set[str]]:
+    """{dest: its option strings} for every flag of a parser."""
+    out: dict[str, set[str]] = {}
+    for action in parser._actions:
+        out.setdefault(action.dest, set()).update(action.option_strings)
+    return out
+
+
+PARSERS = dict(_all_parsers())
+
+
+def test_every_flag_the_readme_names_exists():
+    known = set().union(*(s for p in PARSERS.values() for s in _options(p).values())) | {"--version"} | FOREIGN
+    assert sorted(set(FLAG.findall(README)) - known) == []
+
+
+def test_every_goldfish_setting_is_documented():
+    cli, experiments = _section("CLI"), _section("Experiments")
+    mentioned = set(FLAG.findall(cli))
+    missing = []
+    own = {"train": [cls for name, cls in GROUPS if name != "training"], "audit": None, "mask": None}
+    for command, parser in PARSERS.items():
+        options = _options(parser)
+        text = mentioned | (set(FLAG.findall(experiments)) if command.startswith("experiment") else set())
+        dtypes = own.get(command) or parser.dataclass_types
+        for dtype in dtypes:
+            for f in dataclasses.fields(dtype):
+                if f.init and not options[f.name] & text:
+                    missing.append(f"{command} --{f.name.replace('_', '-')}")
+    assert missing == []
