@@ -30,3 +30,12 @@ def test_core_imports_torch_and_numpy_only():
     for name in ("config.py", "hashing.py", "mask.py", "protect.py", "loss.py", "secrets.py"):
         third_party = {m.split(".")[0] for m in _imports(ROOT / name)} - {"goldfish", "__future__"}
         assert third_party <= {"torch", "numpy", "math", "dataclasses", "functools", "contextlib", "logging", "re", "pathlib", "typing"}, name
+
+
+def test_recipes_do_not_import_each_other():
+    from goldfish.experiments import RECIPES
+
+    recipes = {r.module for r in RECIPES.values()}
+    for module in recipes:
+        path = ROOT / (module.removeprefix("goldfish.").replace(".", "/") + ".py")
+        assert not (_imports(path) & (recipes - {module})), module
