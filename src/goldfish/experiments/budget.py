@@ -10,7 +10,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from goldfish.audit.extraction import mean_supervised_nll
-from goldfish.audit.report import Report, figure_png, settings_block
+from goldfish.report import Report, figure_png, pyplot, settings_block
 from goldfish.experiments.config import BudgetConfig
 from goldfish.experiments.reporting import closing_line, write_summary
 
@@ -55,11 +55,7 @@ def run(cfg: BudgetConfig) -> dict:
 
 
 def _plot(curves: dict) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110, sharey=True)
     for name, points in curves.items():
         for ax, x in zip(axes, ("input_tokens", "supervised_tokens")):

@@ -23,9 +23,8 @@ from transformers import AutoTokenizer
 from goldfish.audit import AuditConfig, run_audit
 from goldfish.audit.extraction import generate_suffixes, mean_supervised_nll
 from goldfish.audit.metrics import rouge_l_f
-from goldfish.audit.report import Report, figure_png, settings_block
+from goldfish.report import Report, figure_png, pyplot, settings_block
 from goldfish.cache import write_text_atomic
-from goldfish.config import GoldfishConfig
 from goldfish.data import build_examples
 from goldfish.data.tokenize import encode_document
 from goldfish.experiments.base import base_model_dir
@@ -201,11 +200,7 @@ def chat_table(result: dict) -> tuple[list[str], list[list]]:
 
 
 def _plot(result: dict) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     panels = [("canned-reply Rouge-L", lambda m: m["canned"]["rouge_l"]), ("emits name/phone/email", lambda m: m["secret_out_of_scope"]["any"]),
               ("phone in a billing reply", lambda m: m["billing_phone_rate"]),
               ("agent name/email in a signed reply", lambda m: m["recurring_secret_rate"])]

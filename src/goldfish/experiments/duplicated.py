@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from goldfish.audit import AuditConfig, run_audit
-from goldfish.audit.report import Report, figure_png, settings_block
+from goldfish.report import Report, figure_png, pyplot, settings_block
 from goldfish.cache import write_text_atomic
 from goldfish.experiments.config import DuplicatedConfig
 from goldfish.experiments.documents import run_metrics, target_documents
@@ -71,11 +71,7 @@ def run(cfg: DuplicatedConfig) -> dict:
 
 
 def _histograms(audit: dict, runs: list[str]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rouge = {n: [r["rouge_l"] for r in audit["rows"] if r["model"] == n and r["member"] and r["rouge_l"] is not None] for n in runs}
     others = [n for n in runs if n != "control"]
     cols = min(3, len(others))

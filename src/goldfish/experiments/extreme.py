@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from goldfish.audit import AuditConfig, run_audit
-from goldfish.audit.report import Report, add_examples, histogram_png, settings_block
+from goldfish.audit.report import add_examples
+from goldfish.report import Report, histogram_png, settings_block
 from goldfish.experiments.base import base_model_dir
 from goldfish.experiments.config import ExtremeConfig
 from goldfish.experiments.documents import gap_closed, run_metrics, target_documents

@@ -1,0 +1,145 @@
+"""The report builder every command shares (audit, eval, experiments): ``Report`` collects sections
+and writes ``report.md`` and a self-contained ``report.html`` (images embedded) with the PNGs, every
+file atomically; a settings block with the package versions; matplotlib figures as PNG bytes."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import platform
+from pathlib import Path
+
+from goldfish.cache import write_bytes_atomic, write_text_atomic
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.45}
+table{border-collapse:collapse;margin:1em 0;display:block;overflow-x:auto}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
+pre{white-space:pre-wrap;background:#f8f8f8;padding:8px;border-radius:4px}
+.same{background:#d7f5d7}.diff{background:#ffd6d6}.drop{background:#e0474c;color:#fff}.protect{background:#ffe680;outline:1px solid #c9a400}
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:12px}.muted{color:#777}mark{background:#ffd54a;font-weight:600}"""
+
+
+def versions() -> dict:
+    import torch
+    import transformers
+
+    import goldfish
+
+    return {"goldfish": goldfish.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+class Report:
+    """Collects sections, then writes report.md + report.html (+ the PNGs) atomically."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.md: list[str] = [f"# {title}\n"]
+        self.html: list[str] = [f"<h1>{html.escape(title)}</h1>"]
+        self.images: dict[str, bytes] = {}
+
+    def heading(self, text: str) -> None:
+        self.md.append(f"\n## {text}\n")
+        self.html.append(f"<h2>{html.escape(text)}</h2>")
+
+    def paragraph(self, text: str) -> None:
+        self.md.append(f"{text}\n")
+        self.html.append(f"<p>{html.escape(text)}</p>")
+
+    def table(self, headers: list[str], rows: list[list]) -> None:
+        self.md.append("| " + " | ".join(headers) + " |\n|" + "---|" * len(headers))
+        self.md += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+        self.md.append("")
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
+        self.html.append(f"<table><tr>{head}</tr>{body}</table>")
+
+    def image(self, filename: str, png: bytes, caption: str) -> None:
+        self.images[filename] = png
+        self.md.append(f"![{caption}]({filename})\n")
+        data = base64.b64encode(png).decode()
+        self.html.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+    def comparison(self, label: str, context: str, generated: str, true: str, diverge_at_char: int) -> None:
+        """Generated vs true text side by side; the shared start green, the rest red (divergence)."""
+        cut = max(0, min(diverge_at_char, len(generated)))
+        self.md.append(f"**{label}**\n\n…{context.strip()[-200:]} ⟶\n\n| generated | true |\n|---|---|\n"
+                       f"| {md_cell(generated[:cut])}⟦diverges⟧{md_cell(generated[cut:])} | {md_cell(true)} |\n")
+        gen_html = (f'<span class="same">{html.escape(generated[:cut])}</span>'
+                    f'<span class="diff">{html.escape(generated[cut:])}</span>')
+        self.html.append(f"<h3>{html.escape(label)}</h3><p class='muted'>…{html.escape(context.strip()[-200:])} ⟶</p>"
+                         f"<div class='pair'><div><b>generated</b><pre>{gen_html}</pre></div>"
+                         f"<div><b>true</b><pre>{html.escape(true)}</pre></div></div>")
+
+    def raw(self, markdown: str, html_text: str) -> None:
+        self.md.append(markdown)
+        self.html.append(html_text)
+
+    def write(self, out: str | Path) -> None:
+        out = Path(out)
+        for name, png in self.images.items():
+            write_bytes_atomic(out / name, png)
+        write_text_atomic(out / "report.md", "\n".join(self.md) + "\n")
+        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+                f"<style>{_CSS}</style></head><body>{''.join(self.html)}</body></html>")
+        write_text_atomic(out / "report.html", page)
+
+
+def settings_block(report: Report, result: dict) -> None:
+    """A "Settings" section: the result's settings and wall time, with package versions, as JSON."""
+    report.heading("Settings")
+    text = json.dumps({"settings": result["settings"], "versions": versions(), "wall_time_s": result["wall_time_s"]}, indent=1)
+    report.raw(f"```json\n{text}\n```\n", f"<pre>{html.escape(text)}</pre>")
+
+
+def md_cell(text: str) -> str:
+    """Text safe inside a markdown table cell (escaped, pipes and newlines kept visible)."""
+    return html.escape(text).replace("|", "\\|").replace("\n", "↵ ")
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (reports are files, never windows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def histogram_png(values: dict[str, list[float]], xlabel: str, title: str, bins=None, ylabel: str = "documents") -> bytes:
+    """Overlaid histograms, one per series (legend shows the mean), as PNG bytes."""
+    import numpy as np
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    bins = bins if bins is not None else np.linspace(0, 1, 21)
+    for name, vals in values.items():
+        ax.hist(vals, bins=bins, alpha=0.55, label=f"{name} (mean {np.mean(vals):.2f})", edgecolor="black", linewidth=0.4)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (the figure is closed)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    pyplot().close(fig)
+    return buf.getvalue()
