@@ -18,6 +18,7 @@ from pathlib import Path
 COMMANDS = {
     "train": "train or fine-tune a causal LM with the goldfish loss (HF Trainer)",
     "audit": "measure memorization: extraction, chat turns, secrets, membership inference",
+    "eval": "score models on downstream benchmarks (lm-evaluation-harness; embedded tasks by default)",
     "mask": "show which tokens of a text the goldfish mask drops",
     "demo": "the paper's extreme setting on the embedded data: standard memorizes, goldfish does not",
     "experiment": "reproduce the paper's experiments on the embedded data",
@@ -191,6 +192,29 @@ def cmd_audit(argv: list[str], prog: str) -> int:
     return 0
 
 
+# ---- goldfish eval ----
+
+def eval_parser(prog: str = "goldfish eval"):
+    from goldfish.arguments import ArgumentParser
+    from goldfish.eval import EvalConfig
+
+    return ArgumentParser([EvalConfig], aliases={"--model": "--models", "--name": "--names"}, prog=prog,
+                          description="Score models on lm-evaluation-harness tasks (offline), with their differences to a "
+                                      "baseline model.")
+
+
+def cmd_eval(argv: list[str], prog: str) -> int:
+    from goldfish.eval import run_eval, score_rows
+
+    (cfg,), _ = eval_parser(prog).parse(argv)
+    if cfg.out is None:
+        raise ValueError("give the report folder: --out DIR")
+    result = run_eval(cfg)
+    print_line(score_rows(result))
+    print(f"report: {Path(cfg.out) / 'report.html'}")
+    return 0
+
+
 # ---- goldfish demo / experiment ----
 
 def experiment_parser(name: str, prog: str):
@@ -231,7 +255,8 @@ def cmd_experiment(argv: list[str], prog: str) -> int:
     return run_experiment(name, argv[1:], f"{prog} {name}", f"goldfish-{name}")
 
 
-HANDLERS = {"train": cmd_train, "audit": cmd_audit, "mask": cmd_mask, "demo": cmd_demo, "experiment": cmd_experiment}
+HANDLERS = {"train": cmd_train, "audit": cmd_audit, "eval": cmd_eval, "mask": cmd_mask, "demo": cmd_demo,
+            "experiment": cmd_experiment}
 
 
 def _top_parser() -> argparse.ArgumentParser:

@@ -106,6 +106,17 @@ def check_attends_within_documents(model, flag: str) -> None:
                      f"train without {flag}")
 
 
+def display_names(paths: list[str], names: list[str] | None = None) -> list[str]:
+    """A name per model folder for tables: ``names`` if given (one per path), else each folder's name
+    (``name#i`` where two folders share one)."""
+    if names:
+        if len(names) != len(paths):
+            raise ValueError(f"{len(names)} --name given for {len(paths)} --model")
+        return list(names)
+    base = [Path(m).name or str(m) for m in paths]
+    return [n if base.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(base)]
+
+
 def load_model(path: str, device: str | None = None, dtype: str = "auto"):
     """(model, tokenizer) from a local HF folder, in eval mode on ``device`` (default: cuda if present).
 

@@ -32,6 +32,11 @@ def _load_tokenizer(cfg: TrainConfig):
         from goldfish.embedded.tiny import load_embedded_tokenizer
 
         tokenizer = load_embedded_tokenizer()
+    if cfg.model.chat_template is not None:
+        from goldfish.data.templates import apply_chat_template
+
+        added = apply_chat_template(tokenizer, cfg.model.chat_template)
+        logger.info("chat template: %s%s", cfg.model.chat_template, f" (added the tokens {', '.join(added)})" if added else "")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -52,6 +57,10 @@ def _load_model(cfg: TrainConfig, tokenizer):
 
         config = tiny_llama_config(tokenizer, m.init, max_positions=max(cfg.data.seq_len, 512))
         model = AutoModelForCausalLM.from_config(config, **kwargs)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # a chat template's markers were added
+        model.resize_token_embeddings(len(tokenizer))
+    if m.chat_template is not None:
+        _stop_at_end_of_turn(model, tokenizer, m.chat_template)
     dtype = next(model.parameters()).dtype
     logger.info("model: %s in %s, attention %s", m.model or f"a fresh {m.init} Llama", str(dtype).removeprefix("torch."),
                 model.config._attn_implementation)
@@ -66,6 +75,17 @@ def _load_model(cfg: TrainConfig, tokenizer):
         model = get_peft_model(model, LoraConfig(r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
                                                  target_modules=targets, task_type="CAUSAL_LM"))
     return model
+
+
+def _stop_at_end_of_turn(model, tokenizer, template: str) -> None:
+    """Generation (of the saved model) stops at a named template's end-of-turn marker, as at EOS."""
+    from goldfish.data.templates import END_OF_TURN
+
+    if template not in END_OF_TURN:
+        return
+    stop = model.generation_config.eos_token_id
+    stop = [] if stop is None else [stop] if isinstance(stop, int) else list(stop)
+    model.generation_config.eos_token_id = sorted({*stop, tokenizer.convert_tokens_to_ids(END_OF_TURN[template])})
 
 
 def prepare_data(cfg: TrainConfig, tokenizer):

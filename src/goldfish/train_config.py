@@ -59,6 +59,9 @@ class ModelArguments:
                 "(the checkpoint's own), bfloat16 or float16 (pure half-precision training)"})
     attn_implementation: str | None = field(default=None, metadata={
         "help": "attention kernel: eager, sdpa, flash_attention_2, ... (None: the model's own choice)"})
+    chat_template: str | None = field(default=None, metadata={
+        "help": "chat template for a tokenizer without one, or instead of its own: chatml, llama3, vicuna_v1.1 (FastChat) or a "
+                "Jinja file; written into the output tokenizer"})
     supervised_logits: bool = field(default=True, metadata={
         "help": "build the LM head's logits only where a target is supervised (--no-supervised-logits: full (B, T, V) "
                 "logits)"})
@@ -245,6 +248,10 @@ class TrainConfig:
             raise ValueError("give exactly one of --model DIR (a local HF model folder) or --init tiny")
         if m.model is not None:
             check_model_folder(m.model)
+        if m.chat_template is not None:
+            from goldfish.data.templates import resolve_chat_template
+
+            resolve_chat_template(m.chat_template)
         gcfg = self.goldfish
         if d.seq_len <= gcfg.h:
             raise ValueError(f"--seq-len {d.seq_len} must be longer than the hash context --h {gcfg.h}")

@@ -72,6 +72,9 @@ def chat_encoding(messages: list[dict], tokenizer, assistant_turns: str = "all",
     may be None (templates with generation tags are then not rendered a second time)."""
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) and "role" in m for m in messages):
         raise ValueError("'messages' must be a non-empty list of {'role': ..., 'content': ...} dicts")
+    if not tokenizer.chat_template:
+        raise ValueError("the tokenizer has no chat template to render conversations with; give one with --chat-template "
+                         "(chatml, llama3, vicuna_v1.1 or a Jinja file)")
     turns = list(train_roles) if train_roles is not None else trained_turns(messages, assistant_turns)
     if not turns:
         raise ValueError("the conversation has no assistant turn to train on")

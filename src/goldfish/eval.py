@@ -1,0 +1,204 @@
+"""``goldfish eval``: downstream benchmarks on lm-evaluation-harness, the half of the paper's claim
+that the model still learned (Fig. 3: benchmark scores unchanged).
+
+Each model (a local HF folder or PEFT adapter, as in the audit) is scored by lm-eval's own tasks,
+offline: a task whose data is not local fails with an error naming what is missing. By default the
+embedded tasks (``goldfish.embedded.tasks``: built from held-out embedded text, nothing to download)
+run; ``--tasks`` takes any lm-eval task names, and ``--include-path`` folders of local YAML tasks.
+The result holds every metric with its stderr per task and model, and the difference to the
+baseline model (``--baseline NAME``; default the first) with the stderr of that difference,
+sqrt(se_a^2 + se_b^2): the scores are treated as independent, and since both models answer the same
+items (positively correlated outcomes) the true stderr of the difference is smaller, so this one is
+conservative. ``summary.json`` and a report go to ``--out``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from goldfish.embedded.tasks import METRIC, TASKS
+from goldfish.models import DTYPES
+
+STDERR = "_stderr"
+
+
+@dataclass
+class EvalConfig:
+    """Settings of ``goldfish eval`` (the CLI flags have the same names)."""
+
+    models: list[str] = field(default_factory=list, metadata={
+        "repeatable": True, "help": "local HF model folder or PEFT adapter folder; repeat to compare models"})
+    names: list[str] | None = field(default=None, metadata={"repeatable": True, "help": "display name of each --model, in order"})
+    baseline: str | None = field(default=None, metadata={"help": "the model the others are compared with (None: the first)"})
+    tasks: list[str] = field(default_factory=lambda: list(TASKS), metadata={
+        "repeatable": True, "help": "lm-eval task names (None given: the embedded tasks, built from held-out embedded text)"})
+    include_path: list[str] = field(default_factory=list, metadata={
+        "repeatable": True, "help": "folders of local lm-eval YAML tasks (added to lm-eval's own)"})
+    out: str | None = field(default=None, metadata={"help": "report folder"})
+    limit: int | None = field(default=None, metadata={"help": "score only the first N items of each task"})
+    num_fewshot: int | None = field(default=None, metadata={"help": "few-shot examples per item (None: the task's own)"})
+    batch_size: int = field(default=32, metadata={"help": "requests a batch"})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (None: cuda if available)"})
+    dtype: Literal[DTYPES] = field(default="auto", metadata={"help": "dtype the models are loaded in (auto: the checkpoint's)"})
+    seed: int = field(default=0, metadata={"help": "seed of lm-eval's sampling (few-shot examples)"})
+    progress: bool = field(default=True, metadata={"help": "progress bars"})
+
+
+def require_lm_eval() -> None:
+    """Raise ValueError with the install line unless lm-evaluation-harness is importable."""
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        raise ValueError("goldfish eval runs lm-evaluation-harness: pip install 'goldfish[eval]' (or pip install lm-eval)") from None
+
+
+def _task_manager(cfg: EvalConfig):
+    from lm_eval.tasks import TaskManager
+
+    from goldfish.embedded.tasks import embedded_tasks_dir
+
+    paths = [str(p) for p in cfg.include_path]
+    if any(t in TASKS for t in cfg.tasks):
+        paths.append(str(embedded_tasks_dir()))
+    for p in cfg.include_path:
+        if not Path(p).is_dir():
+            raise ValueError(f"--include-path {p}: no such folder of lm-eval YAML tasks")
+    manager = TaskManager(include_path=paths or None)
+    unknown = [t for t in cfg.tasks if t not in manager.all_tasks]
+    if unknown:
+        import difflib
+
+        hints = {t: difflib.get_close_matches(t, manager.all_tasks, n=3) for t in unknown}
+        raise ValueError("unknown lm-eval task(s): " + "; ".join(
+            f"{t}" + (f" (did you mean {', '.join(h)}?)" if h else "") for t, h in hints.items())
+                         + "; give lm-eval task names, or a folder of YAML tasks with --include-path")
+    return manager
+
+
+def _scores(results: dict) -> dict:
+    """lm-eval's per-task results -> {task: {metric: {"score", "stderr"}, "items": n}} (filters named once)."""
+    out = {}
+    for task, r in results["results"].items():
+        metrics = {}
+        for key, value in r.items():
+            name, _, filt = key.partition(",")
+            if not filt or name.endswith(STDERR) or not isinstance(value, (int, float)):
+                continue
+            label = name if filt == "none" else f"{name} ({filt})"
+            stderr = r.get(f"{name}{STDERR},{filt}")
+            metrics[label] = {"score": float(value),
+                              "stderr": float(stderr) if isinstance(stderr, (int, float)) and math.isfinite(stderr) else None}
+        out[task] = {"metrics": metrics, "items": results.get("n-samples", {}).get(task, {}).get("effective")}
+    return out
+
+
+def evaluate_model(model, tokenizer, cfg: EvalConfig, manager) -> dict:
+    """lm-eval's scores of one loaded model on ``cfg.tasks`` ({task: {"metrics", "items"}})."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size, device=str(next(model.parameters()).device))
+    try:
+        results = lm_eval.simple_evaluate(model=lm, tasks=list(cfg.tasks), task_manager=manager, limit=cfg.limit,
+                                          num_fewshot=cfg.num_fewshot, log_samples=False, random_seed=cfg.seed,
+                                          numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed,
+                                          fewshot_random_seed=cfg.seed, verbosity="ERROR")
+    except ConnectionError as e:  # datasets, offline: "Couldn't reach 'org/name' on the Hub (OfflineModeIsEnabled)"
+        raise ValueError(f"a task's data is not on this machine and goldfish eval runs offline ({e}); download the "
+                         "dataset into the Hugging Face cache first, or give a local YAML task with --include-path") from None
+    return _scores(results)
+
+
+def compare(scores: dict, baseline: str) -> dict:
+    """{model: {task: {metric: {"delta", "stderr"}}}}: each model's score minus the baseline's."""
+    base = scores[baseline]
+    out = {}
+    for name, tasks in scores.items():
+        if name == baseline:
+            continue
+        out[name] = {}
+        for task, r in tasks.items():
+            out[name][task] = {}
+            for metric, m in r["metrics"].items():
+                b = base[task]["metrics"][metric]
+                se = math.sqrt(m["stderr"] ** 2 + b["stderr"] ** 2) if m["stderr"] is not None and b["stderr"] is not None else None
+                out[name][task][metric] = {"delta": m["score"] - b["score"], "stderr": se}
+    return out
+
+
+def primary_metric(task: str, metrics: dict) -> str:
+    """The metric a task is read by: the embedded tasks' own (``METRIC``), else the task's first."""
+    return METRIC.get(task) if METRIC.get(task) in metrics else next(iter(metrics))
+
+
+def run_eval(cfg: EvalConfig) -> dict:
+    """Score every model; write ``summary.json`` and the report to ``cfg.out`` if given.
+
+    Returns {"models": {name: {task: {"metrics": {metric: {"score", "stderr"}}, "items"}}},
+    "baseline": name, "vs_baseline": compare(...), "tasks", "settings", "wall_time_s"}.
+    """
+    from goldfish.models import check_model_folder, display_names, load_model
+
+    require_lm_eval()
+    if not cfg.models:
+        raise ValueError("give at least one --model DIR")
+    for m in cfg.models:
+        check_model_folder(m)
+    names = display_names(cfg.models, cfg.names)
+    baseline = cfg.baseline or names[0]
+    if baseline not in names:
+        raise ValueError(f"--baseline {baseline}: not one of the models ({', '.join(names)})")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # nothing is downloaded at run time
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    start = time.time()
+    manager = _task_manager(cfg)
+    scores = {}
+    for path, name in zip(cfg.models, names):
+        model, tokenizer = load_model(path, cfg.device, cfg.dtype)
+        scores[name] = evaluate_model(model, tokenizer, cfg, manager)
+        del model
+    result = {"models": scores, "baseline": baseline, "vs_baseline": compare(scores, baseline), "tasks": list(cfg.tasks),
+              "settings": {k: v for k, v in asdict(cfg).items() if k != "progress"}, "wall_time_s": round(time.time() - start, 2)}
+    if cfg.out:
+        write_eval_report(result, cfg.out)
+    return result
+
+
+def score_rows(result: dict) -> tuple[list[str], list[list]]:
+    """The report's table: one row per model, task and metric: score ± stderr, and the difference to the baseline."""
+    rows = []
+    for name, tasks in result["models"].items():
+        for task, r in tasks.items():
+            for metric, m in r["metrics"].items():
+                d = result["vs_baseline"].get(name, {}).get(task, {}).get(metric)
+                rows.append([name, task, metric, r["items"], _pm(m["score"], m["stderr"]),
+                             "baseline" if d is None else _pm(d["delta"], d["stderr"], signed=True)])
+    return ["model", "task", "metric", "items", "score ± stderr", f"Δ vs {result['baseline']} ± stderr"], rows
+
+
+def _pm(value: float, stderr: float | None, signed: bool = False) -> str:
+    text = f"{value:+.3f}" if signed else f"{value:.3f}"
+    return text if stderr is None else f"{text} ± {stderr:.3f}"
+
+
+def write_eval_report(result: dict, out: str | Path) -> None:
+    """``summary.json`` and ``report.md`` / ``report.html`` in ``out``."""
+    import json
+
+    from goldfish.cache import write_text_atomic
+    from goldfish.report import Report, settings_block, versions
+
+    out = Path(out)
+    report = Report("Benchmarks (lm-evaluation-harness)")
+    report.paragraph(f"{len(result['models'])} model(s) on {', '.join(result['tasks'])}; scores with their standard errors "
+                     f"(lm-eval's), and each model's difference to {result['baseline']} with the standard error of the "
+                     f"difference. Wall time {result['wall_time_s']:.1f} s.")
+    report.table(*score_rows(result))
+    settings_block(report, result)
+    write_text_atomic(out / "summary.json", json.dumps(result | {"versions": versions()}, indent=2) + "\n")
+    report.write(out)
