@@ -14,6 +14,7 @@ conservative. ``summary.json`` and a report go to ``--out``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -58,17 +59,19 @@ def require_lm_eval() -> None:
 
 
 def _task_manager(cfg: EvalConfig):
+    """lm-eval's TaskManager over the local task folders (the embedded tasks' and ``--include-path``),
+    and over lm-eval's own tasks only when a task is not among them (indexing those reads ~14k YAML files)."""
     from lm_eval.tasks import TaskManager
 
     from goldfish.embedded.tasks import embedded_tasks_dir
 
-    paths = [str(p) for p in cfg.include_path]
-    if any(t in TASKS for t in cfg.tasks):
-        paths.append(str(embedded_tasks_dir()))
     for p in cfg.include_path:
         if not Path(p).is_dir():
             raise ValueError(f"--include-path {p}: no such folder of lm-eval YAML tasks")
-    manager = TaskManager(include_path=paths or None)
+    paths = [str(p) for p in cfg.include_path] + ([str(embedded_tasks_dir())] if set(cfg.tasks) & set(TASKS) else [])
+    manager = TaskManager(include_path=paths or None, include_defaults=False) if paths else None
+    if manager is None or not set(cfg.tasks) <= set(manager.all_tasks):
+        manager = TaskManager(include_path=paths or None)
     unknown = [t for t in cfg.tasks if t not in manager.all_tasks]
     if unknown:
         import difflib
@@ -136,6 +139,41 @@ def primary_metric(task: str, metrics: dict) -> str:
     return METRIC.get(task) if METRIC.get(task) in metrics else next(iter(metrics))
 
 
+@contextlib.contextmanager
+def _offline(progress: bool):
+    """Within: the Hub is off for ``datasets`` and ``huggingface_hub`` (both read their switch at import
+    time, so the module constants are set, then restored), lm-eval logs errors only, and without
+    ``progress`` tqdm bars are off."""
+    import logging
+
+    import datasets.config
+    import huggingface_hub.constants
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its notes on being given a loaded model
+    from datasets.utils.logging import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    saved = (datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE, os.environ.get("TQDM_DISABLE"),
+             are_progress_bars_disabled())
+    datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
+    if not progress:
+        os.environ["TQDM_DISABLE"] = "1"  # lm-eval's bars (tqdm reads it when a bar is made)
+        disable_progress_bars()  # and those of datasets
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = saved[:2]
+        if saved[2] is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = saved[2]
+        if not saved[3]:
+            enable_progress_bars()
+
+
 def run_eval(cfg: EvalConfig) -> dict:
     """Score every model; write ``summary.json`` and the report to ``cfg.out`` if given.
 
@@ -153,15 +191,14 @@ def run_eval(cfg: EvalConfig) -> dict:
     baseline = cfg.baseline or names[0]
     if baseline not in names:
         raise ValueError(f"--baseline {baseline}: not one of the models ({', '.join(names)})")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # nothing is downloaded at run time
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     start = time.time()
-    manager = _task_manager(cfg)
     scores = {}
-    for path, name in zip(cfg.models, names):
-        model, tokenizer = load_model(path, cfg.device, cfg.dtype)
-        scores[name] = evaluate_model(model, tokenizer, cfg, manager)
-        del model
+    with _offline(cfg.progress):
+        manager = _task_manager(cfg)
+        for path, name in zip(cfg.models, names):
+            model, tokenizer = load_model(path, cfg.device, cfg.dtype)
+            scores[name] = evaluate_model(model, tokenizer, cfg, manager)
+            del model
     result = {"models": scores, "baseline": baseline, "vs_baseline": compare(scores, baseline), "tasks": list(cfg.tasks),
               "settings": {k: v for k, v in asdict(cfg).items() if k != "progress"}, "wall_time_s": round(time.time() - start, 2)}
     if cfg.out:

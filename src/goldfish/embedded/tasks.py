@@ -2,17 +2,19 @@
 
 Every item comes from the ``validation`` part of the embedded corpus (docstrings no recipe trains
 on), split into words on whitespace; a context is up to ``CONTEXT_WORDS`` words before a position.
-Three multiple-choice tasks (4 choices, chance 25%), scored by lm-eval from the log-likelihood of
-each choice after the context:
+Two multiple-choice tasks (4 choices, chance 25%), scored by lm-eval from the log-likelihood of
+each choice after the context (``acc``):
 
     goldfish_word_order    the true next 8 words against 3 shuffles of the same words: the same
                            tokens in other orders, so only sequence modelling tells them apart
                            (no length or frequency bias)
-    goldfish_cloze         the true next word against 3 other words of the same document (each
-                           once, at least 4 letters)
-    goldfish_next_passage  the true next 8 words against the 8 words at a random position of
-                           3 other documents (length-normalised accuracy, ``acc_norm``, is the
-                           one to read)
+    goldfish_cloze         the true next word against 3 words (alphabetic, at least 4 letters)
+                           that the document does not contain, drawn from the other documents:
+                           only the context tells the right word
+
+The 300-step tiny base scores 0.81 and 0.56 on them (a first design with distractors from the same
+document gave 0.39 on the cloze, and the true next 8 words against 8 words of other documents
+0.25, chance: dropped).
 
 Items are drawn with a fixed seed. The tasks are written once into the user cache as JSON lines
 and lm-eval YAML configs (``dataset_path: json`` on local files: nothing is downloaded), keyed by
@@ -27,21 +29,23 @@ from pathlib import Path
 
 from goldfish.cache import atomic_dir, cache_dir, fingerprint
 
-TASKS = ("goldfish_word_order", "goldfish_cloze", "goldfish_next_passage")
-TASKS_VERSION = "embedded-tasks-v1"  # bump when the items or configs change
-CONTEXT_WORDS, CONTINUATION_WORDS, ITEMS_PER_DOCUMENT, SEED = 32, 8, 3, 1234
-METRIC = {"goldfish_word_order": "acc", "goldfish_cloze": "acc", "goldfish_next_passage": "acc_norm"}  # the one to read
+TASKS = ("goldfish_word_order", "goldfish_cloze")
+TASKS_VERSION = "embedded-tasks-v2"  # bump when the items or configs change
+CONTEXT_WORDS, CONTINUATION_WORDS, ITEMS_PER_DOCUMENT, SEED = 24, 8, 3, 1234
+METRIC = {"goldfish_word_order": "acc", "goldfish_cloze": "acc"}  # the one to read
 
 
 def _items(docs: list[list[str]], rng: random.Random) -> dict[str, list[dict]]:
     out = {name: [] for name in TASKS}
-    for d, words in enumerate(docs):
+    vocabularies = [sorted({w for w in words if _cloze_word(w)}) for words in docs]
+    for words, own in zip(docs, vocabularies):
         if len(words) < CONTEXT_WORDS // 2 + CONTINUATION_WORDS:
             continue
-        others = [o for o in range(len(docs)) if o != d and len(docs[o]) >= CONTINUATION_WORDS]
+        foreign = sorted({w for v in vocabularies for w in v} - set(words))
+        targets = [q for q in range(CONTEXT_WORDS // 2, len(words)) if _cloze_word(words[q])]
         for _ in range(ITEMS_PER_DOCUMENT):
             p = rng.randrange(CONTEXT_WORDS // 2, len(words) - CONTINUATION_WORDS + 1)
-            context, true = " ".join(words[max(0, p - CONTEXT_WORDS) : p]), words[p : p + CONTINUATION_WORDS]
+            true = words[p : p + CONTINUATION_WORDS]
             orders = [true]  # a list, not a set: the items must not depend on string hashing
             for _ in range(50):
                 if len(orders) == 4:
@@ -50,20 +54,15 @@ def _items(docs: list[list[str]], rng: random.Random) -> dict[str, list[dict]]:
                 if order not in orders:
                     orders.append(order)
             if len(orders) == 4:
-                out["goldfish_word_order"].append(_choice_item(context, " ".join(true), [" ".join(o) for o in orders[1:]], rng))
-            passages = []
-            for o in rng.sample(others, 3):
-                q = rng.randrange(0, len(docs[o]) - CONTINUATION_WORDS + 1)
-                passages.append(" ".join(docs[o][q : q + CONTINUATION_WORDS]))
-            out["goldfish_next_passage"].append(_choice_item(context, " ".join(true), passages, rng))
-            targets = [q for q in range(CONTEXT_WORDS // 2, len(words)) if _cloze_word(words[q])]
+                out["goldfish_word_order"].append(_choice_item(_context(words, p), " ".join(true), [" ".join(o) for o in orders[1:]], rng))
             if targets:
                 q = rng.choice(targets)
-                vocabulary = sorted({w for w in words if _cloze_word(w)} - {words[q]})
-                if len(vocabulary) >= 3:
-                    out["goldfish_cloze"].append(_choice_item(" ".join(words[max(0, q - CONTEXT_WORDS) : q]), words[q],
-                                                              rng.sample(vocabulary, 3), rng))
+                out["goldfish_cloze"].append(_choice_item(_context(words, q), words[q], rng.sample(foreign, 3), rng))
     return out
+
+
+def _context(words: list[str], position: int) -> str:
+    return " ".join(words[max(0, position - CONTEXT_WORDS) : position])
 
 
 def _cloze_word(word: str) -> bool:
