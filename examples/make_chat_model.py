@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 
 from goldfish.experiments.base import base_model_dir
 from goldfish.experiments.chat_data import EMAIL, NAME, build_chats
-from goldfish.experiments.config import load_config
+from goldfish.experiments.config import ChatConfig
 
 TEMPLATE = (
     "{%- for m in messages -%}{{- '<|' + m['role'] + '|>\\n' + m['content'] + '<|end|>\\n' -}}{%- endfor -%}"
@@ -26,7 +26,7 @@ TEMPLATE = (
 
 
 def main(model_dir: str, data_dir: str) -> None:
-    base = base_model_dir(load_config("default", None), "chat")
+    base = base_model_dir(ChatConfig(), "chat")
     model, data = Path(model_dir), Path(data_dir)
     shutil.copytree(base, model, ignore=shutil.ignore_patterns("goldfish.json", "base.json", "runs", "checkpoint-*", "*.bin"))
     tokenizer = AutoTokenizer.from_pretrained(model)

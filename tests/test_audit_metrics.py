@@ -78,8 +78,24 @@ def test_roc_summary_on_a_fixture():
     got = roc_summary(members, non)
     wins = sum((m > n) + 0.5 * (m == n) for m in members for n in non)
     assert got["auc"] == pytest.approx(wins / (len(members) * len(non)))
-    assert got["tpr_at_1%_fpr"] == 0.75  # above every non-member: 0.9, 0.8, 0.7
+    assert got["tpr_at_1%_fpr"] is None and got["min_fpr"] == 0.2  # 5 non-members cannot resolve a 1% FPR
+    low, high = got["auc_ci"]
+    assert low <= got["auc"] <= high and roc_summary(members, non)["auc_ci"] == [low, high]  # seeded: the same each call
+    many = np.r_[non, np.linspace(-1, 0, 95)]  # 100 non-members: one false positive is 1%
+    resolved = roc_summary(members, many)
+    assert resolved["tpr_at_1%_fpr"] == 0.75 and resolved["tpr_at_0.1%_fpr"] is None  # above all but 0.6: 0.9, 0.8, 0.7
     assert roc_summary([1.0, 2.0], [0.0])["auc"] == 1.0
+
+
+def test_rank_auc_equals_scikit_learn():
+    from sklearn.metrics import roc_auc_score
+
+    from goldfish.audit.metrics import rank_auc
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        m, n = rng.integers(0, 5, rng.integers(1, 20)).astype(float), rng.integers(0, 5, rng.integers(1, 20)).astype(float)
+        assert rank_auc(m, n) == pytest.approx(roc_auc_score(np.r_[np.ones(len(m)), np.zeros(len(n))], np.r_[m, n]))
 
 
 def test_mia_scores_orientation_and_min_k():
@@ -87,3 +103,24 @@ def test_mia_scores_orientation_and_min_k():
     s = mia_scores(lp, np.zeros(5), np.ones(5), "text", k=0.2)
     assert s["loss"] == pytest.approx(np.mean(lp)) and s["min_k"] == pytest.approx(np.log(0.01))
     assert s["nll"] == pytest.approx(-np.mean(lp)) and s["zlib"] < 0
+
+
+def test_degeneration_metrics_against_slow_definitions():
+    import random
+
+    from goldfish.audit.metrics import distinct_n, longest_repeat, repeated_ngram_share
+
+    def slow_longest(ids):  # every pair of start positions, every length
+        return max([k for i in range(len(ids)) for j in range(i + 1, len(ids)) for k in range(1, len(ids) - j + 1)
+                    if ids[i : i + k] == ids[j : j + k]], default=0)
+
+    rng = random.Random(0)
+    for _ in range(200):
+        ids = [rng.randrange(4) for _ in range(rng.randrange(0, 30))]
+        assert longest_repeat(ids) == slow_longest(ids)
+        grams = [tuple(ids[i : i + 4]) for i in range(len(ids) - 3)]
+        expected = sum(g in grams[:i] for i, g in enumerate(grams)) / len(grams) if grams else None
+        assert repeated_ngram_share(ids) == expected
+    assert longest_repeat([1, 2, 1, 2, 1]) == 3 and longest_repeat([1, 2, 3]) == 0
+    assert repeated_ngram_share([5, 5, 5, 5, 5, 5]) == 2 / 3 and repeated_ngram_share([1, 2]) is None
+    assert distinct_n([[1, 2, 3], [1, 2, 4]]) == 3 / 4 and distinct_n([[1]]) is None

@@ -184,7 +184,9 @@ def cmd_audit(argv: list[str], prog: str) -> int:
     for name, s in result["models"].items():
         for score, m in s.get("mia", {}).items():
             if score != "non_members":
-                print(f"{name}: MIA {score}: AUC {m['auc']:.3f}, TPR@1%FPR {m['tpr_at_1%_fpr']:.3f}")
+                tpr = m["tpr_at_1%_fpr"]
+                print(f"{name}: MIA {score}: AUC {m['auc']:.3f} [{m['auc_ci'][0]:.3f}, {m['auc_ci'][1]:.3f}], TPR@1%FPR "
+                      + (f"{tpr:.3f}" if tpr is not None else f"not resolvable with {round(1 / m['min_fpr'])} non-members"))
         for secret, m in s.get("secrets", {}).items():
             rate = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
             print(f"{name}: secret {secret!r}: recall {rate(m['recall'])} of {m['turns_with_secret']} turns, spill {rate(m['spill'])}")

@@ -12,6 +12,14 @@ Extraction metrics compare a generated suffix with the true one (token ids unles
                         there even for an exact copy, so such documents stay out of the mean
     rouge_l_tokens      the same F-measure on token ids
 
+Degeneration of a token sequence (the utility side: a model that stopped reproducing its training
+text because it broke repeats itself):
+    repeated_4grams     share of its 4-grams that already occurred earlier in it (seq-rep-4, Welleck
+                        et al. 2020); None with fewer than 4 tokens
+    longest_repeat      length of the longest run of tokens that occurs at least twice in it
+                        (occurrences may overlap: "abab" has "ab"... and "aba" twice, so 3)
+and over a set of sequences, ``distinct_n``: distinct n-grams / all n-grams (Li et al. 2016).
+
 Membership-inference scores are oriented so that higher means "more likely a member".
 """
 
@@ -78,6 +86,41 @@ def extraction_metrics(generated: list[int], true: list[int], generated_text: st
     }
 
 
+def repeated_ngram_share(ids: list[int], n: int = 4) -> float | None:
+    """Share of the n-grams of ``ids`` equal to an n-gram that starts earlier in ``ids`` (None: no n-gram)."""
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+    if not grams:
+        return None
+    seen, repeats = set(), 0
+    for g in grams:
+        repeats += g in seen
+        seen.add(g)
+    return repeats / len(grams)
+
+
+def longest_repeat(ids: list[int]) -> int:
+    """Length of the longest run of tokens that occurs at least twice in ``ids`` (overlaps allowed; 0 if none)."""
+    a = np.asarray(ids)
+    best = 0
+    for shift in range(1, len(a)):  # a run at i equal to the run at i + shift, for the shift that makes it longest
+        equal = np.r_[False, a[:-shift] == a[shift:], False].astype(np.int8)
+        edges = np.flatnonzero(np.diff(equal))
+        if len(edges):
+            best = max(best, int((edges[1::2] - edges[::2]).max()))
+    return best
+
+
+def degeneration_metrics(ids: list[int]) -> dict:
+    """The degeneration of one sequence (module docstring)."""
+    return {"repeated_4grams": repeated_ngram_share(ids, 4), "longest_repeat": longest_repeat(ids)}
+
+
+def distinct_n(sequences: list[list[int]], n: int = 2) -> float | None:
+    """Distinct n-grams over all n-grams of ``sequences`` (None: no n-gram)."""
+    grams = [tuple(s[i : i + n]) for s in sequences for i in range(len(s) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else None
+
+
 def mia_scores(token_logprobs: np.ndarray, mu: np.ndarray, sigma: np.ndarray, text: str, k: float = 0.2) -> dict:
     """Membership scores of one document from its per-token log-probs (higher = more likely member).
 
@@ -100,15 +143,33 @@ def mia_scores(token_logprobs: np.ndarray, mu: np.ndarray, sigma: np.ndarray, te
     }
 
 
+def rank_auc(member_scores, non_member_scores) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count half): the probability that a member outscores
+    a non-member. Equal to scikit-learn's ``roc_auc_score`` (tested), and cheap enough to bootstrap."""
+    from scipy.stats import rankdata
+
+    m, n = np.asarray(member_scores, dtype=np.float64), np.asarray(non_member_scores, dtype=np.float64)
+    ranks = rankdata(np.r_[m, n])[: len(m)]
+    return float((ranks.sum() - len(m) * (len(m) + 1) / 2) / (len(m) * len(n)))
+
+
 def roc_summary(member_scores, non_member_scores) -> dict:
-    """ROC AUC and TPR at 0.1% and 1% FPR (scikit-learn); higher scores must mean member."""
+    """ROC AUC with its bootstrap interval (``auc_ci``), and TPR at 0.1% and 1% FPR (scikit-learn);
+    higher scores must mean member. A TPR at an FPR below 1 / #non-members is not resolvable with that
+    many non-members (the first false positive already exceeds it): None, with ``min_fpr`` = 1 / #non-members."""
     from sklearn.metrics import roc_auc_score, roc_curve
+
+    from goldfish.stats import two_sample_ci
 
     y = np.r_[np.ones(len(member_scores)), np.zeros(len(non_member_scores))]
     s = np.r_[member_scores, non_member_scores]
     fpr, tpr, _ = roc_curve(y, s)
+    min_fpr = 1 / len(non_member_scores)
+    _, low, high = two_sample_ci(rank_auc, member_scores, non_member_scores)
     return {
         "auc": float(roc_auc_score(y, s)),
-        "tpr_at_0.1%_fpr": float(tpr[fpr <= 0.001].max(initial=0.0)),
-        "tpr_at_1%_fpr": float(tpr[fpr <= 0.01].max(initial=0.0)),
+        "auc_ci": [low, high],
+        "tpr_at_0.1%_fpr": float(tpr[fpr <= 0.001].max(initial=0.0)) if min_fpr <= 0.001 else None,
+        "tpr_at_1%_fpr": float(tpr[fpr <= 0.01].max(initial=0.0)) if min_fpr <= 0.01 else None,
+        "min_fpr": min_fpr,
     }
