@@ -97,7 +97,7 @@ def test_sharded_audit_with_two_processes_merges_one_report(memorized, tmp_path)
 
 
 def test_rouge_l_is_undefined_without_words_and_left_out_of_the_mean():
-    from goldfish.audit.runner import _extraction_summary
+    from goldfish.audit.summary import extraction_summary as _extraction_summary
     from goldfish.audit.metrics import extraction_metrics
 
     ops = '"-=" | "*=" | "@="'

@@ -1,6 +1,6 @@
 import pytest
 
-from goldfish.audit.chat import secret_rates, training_values
+from goldfish.audit.secret_scan import secret_rates, training_values
 from goldfish.data.chat import supervised_runs
 from goldfish.secrets import BUILTIN_DETECTORS, load_secrets
 

@@ -174,12 +174,15 @@ def audit_parser(prog: str = "goldfish audit"):
 
 def cmd_audit(argv: list[str], prog: str) -> int:
     from goldfish.audit import run_audit
-    from goldfish.audit.report import summary_rows
+    from goldfish.audit.report import both_halves_rows, summary_rows, verdict_lines
 
     (cfg,), _ = audit_parser(prog).parse(argv)
     if cfg.out is None:
         raise ValueError("give the report folder: --out DIR")
     result = run_audit(cfg)
+    print_line(both_halves_rows(result))
+    for line in verdict_lines(result):
+        print(line)
     print_line(summary_rows(result["models"]))
     for name, s in result["models"].items():
         for score, m in s.get("mia", {}).items():

@@ -8,14 +8,81 @@ import json
 import os
 from pathlib import Path
 
+from goldfish.audit.summary import DEGENERATION_FLAG, LOSS_FLAG
 from goldfish.cache import write_text_atomic
-from goldfish.report import Report, figure_png, histogram_png, md_cell, pyplot, settings_block, versions
+from goldfish.report import (
+    Report,
+    figure_png,
+    histogram_png,
+    md_cell,
+    pyplot,
+    settings_block,
+    versions,
+)
 
 SUMMARY_COLUMNS = [
     ("documents", "docs"), ("skipped_too_short", "skipped"), ("exact_match_rate", "verbatim"),
     ("token_match_rate", "token match"), ("rouge_l_mean", "Rouge-L"), ("rouge_l_tokens_mean", "Rouge-L (tokens)"),
     ("longest_run_mean", "longest run (mean)"), ("longest_run_max", "longest run (max)"),
 ]
+
+
+def _ci(value, ci, fmt="{:.3f}") -> str:
+    if value is None:
+        return "—"
+    text = fmt.format(value)
+    return text if not ci or ci[0] is None else f"{text} [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
+
+
+def both_halves_rows(result: dict) -> tuple[list[str], list[list]]:
+    """The first table: per model, memorization (verbatim, longest run, MIA) beside utility (held-out
+    loss and its change against the baseline, degeneration of the generations beside the true texts')."""
+    rows = []
+    for name, s in result["models"].items():
+        u = s["utility"]
+        loss, change, deg = u["heldout_loss"], u.get("vs_baseline", {}), u["degeneration"]
+        loss_change = change.get("heldout_loss_change")
+        rep = change.get("repeated_4grams_change")
+        mia = s.get("mia", {}).get("loss")
+        rows.append([
+            name, s["documents"], s.get("exact_match_rate"), _ci(s.get("longest_run_mean"), None, "{:.1f}"),
+            _ci(mia["auc"], mia["auc_ci"], "{:.2f}") if mia else "—",
+            _ci(loss["mean"], loss["ci"]) if loss else "— (no --non-members)",
+            "baseline" if name == result["baseline"] else _ci(loss_change["relative"], loss_change["ci"], "{:+.1%}") if loss_change else "—",
+            f"{_ci(deg['generated']['repeated_4grams'], None)} (true {_ci(deg['true']['repeated_4grams'], None)})" if deg else "—",
+            "baseline" if name == result["baseline"] else _ci(rep["difference"], rep["ci"], "{:+.3f}") if rep else "—",
+            ", ".join(u["flags"]) or "—"])
+    return (["model", "docs/turns", "verbatim", "longest run (mean)", "MIA loss AUC", "held-out loss (nats/token)",
+             f"Δ held-out loss vs {result['baseline']}", "repeated 4-grams (generated / true)",
+             f"Δ repeated 4-grams vs {result['baseline']}", "flags"], rows)
+
+
+def verdict_lines(result: dict) -> list[str]:
+    """One line per model against the baseline: memorization beside utility, flagged models said so."""
+    base = result["models"][result["baseline"]]
+    lines = []
+    for name, s in result["models"].items():
+        if name == result["baseline"]:
+            continue
+        u = s["utility"]
+        change = u.get("vs_baseline", {})
+        parts = [f"verbatim {_rate(base.get('exact_match_rate'))} → {_rate(s.get('exact_match_rate'))}",
+                 f"longest run {_ci(base.get('longest_run_mean'), None, '{:.1f}')} → {_ci(s.get('longest_run_mean'), None, '{:.1f}')}"]
+        if change.get("heldout_loss_change"):
+            c = change["heldout_loss_change"]
+            parts.append(f"held-out loss {_ci(c['relative'], c['ci'], '{:+.1%}')}")
+        if change.get("repeated_4grams_change"):
+            c = change["repeated_4grams_change"]
+            parts.append(f"repeated 4-grams {_ci(c['difference'], c['ci'], '{:+.3f}')}")
+        if u["flags"]:
+            verdict = (f"FLAGGED ({', '.join(u['flags'])}): clearly worse than {result['baseline']}, so its lower "
+                       "memorization may come from a broken model; not a win")
+        elif not change.get("heldout_loss_change"):
+            verdict = "utility not measured on held-out data: give --non-members to know whether the model still learned"
+        else:
+            verdict = f"not flagged: utility within the flag thresholds of {result['baseline']}"
+        lines.append(f"{name} vs {result['baseline']}: {'; '.join(parts)} — {verdict}.")
+    return lines
 
 
 def summary_rows(models: dict) -> tuple[list[str], list[list]]:
@@ -114,8 +181,8 @@ def write_report(result: dict, out: str | Path) -> None:
     """The audit's files: results.jsonl, summary.json, rouge_l_hist.png, report.md, report.html."""
     out = Path(out)
     rows = result["rows"]
-    summary = {"models": result["models"], "settings": result["settings"], "wall_time_s": result["wall_time_s"],
-               "versions": versions()}
+    summary = {"models": result["models"], "baseline": result["baseline"], "settings": result["settings"],
+               "wall_time_s": result["wall_time_s"], "versions": versions()}
     report = Report("Memorization audit")
     chat = result["settings"].get("kind") == "chat"
     protocol = ("each trained assistant turn, prompted with the conversation before it (generation prompt included), "
@@ -125,6 +192,15 @@ def write_report(result: dict, out: str | Path) -> None:
     report.paragraph(f"{len(result['models'])} model(s) on {result['settings']['data']}: {protocol}, "
                      f"{'greedy' if result['settings']['beams'] == 1 else str(result['settings']['beams']) + '-beam'} decoding. "
                      f"Wall time {result['wall_time_s']:.1f} s.")
+    report.heading("Memorization and utility")
+    for line in verdict_lines(result):
+        report.paragraph(line)
+    report.table(*both_halves_rows(result))
+    report.paragraph(f"Held-out loss: mean NLL per target token on --non-members (bootstrap 95% interval over "
+                     f"{'turns' if chat else 'documents'}); Δ: the paired change against {result['baseline']} on the same rows. "
+                     "Repeated 4-grams: the share of a generation's 4-grams that already occurred in it (the true texts' "
+                     "share beside it). A model is flagged when the whole interval of its held-out-loss change lies above "
+                     f"{LOSS_FLAG:+.0%}, or that of its repeated-4-gram change above {DEGENERATION_FLAG:+.2f}.")
     report.heading("Extraction")
     report.table(*summary_rows(result["models"]))
     _extraction_notes(report, result)
@@ -139,8 +215,12 @@ def write_report(result: dict, out: str | Path) -> None:
     if mia:
         report.heading("Membership inference")
         scores = [k for k in next(iter(mia.values())) if k != "non_members"]
-        report.table(["model", "score", "ROC AUC", "TPR @ 0.1% FPR", "TPR @ 1% FPR"],
-                     [[name, k, m[k]["auc"], m[k]["tpr_at_0.1%_fpr"], m[k]["tpr_at_1%_fpr"]] for name, m in mia.items() for k in scores])
+        unresolved = lambda m, v: f"not resolvable (≥ {m['min_fpr']:.1%} FPR)" if v is None else v  # noqa: E731
+        report.table(["model", "score", "ROC AUC [95% interval]", "TPR @ 0.1% FPR", "TPR @ 1% FPR"],
+                     [[name, k, _ci(m[k]["auc"], m[k]["auc_ci"]), unresolved(m[k], m[k]["tpr_at_0.1%_fpr"]),
+                       unresolved(m[k], m[k]["tpr_at_1%_fpr"])] for name, m in mia.items() for k in scores])
+        report.paragraph(f"{next(iter(mia.values()))['non_members']} non-members: a TPR at an FPR below one over that count "
+                         "cannot be resolved (the first false positive already exceeds it).")
     if any("secrets" in s for s in result["models"].values()):
         add_secrets(report, result["models"], rows)
     report.heading("Most-memorized turns" if result["settings"].get("kind") == "chat" else "Most-memorized documents")

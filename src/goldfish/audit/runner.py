@@ -3,21 +3,17 @@ one or more models, sharded across processes under ``accelerate launch`` / ``tor
 
 from __future__ import annotations
 
-import time
 import argparse
+import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
-from goldfish.audit.chat import chat_turns, secret_rates, training_values
-from goldfish.audit.extraction import generate_suffixes, max_context, split_at_offset, split_document, token_logprobs
-from goldfish.audit.metrics import extraction_metrics, mia_scores, roc_summary
-from goldfish.models import DTYPES, check_model_folder, load_model
+from goldfish.audit.extraction import generate_suffixes, max_context, token_logprobs
+from goldfish.audit.metrics import degeneration_metrics, extraction_metrics, mia_scores
+from goldfish.audit.probes import Probe, chat_probes, text_probes
+from goldfish.audit.summary import compare_to_baseline, secret_summary, summarize
+from goldfish.models import DTYPES, check_model_folder, display_names, load_model
 from goldfish.secrets import load_secrets
-
-MIA_SCORES = ("loss", "zlib", "min_k", "min_k_pp")
 
 
 def int_list(text: str) -> list[int]:
@@ -45,6 +41,8 @@ class AuditConfig:
     out: str | None = field(default=None, metadata={"help": "report folder"})
     names: list[str] | None = field(default=None, metadata={
         "repeatable": True, "help": "display name of each --model, in order"})
+    baseline: str | None = field(default=None, metadata={
+        "help": "the model (display name) the others' utility is compared with (None: the first --model)"})
     suffix_len: int = field(default=50, metadata={"help": "text: tokens to extract (the document's last N)"})
     prefix_len: int | None = field(default=None, metadata={"help": "text: prompt tokens (None: all before the suffix)"})
     offsets: list[int] | None = field(default=None, metadata={
@@ -69,7 +67,8 @@ class AuditConfig:
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
 
-def _validate(cfg: AuditConfig) -> None:
+def _validate(cfg: AuditConfig) -> list:
+    """Check every setting before any model loads; returns the secrets to scan for."""
     if not cfg.models:
         raise ValueError("give at least one --model DIR")
     if cfg.data is None:
@@ -84,9 +83,10 @@ def _validate(cfg: AuditConfig) -> None:
         raise ValueError("--offsets needs --prefix-len and offsets >= 0 (e.g. --offsets 0,16 --prefix-len 32)")
     if cfg.batch_size < 1 or cfg.beams < 1:
         raise ValueError("--batch-size and --beam must be >= 1")
-    if cfg.names is not None and len(cfg.names) != len(cfg.models):
-        raise ValueError(f"{len(cfg.names)} --name given for {len(cfg.models)} --model")
-    load_secrets(cfg.secrets)  # a bad file or regex fails before any model loads
+    names = display_names(cfg.models, cfg.names)
+    if cfg.baseline is not None and cfg.baseline not in names:
+        raise ValueError(f"--baseline {cfg.baseline}: not one of the models ({', '.join(names)})")
+    return load_secrets(cfg.secrets)  # a bad file or regex fails before any model loads
 
 
 def _documents(source: str, text_field: str, limit: int | None) -> tuple[list[dict], str]:
@@ -99,13 +99,6 @@ def _documents(source: str, text_field: str, limit: int | None) -> tuple[list[di
     if kind == "text":
         docs = [{"id": str(d.get("id", i)), "text": d[text_field]} for i, d in enumerate(docs)]
     return (docs[:limit] if limit else docs), kind
-
-
-def _model_names(cfg: AuditConfig) -> list[str]:
-    if cfg.names:
-        return list(cfg.names)
-    names = [Path(m).name or str(m) for m in cfg.models]
-    return [n if names.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(names)]
 
 
 def _shard(items: list, state) -> list:
@@ -130,120 +123,40 @@ def _distributed_state():
     return PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"))
 
 
-def _text_rows(docs: list[dict], tokenizer, cfg: AuditConfig, context: int, extract: bool) -> tuple[list[dict], int]:
-    rows, skipped = [], 0
-    for doc in docs:
-        ids = tokenizer(doc["text"], add_special_tokens=False)["input_ids"]
-        if len(ids) < 2:
-            skipped += 1
-            continue
-        score = ids[-context:]  # membership scores read the whole document
-        base = {"_score": score, "_scored": len(score) - 1, "_text": doc["text"]}
-        if not extract:
-            rows.append({"id": doc["id"], "_prefix": ids, "_suffix": [], **base})
-            continue
-        for offset in cfg.offsets if cfg.offsets is not None else [None]:
-            if offset is None:
-                split = split_document(ids, cfg.prefix_len, cfg.suffix_len, context)
-                start = len(ids) - cfg.suffix_len - len(split[0]) if split else 0
-            else:
-                split, start = split_at_offset(ids, offset, cfg.prefix_len, cfg.suffix_len, context), offset
-            if split is None:
-                skipped += 1
-                continue
-            row_id = doc["id"] if offset is None else f"{doc['id']}@{offset}"
-            rows.append({"id": row_id, "prefix_start": start, "prefix_tokens": len(split[0]), "_prefix": split[0], "_suffix": split[1],
-                         **({"offset": offset} if offset is not None else {}), **base})
-    return rows, skipped
+def _probes(docs: list[dict], tokenizer, cfg: AuditConfig, kind: str, member: bool, context: int, extract: bool):
+    if kind == "text":
+        return text_probes(docs, tokenizer, member, context, cfg.prefix_len, cfg.suffix_len, cfg.offsets, extract)
+    return chat_probes(docs, tokenizer, member, context, cfg.text_field, cfg.assistant_turns)
 
 
-def _chat_rows(docs: list[dict], tokenizer, cfg: AuditConfig, context: int, extract: bool) -> tuple[list[dict], int]:
-    rows, skipped = chat_turns(docs, tokenizer, context, cfg.text_field, cfg.assistant_turns)
-    for r in rows:  # membership scores read the reply's tokens only, after their prompt
-        r.update(prefix_tokens=len(r["_prefix"]), _score=r["_prefix"] + r["_suffix"], _scored=len(r["_suffix"]),
-                 _text=tokenizer.decode(r["_suffix"], skip_special_tokens=True))
-    return rows, skipped
-
-
-def audit_model(model, tokenizer, name: str, docs: list[dict], cfg: AuditConfig, member: bool, extract: bool,
-                kind: str = "text") -> tuple[list[dict], int]:
-    """Rows (one a document, or a trained assistant turn for chat) for one model, and how many were skipped."""
-    context = max_context(model)
-    rows, skipped = (_text_rows if kind == "text" else _chat_rows)(docs, tokenizer, cfg, context, extract)
-    for r in rows:
-        r.update(model=name, member=member)
-    tag = "members" if member else "non-members"
-    if extract and rows:
-        lengths = [max(len(r["_suffix"]), cfg.min_new_tokens if kind == "chat" else 0) for r in rows]
-        generated = generate_suffixes(model, tokenizer, [r["_prefix"] for r in rows], lengths,
+def audit_model(model, tokenizer, name: str, probes: list[Probe], cfg: AuditConfig, kind: str, extract: bool,
+                score: bool) -> list[dict]:
+    """The results.jsonl rows of one model on ``probes``: decoded (``extract``), scored (``score``: the
+    membership scores and each row's ``nll`` over its ``scored_tokens``)."""
+    rows = [p.row() | {"model": name} for p in probes]
+    tag = "members" if probes and probes[0].member else "non-members"
+    if extract and probes:
+        lengths = [max(len(p.suffix), cfg.min_new_tokens if kind == "chat" else 0) for p in probes]
+        generated = generate_suffixes(model, tokenizer, [p.prefix for p in probes], lengths,
                                       cfg.batch_size, cfg.beams, cfg.stop_at_eos, cfg.progress, desc=f"{name}: extract {tag}")
-        for r, decoded in zip(rows, generated):
-            gen = decoded[: len(r["_suffix"])]
-            gen_text, true_text = tokenizer.decode(gen), tokenizer.decode(r["_suffix"])
-            r.update(generated=gen_text, true_suffix=true_text, prefix_tail=tokenizer.decode(r["_prefix"][-40:]),
-                     generated_ids=gen, true_ids=r["_suffix"], **extraction_metrics(gen, r["_suffix"], gen_text, true_text))
+        for r, p, decoded in zip(rows, probes, generated):
+            gen = decoded[: len(p.suffix)]
+            gen_text, true_text = tokenizer.decode(gen), tokenizer.decode(p.suffix)
+            r.update(generated=gen_text, true_suffix=true_text, prefix_tail=tokenizer.decode(p.prefix[-40:]),
+                     generated_ids=gen, true_ids=p.suffix, **extraction_metrics(gen, p.suffix, gen_text, true_text),
+                     **{f"generated_{k}": v for k, v in degeneration_metrics(gen).items()},
+                     **{f"true_{k}": v for k, v in degeneration_metrics(p.suffix).items()})
             if kind == "chat":  # the reply as a user reads it, up to its end-of-turn token (for the secret scan)
-                eot = r["_suffix"][-1]
+                eot = p.suffix[-1]
                 reply = decoded[: decoded.index(eot) + 1] if eot in decoded else decoded
-                r.update(generated_text=tokenizer.decode(reply, skip_special_tokens=True), true_text=r["_text"])
-    if cfg.non_members is not None and rows:
-        scored = token_logprobs(model, [r["_score"] for r in rows], max(1, cfg.batch_size // 2), cfg.progress, desc=f"{name}: score {tag}")
-        for r, (lp, mu, sigma) in zip(rows, scored):
-            n = r["_scored"]
-            r.update(mia_scores(lp[-n:], mu[-n:], sigma[-n:], r["_text"]))
-    for r in rows:
-        for key in ("_prefix", "_suffix", "_text", "_score", "_scored"):
-            r.pop(key)
-    return rows, skipped
-
-
-def _secret_summary(rows: list[dict], secrets) -> dict:
-    members = [r for r in rows if r["member"] and "generated_text" in r]
-    non = [r for r in rows if not r["member"] and "generated_text" in r]
-    known = training_values(members, secrets)
-    out = secret_rates(members, secrets, known)
-    for name, rates in secret_rates(non, secrets, known).items():
-        out[name]["non_members"] = rates
-    for r in rows:  # which training secrets each generation holds, for the report
-        if "generated_text" in r:
-            r["leaked"] = sorted({v for vs in known.values() for v in vs if v in r["generated_text"]})
-    return out
-
-
-def _extraction_summary(members: list[dict]) -> dict:
-    runs = [r["longest_run"] for r in members]
-    rouge = [r["rouge_l"] for r in members if r["rouge_l"] is not None]
-    return {
-        "documents": len(members),
-        "exact_match_rate": float(np.mean([r["exact_match"] for r in members])),
-        "exact_match_count": int(sum(r["exact_match"] for r in members)),
-        "token_match_rate": float(np.mean([r["token_match_rate"] for r in members])),
-        "rouge_l_mean": float(np.mean(rouge)) if rouge else None,
-        "rouge_l_undefined": len(members) - len(rouge),  # true text without any [a-z0-9] word
-        "rouge_l_tokens_mean": float(np.mean([r["rouge_l_tokens"] for r in members])),
-        "first_divergence_mean": float(np.mean([r["first_divergence"] for r in members])),
-        "longest_run_mean": float(np.mean(runs)),
-        "longest_run_max": int(max(runs)),
-    }
-
-
-def summarize(rows: list[dict], skipped: int, reference: bool) -> dict:
-    members = [r for r in rows if r["member"]]
-    s = {"documents": len(members), "skipped_too_short": skipped}
-    if members and "exact_match" in members[0]:
-        s.update(_extraction_summary(members))
-        s["prefix_mid_document"] = sum(r.get("prefix_start", 0) > 0 for r in members)
-        offsets = sorted({r["offset"] for r in members if "offset" in r})
-        if offsets:
-            s["by_offset"] = {str(o): _extraction_summary([r for r in members if r.get("offset") == o]) for o in offsets}
-    non = [r for r in rows if not r["member"]]
-    if non and members:
-        first = min((r["offset"] for r in members if "offset" in r), default=None)
-        members = [r for r in members if r.get("offset") == first]  # one membership score per document
-        names = MIA_SCORES + (("reference",) if reference else ())
-        s["mia"] = {k: roc_summary([r[k] for r in members], [r[k] for r in non]) for k in names}
-        s["mia"]["non_members"] = len(non)
-    return s
+                r.update(generated_text=tokenizer.decode(reply, skip_special_tokens=True), true_text=p.text)
+    if score and probes:
+        scored = token_logprobs(model, [p.scored_ids for p in probes], max(1, cfg.batch_size // 2), cfg.progress,
+                                desc=f"{name}: score {tag}")
+        for r, p, (lp, mu, sigma) in zip(rows, probes, scored):
+            n = p.n_scored
+            r.update(mia_scores(lp[-n:], mu[-n:], sigma[-n:], p.text))
+    return rows
 
 
 def run_audit(cfg: AuditConfig) -> dict:
@@ -251,47 +164,54 @@ def run_audit(cfg: AuditConfig) -> dict:
 
     Returns {"models": {name: summary}, "rows": [...], "settings": ..., "wall_time_s": ...}.
     """
-    _validate(cfg)
+    secrets = _validate(cfg)
     start = time.time()
     docs, kind = _documents(cfg.data, cfg.text_field, cfg.max_documents)
     non_members, non_kind = _documents(cfg.non_members, cfg.text_field, None) if cfg.non_members else ([], kind)
     if non_kind != kind:
         raise ValueError(f"--non-members {cfg.non_members} holds {non_kind} records but --data {cfg.data} holds {kind} records")
-    secrets = load_secrets(cfg.secrets)
     if secrets and kind != "chat":
         raise ValueError("--secrets scans assistant replies: give chat data (messages or prompt/completion records)")
     state = _distributed_state()
     my_docs, my_non = _shard(docs, state), _shard(non_members, state)
+    score = bool(non_members)
     reference_nll = {}
     if cfg.reference_model:
         ref, ref_tok = load_model(cfg.reference_model, cfg.device, cfg.dtype)
         for member, group in ((True, my_docs), (False, my_non)):
-            rows, _ = audit_model(ref, ref_tok, "reference", group, cfg, member, extract=False, kind=kind)
-            reference_nll.update({(member, r["id"]): r["nll"] for r in rows})
+            probes, _ = _probes(group, ref_tok, cfg, kind, member, max_context(ref), extract=False)
+            reference_nll.update({(member, r["id"]): r["nll"] for r in audit_model(ref, ref_tok, "reference", probes, cfg, kind,
+                                                                                    extract=False, score=True)})
         del ref
-    all_rows, summaries = [], {}
-    for path, name in zip(cfg.models, _model_names(cfg)):
+    all_rows, summaries, names = [], {}, display_names(cfg.models, cfg.names)
+    for path, name in zip(cfg.models, names):
         model, tokenizer = load_model(path, cfg.device, cfg.dtype)
-        rows, skipped = audit_model(model, tokenizer, name, my_docs, cfg, True, extract=True, kind=kind)
-        non_rows, _ = (audit_model(model, tokenizer, name, my_non, cfg, False, extract=bool(secrets), kind=kind)
-                       if my_non else ([], 0))
-        rows += non_rows
+        context = max_context(model)
+        if kind == "text" and cfg.suffix_len >= context:
+            raise ValueError(f"--suffix-len {cfg.suffix_len}: the model {name!r} reads at most {context} tokens, prefix and suffix "
+                             f"together; give a --suffix-len below {context}")
+        members, skipped = _probes(my_docs, tokenizer, cfg, kind, True, context, extract=True)
+        non, _ = _probes(my_non, tokenizer, cfg, kind, False, context, extract=bool(secrets))
+        rows = (audit_model(model, tokenizer, name, members, cfg, kind, extract=True, score=score)
+                + audit_model(model, tokenizer, name, non, cfg, kind, extract=bool(secrets), score=score))
         for r in rows:
             if reference_nll and (r["member"], r["id"]) in reference_nll:
                 r["reference"] = reference_nll[(r["member"], r["id"])] - r["nll"]  # higher = member
-        rows = _gather(rows, state)
+        rows = sorted(_gather(rows, state), key=lambda r: (not r["member"], r["id"]))  # any sharding: one order, one summary
         skipped = sum(_gather([skipped], state))
         summaries[name] = summarize(rows, skipped, bool(reference_nll))
         if secrets:
-            summaries[name]["secrets"] = _secret_summary(rows, secrets)
+            summaries[name]["secrets"] = secret_summary(rows, secrets)
         all_rows += rows
         del model
     if not any(s["documents"] for s in summaries.values()):
         if kind == "chat":
             raise ValueError(f"{cfg.data}: no assistant turn fits the model's context")
         raise ValueError(f"no document of {cfg.data} is long enough for prefix + suffix ({cfg.prefix_len or 1} + {cfg.suffix_len} tokens)")
+    baseline = cfg.baseline or names[0]
+    compare_to_baseline(summaries, all_rows, baseline)
     result = {
-        "models": summaries, "rows": all_rows, "wall_time_s": round(time.time() - start, 2),
+        "models": summaries, "rows": all_rows, "baseline": baseline, "wall_time_s": round(time.time() - start, 2),
         "settings": {k: v for k, v in asdict(cfg).items() if k != "progress"} | {"kind": kind},
     }
     if cfg.out and (state is None or state.is_main_process):

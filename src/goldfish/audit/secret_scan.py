@@ -1,37 +1,10 @@
-"""The audit on chat data (``messages`` or prompt/completion records): one row per supervised
-assistant turn, prompted with the conversation rendered up to that turn, and the secret scan.
-
-A turn's prompt is the token ids of the training render before the reply (its generation prompt
-included: exactly the context the model trained the reply on); its true reply is the supervised
-tokens (content and end-of-turn marker). The model decodes as many tokens as the true reply has.
-"""
+"""The secret scan of chat audits: which generated replies hold which secrets (recall and spill)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from goldfish.data import tokenize_document
-from goldfish.data.chat import supervised_runs
 from goldfish.secrets import Secret
-
-
-def chat_turns(docs: list[dict], tokenizer, context: int, text_field: str = "text", assistant_turns: str = "all") -> tuple[list[dict], int]:
-    """Rows ``{"id", "turn", "_prefix", "_suffix"}`` (ids ``DOC#TURN``) and how many turns were skipped
-    because prompt + reply do not fit the model's context (the prompt is cut from the left first)."""
-    rows, skipped = [], 0
-    for n, doc in enumerate(docs):
-        try:
-            ids, labels = tokenize_document(doc, tokenizer, text_field, assistant_turns)
-        except ValueError as e:
-            raise ValueError(f"record {n}: {e}") from None
-        for turn, (a, b) in enumerate(supervised_runs(labels[1:])):  # a target needs a token before it
-            a, b = a + 1, b + 1
-            if b - a >= context:
-                skipped += 1
-                continue
-            rows.append({"id": f"{doc.get('id', n)}#{turn}", "turn": turn, "_prefix": ids[max(0, a - (context - (b - a))) : a],
-                         "_suffix": ids[a:b]})
-    return rows, skipped
 
 
 def secret_rates(rows: list[dict], secrets: list[Secret], training_values: dict[str, set[str]]) -> dict:

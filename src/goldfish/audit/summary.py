@@ -1,0 +1,145 @@
+"""The audit's summaries, per model: extraction (memorization), membership inference, the secret
+scan, and utility (what the model still knows), with the comparison against a baseline model.
+
+Utility, from the rows of one model:
+    heldout_loss    mean NLL per target token over the ``--non-members`` rows (token-weighted: the sum
+                    of each row's ``nll * scored_tokens`` over the sum of ``scored_tokens``), with its
+                    bootstrap interval over rows, and its perplexity; None without non-members
+    degeneration    the member rows' generations and true texts side by side: mean repeated-4-gram
+                    share, mean longest repeat (tokens), distinct-2 over all of them
+
+Against the baseline (``--baseline NAME``; default the first model), on the rows both share:
+    heldout_loss_change       relative: this model's held-out loss / the baseline's - 1
+    repeated_4grams_change    this model's mean repeated-4-gram share - the baseline's
+each with its paired bootstrap interval. A model is flagged (``flags``) for "held-out loss" when the
+whole interval of its change lies above ``LOSS_FLAG`` (+10%), and for "degeneration" when the whole
+interval of its repeated-4-gram change lies above ``DEGENERATION_FLAG`` (+0.05): clearly worse,
+not noise. A flagged model's lower memorization may come from a broken model, not from goldfish.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from goldfish.audit.metrics import distinct_n, roc_summary
+from goldfish.stats import paired_change_ci, weighted_mean_ci
+
+MIA_SCORES = ("loss", "zlib", "min_k", "min_k_pp")
+LOSS_FLAG, DEGENERATION_FLAG = 0.10, 0.05
+
+
+def extraction_summary(members: list[dict]) -> dict:
+    runs = [r["longest_run"] for r in members]
+    rouge = [r["rouge_l"] for r in members if r["rouge_l"] is not None]
+    return {
+        "documents": len(members),
+        "exact_match_rate": float(np.mean([r["exact_match"] for r in members])),
+        "exact_match_count": int(sum(r["exact_match"] for r in members)),
+        "token_match_rate": float(np.mean([r["token_match_rate"] for r in members])),
+        "rouge_l_mean": float(np.mean(rouge)) if rouge else None,
+        "rouge_l_undefined": len(members) - len(rouge),  # true text without any [a-z0-9] word
+        "rouge_l_tokens_mean": float(np.mean([r["rouge_l_tokens"] for r in members])),
+        "first_divergence_mean": float(np.mean([r["first_divergence"] for r in members])),
+        "longest_run_mean": float(np.mean(runs)),
+        "longest_run_max": int(max(runs)),
+    }
+
+
+def mia_summary(members: list[dict], non: list[dict], reference: bool) -> dict:
+    """ROC summary of each membership score (one score per document: the first offset's row)."""
+    first = min((r["offset"] for r in members if "offset" in r), default=None)
+    members = [r for r in members if r.get("offset") == first]
+    names = MIA_SCORES + (("reference",) if reference else ())
+    return {k: roc_summary([r[k] for r in members], [r[k] for r in non]) for k in names} | {"non_members": len(non)}
+
+
+def heldout_loss(non: list[dict]) -> dict | None:
+    """The held-out loss of non-member rows (module docstring), or None without any."""
+    if not non:
+        return None
+    loss, low, high = weighted_mean_ci([r["nll"] * r["scored_tokens"] for r in non], [r["scored_tokens"] for r in non])
+    return {"mean": loss, "ci": [low, high], "perplexity": math.exp(loss), "tokens": int(sum(r["scored_tokens"] for r in non)),
+            "rows": len(non)}
+
+
+def degeneration(members: list[dict]) -> dict | None:
+    """Degeneration of the member rows' generations beside that of their true texts (None: nothing decoded)."""
+    rows = [r for r in members if "generated_ids" in r]
+    if not rows:
+        return None
+
+    def side(ids_key, prefix):
+        shares = [r[f"{prefix}repeated_4grams"] for r in rows if r[f"{prefix}repeated_4grams"] is not None]
+        return {"repeated_4grams": float(np.mean(shares)) if shares else None,
+                "longest_repeat": float(np.mean([r[f"{prefix}longest_repeat"] for r in rows])),
+                "distinct_2": distinct_n([r[ids_key] for r in rows], 2)}
+
+    return {"generated": side("generated_ids", "generated_"), "true": side("true_ids", "true_"), "rows": len(rows)}
+
+
+def summarize(rows: list[dict], skipped: int, reference: bool) -> dict:
+    """One model's summary from its rows (members and non-members)."""
+    members = [r for r in rows if r["member"]]
+    non = [r for r in rows if not r["member"]]
+    s = {"documents": len(members), "skipped_too_short": skipped}
+    if members and "exact_match" in members[0]:
+        s.update(extraction_summary(members))
+        s["prefix_mid_document"] = sum(r.get("prefix_start", 0) > 0 for r in members)
+        offsets = sorted({r["offset"] for r in members if "offset" in r})
+        if offsets:
+            s["by_offset"] = {str(o): extraction_summary([r for r in members if r.get("offset") == o]) for o in offsets}
+    if non and members:
+        s["mia"] = mia_summary(members, non, reference)
+    s["utility"] = {"heldout_loss": heldout_loss(non), "degeneration": degeneration(members)}
+    return s
+
+
+def compare_to_baseline(summaries: dict, rows: list[dict], baseline: str) -> None:
+    """Add ``utility.vs_baseline`` and ``utility.flags`` to each model's summary (module docstring)."""
+    by_model: dict[str, dict] = {}
+    for r in rows:
+        by_model.setdefault(r["model"], {})[(r["member"], r["id"])] = r
+    base = by_model.get(baseline, {})
+    for name, s in summaries.items():
+        utility = s["utility"]
+        utility["flags"] = []
+        if name == baseline:
+            continue
+        mine = by_model.get(name, {})
+        shared_non = [k for k in mine if not k[0] and k in base]
+        shared_gen = [k for k in mine if k[0] and k in base and mine[k].get("generated_repeated_4grams") is not None
+                      and base[k].get("generated_repeated_4grams") is not None]
+        change = {"baseline": baseline}
+        if shared_non:
+            n = [mine[k]["scored_tokens"] for k in shared_non]
+            value, low, high = paired_change_ci([mine[k]["nll"] * c for k, c in zip(shared_non, n)],
+                                                [base[k]["nll"] * c for k, c in zip(shared_non, n)], n, relative=True)
+            change["heldout_loss_change"] = {"relative": value, "ci": [low, high], "rows": len(shared_non)}
+            if low is not None and low > LOSS_FLAG:
+                utility["flags"].append("held-out loss")
+        if shared_gen:
+            value, low, high = paired_change_ci([mine[k]["generated_repeated_4grams"] for k in shared_gen],
+                                                [base[k]["generated_repeated_4grams"] for k in shared_gen],
+                                                [1] * len(shared_gen), relative=False)
+            change["repeated_4grams_change"] = {"difference": value, "ci": [low, high], "rows": len(shared_gen)}
+            if low is not None and low > DEGENERATION_FLAG:
+                utility["flags"].append("degeneration")
+        utility["vs_baseline"] = change
+
+
+def secret_summary(rows: list[dict], secrets) -> dict:
+    """Per secret, recall and spill on members and non-members; marks each row's ``leaked`` strings."""
+    from goldfish.audit.secret_scan import secret_rates, training_values
+
+    members = [r for r in rows if r["member"] and "generated_text" in r]
+    non = [r for r in rows if not r["member"] and "generated_text" in r]
+    known = training_values(members, secrets)
+    out = secret_rates(members, secrets, known)
+    for name, rates in secret_rates(non, secrets, known).items():
+        out[name]["non_members"] = rates
+    for r in rows:  # which training secrets each generation holds, for the report
+        if "generated_text" in r:
+            r["leaked"] = sorted({v for vs in known.values() for v in vs if v in r["generated_text"]})
+    return out
