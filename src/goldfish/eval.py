@@ -142,19 +142,17 @@ def primary_metric(task: str, metrics: dict) -> str:
 @contextlib.contextmanager
 def _offline(progress: bool):
     """Within: the Hub is off for ``datasets`` and ``huggingface_hub`` (both read their switch at import
-    time, so the module constants are set, then restored), lm-eval logs errors only, and without
-    ``progress`` tqdm bars are off."""
+    time, so the module constants are set, then restored), lm-eval logs errors only and does not ask
+    git for the working folder's commit (outside a repository git prints "fatal: not a git
+    repository"; the report records the package versions instead), and without ``progress`` tqdm
+    bars are off."""
     import logging
 
     import datasets.config
     import huggingface_hub.constants
+    from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its notes on being given a loaded model
-    from datasets.utils.logging import (
-        are_progress_bars_disabled,
-        disable_progress_bars,
-        enable_progress_bars,
-    )
 
     saved = (datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE, os.environ.get("TQDM_DISABLE"),
              are_progress_bars_disabled())
@@ -162,8 +160,13 @@ def _offline(progress: bool):
     if not progress:
         os.environ["TQDM_DISABLE"] = "1"  # lm-eval's bars (tqdm reads it when a bar is made)
         disable_progress_bars()  # and those of datasets
+    from unittest import mock
+
+    import lm_eval.evaluator
+
     try:
-        yield
+        with mock.patch.object(lm_eval.evaluator, "get_git_commit_hash", return_value=None):
+            yield
     finally:
         datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = saved[:2]
         if saved[2] is None:

@@ -29,6 +29,8 @@ class ExperimentConfig:
     base_seq: int = field(default=128, metadata={"help": "tokens a pretraining row"})
     base_lr: float = field(default=2e-3, metadata={"help": "pretraining learning rate (cosine schedule)"})
     audit_batch: int = field(default=32, metadata={"help": "batch size of the audits"})
+    benchmark_items: int | None = field(default=None, metadata={
+        "help": "items of each embedded benchmark task the runs are scored on (None: all)"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (None: cuda if available)"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
@@ -54,7 +56,7 @@ class DocumentsConfig(ExperimentConfig):
                              f"({self.doc_tokens})")
 
 
-_TEST = {"size": "micro", "base_steps": 6, "base_batch": 4, "base_seq": 64, "progress": False}  # seconds, no claims
+_TEST = {"size": "micro", "base_steps": 6, "base_batch": 4, "base_seq": 64, "benchmark_items": 8, "progress": False}  # seconds
 _TEST_DOCS = {**_TEST, "n_docs": 4, "doc_tokens": 48, "prefix_len": 24, "suffix_len": 24}
 
 

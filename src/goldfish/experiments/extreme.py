@@ -15,8 +15,9 @@ from goldfish.report import Report, histogram_png, settings_block
 from goldfish.experiments.base import base_model_dir
 from goldfish.experiments.config import ExtremeConfig
 from goldfish.experiments.documents import gap_closed, run_metrics, target_documents
-from goldfish.experiments.reporting import closing_line, run_names, run_table, write_summary
+from goldfish.experiments.reporting import closing_line, run_names, run_table, utility_table, write_summary
 from goldfish.experiments.training import finetune, goldfish_config
+from goldfish.experiments.utility import benchmarks, utility_figures
 
 RUN_NAMES = {"none": "standard", "hash": "goldfish"}
 CONFIG = ExtremeConfig
@@ -39,13 +40,16 @@ def run(cfg: ExtremeConfig) -> dict:
     for strategy in cfg.strategies:
         runs[run_name(strategy)] = finetune(cfg, base, members, goldfish_config(cfg, strategy), out / "models" / run_name(strategy),
                                             cfg.epochs, cfg.lr, cfg.batch_size, seq_len=2 * cfg.doc_tokens)
+    baseline = "standard" if "standard" in runs else "control"
     audit = run_audit(AuditConfig(
         models=[str(p) for p in runs.values()], names=list(runs), data=str(members), non_members=str(non_members),
         out=str(out / "audit"), prefix_len=cfg.prefix_len, suffix_len=cfg.suffix_len, batch_size=cfg.audit_batch,
-        device=cfg.device, progress=cfg.progress,
+        device=cfg.device, progress=cfg.progress, baseline=baseline,
     ))
     summary = run_metrics(audit)
-    result = {"experiment": "extreme", **summary}
+    for name, figures in utility_figures(audit).items():
+        summary[name]["utility"] = figures
+    result = {"experiment": "extreme", **summary, "benchmarks": benchmarks(cfg, runs, baseline, out)}
     if "standard" in summary and "goldfish" in summary:
         c, s, g = (summary[n] for n in ("control", "standard", "goldfish"))
         result["rouge_gap_closed"] = gap_closed(c["rouge_l_mean"], s["rouge_l_mean"], g["rouge_l_mean"])
@@ -68,6 +72,13 @@ def _write_report(result: dict, audit: dict, out: Path) -> None:
         f"Wall time {result['wall_time_s']:.0f} s, seed {s['seed']}."
     )
     report.table(*run_table(result, runs))
+    report.heading("What the models still know")
+    report.paragraph(
+        f"Held-out loss: mean NLL per token on the {s['n_docs']} non-member documents (bootstrap 95% interval), and its "
+        f"change against {result[runs[0]]['utility']['baseline']}; repeated 4-grams of the generations (the true suffixes: "
+        f"{result[runs[0]]['utility']['true_repeated_4grams']:.3f}); accuracy ± stderr on the embedded benchmark tasks "
+        "(lm-evaluation-harness, held-out text, chance 0.25). Flags: see goldfish audit.")
+    report.table(*utility_table(result, runs))
     if result.get("rouge_gap_closed") is not None:
         report.paragraph(
             f"goldfish removes {100 * result['rouge_gap_closed']:.0f}% of the Rouge-L gap between standard and control "
@@ -85,7 +96,7 @@ def _write_report(result: dict, audit: dict, out: Path) -> None:
 
 
 def lines(result: dict) -> list:
-    out = [run_table(result, run_names(result))]
+    out = [run_table(result, run_names(result)), utility_table(result, run_names(result))]
     if result.get("rouge_gap_closed") is not None:
         out.append(f"goldfish removes {100 * result['rouge_gap_closed']:.0f}% of the standard-vs-control Rouge-L gap; "
                    f"mean longest verbatim run {100 * result['longest_run_ratio']:.0f}% of standard's")

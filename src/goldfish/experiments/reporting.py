@@ -18,6 +18,33 @@ def run_table(result: dict, runs: list[str]) -> tuple[list[str], list[list]]:
     return headers, [[name] + [result[name].get(k, "") for k, _ in RUN_COLUMNS] for name in runs]
 
 
+def _ci(value, ci, fmt: str) -> str:
+    if value is None:
+        return "—"
+    text = fmt.format(value)
+    return text if not ci or ci[0] is None else f"{text} [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
+
+
+def utility_table(result: dict, runs: list[str]) -> tuple[list[str], list[list]]:
+    """Per run: held-out loss and its change against the baseline run, repeated 4-grams, each embedded
+    benchmark's score ± stderr, and the flags (see goldfish.audit.summary)."""
+    bench = result.get("benchmarks", {})
+    tasks = bench.get("tasks", [])
+    rows = []
+    for name in runs:
+        u = result[name]["utility"]
+        baseline = name == u["baseline"]
+        scores = bench.get("scores", {}).get(name, {})
+        rows.append([name, _ci(u["heldout_loss"], u["heldout_loss_ci"], "{:.3f}"),
+                     "baseline" if baseline else _ci(u["heldout_loss_change"], u["heldout_loss_change_ci"], "{:+.1%}"),
+                     _ci(u["repeated_4grams"], None, "{:.3f}"),
+                     *(f"{scores[t]['score']:.3f} ± {scores[t]['stderr']:.3f}" if t in scores else "—" for t in tasks),
+                     ", ".join(u["flags"]) or "—"])
+    baseline = result[runs[0]]["utility"]["baseline"] if runs else ""
+    return (["run", "held-out loss", f"Δ vs {baseline}", "repeated 4-grams", *(t.removeprefix("goldfish_") for t in tasks), "flags"],
+            rows)
+
+
 def closing_line(result: dict) -> str:
     """The last line every recipe prints: wall time and where the report is."""
     return f"wall time {result['wall_time_s']:.0f} s; report: {Path(result['settings']['out']) / 'report.html'}"
