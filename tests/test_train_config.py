@@ -98,9 +98,11 @@ def test_every_training_argument_reaches_the_trainer(tokenizer):
 def _all_parsers():
     yield "train", train_parser()
     yield "audit", audit_parser()
-    from goldfish.cli import _mask_parser
+    from goldfish.cli import _mask_parser, _plot_parser, eval_parser
 
     yield "mask", _mask_parser("goldfish mask")
+    yield "eval", eval_parser()
+    yield "plot", _plot_parser("goldfish plot")
     for name in RECIPES:
         yield f"experiment {name}", experiment_parser(name, f"goldfish experiment {name}")
 

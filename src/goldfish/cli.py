@@ -20,6 +20,7 @@ COMMANDS = {
     "audit": "measure memorization: extraction, chat turns, secrets, membership inference",
     "eval": "score models on downstream benchmarks (lm-evaluation-harness; embedded tasks by default)",
     "mask": "show which tokens of a text the goldfish mask drops",
+    "plot": "draw the held-out loss of training runs against input and supervised tokens (the paper's Fig. 5)",
     "demo": "the paper's extreme setting on the embedded data: standard memorizes, goldfish does not",
     "experiment": "reproduce the paper's experiments on the embedded data",
 }
@@ -220,6 +221,47 @@ def cmd_eval(argv: list[str], prog: str) -> int:
     return 0
 
 
+# ---- goldfish plot ----
+
+def _plot_parser(prog: str):
+    from goldfish.arguments import ArgumentParser
+
+    @dataclass
+    class PlotArguments:
+        """What ``goldfish plot`` draws: the eval history in each run's goldfish.json (``--eval-data``)."""
+
+        out: str = field(default="eval_loss.png", metadata={"help": "the PNG to write"})
+        names: list[str] | None = field(default=None, metadata={"repeatable": True, "help": "a label per run, in order"})
+
+    parser = ArgumentParser([PlotArguments], aliases={"--name": "--names"}, config=False, prog=prog,
+                            description="Draw the eval loss of goldfish train runs against input tokens and against "
+                                        "supervised tokens (the paper's Fig. 5 view).")
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="a goldfish train --out folder trained with --eval-data")
+    return parser
+
+
+def cmd_plot(argv: list[str], prog: str) -> int:
+    import json
+
+    from goldfish.cache import write_bytes_atomic
+    from goldfish.models import display_names
+    from goldfish.report import loss_curves_png
+
+    (args,), extra = _plot_parser(prog).parse(argv)
+    curves = {}
+    for run, name in zip(extra.runs, display_names(extra.runs, args.names)):
+        record = Path(run) / "goldfish.json"
+        if not record.is_file():
+            raise ValueError(f"{run}: no goldfish.json (not a goldfish train --out folder, or the run did not finish)")
+        history = json.loads(record.read_text()).get("eval")
+        if not history:
+            raise ValueError(f"{run}: goldfish.json holds no eval history; train with --eval-data FILE (and --eval-steps N)")
+        curves[name] = history
+    write_bytes_atomic(Path(args.out), loss_curves_png(curves))
+    print(f"wrote {args.out}: eval loss against input and supervised tokens for {', '.join(curves)}")
+    return 0
+
+
 # ---- goldfish demo / experiment ----
 
 def experiment_parser(name: str, prog: str):
@@ -260,7 +302,7 @@ def cmd_experiment(argv: list[str], prog: str) -> int:
     return run_experiment(name, argv[1:], f"{prog} {name}", f"goldfish-{name}")
 
 
-HANDLERS = {"train": cmd_train, "audit": cmd_audit, "eval": cmd_eval, "mask": cmd_mask, "demo": cmd_demo,
+HANDLERS = {"train": cmd_train, "audit": cmd_audit, "eval": cmd_eval, "mask": cmd_mask, "plot": cmd_plot, "demo": cmd_demo,
             "experiment": cmd_experiment}
 
 

@@ -143,3 +143,22 @@ def figure_png(fig) -> bytes:
     fig.savefig(buf, format="png")
     pyplot().close(fig)
     return buf.getvalue()
+
+
+def loss_curves_png(curves: dict[str, list[dict]], loss_key: str = "eval_loss") -> bytes:
+    """The paper's Fig. 5 view: one line per run of ``loss_key`` against the input tokens seen (left)
+    and against the supervised tokens, the loss terms (right). ``curves``: {run: [{"input_tokens",
+    "supervised_tokens", loss_key}, ...]}."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110, sharey=True)
+    for name, points in curves.items():
+        for ax, x in zip(axes, ("input_tokens", "supervised_tokens")):
+            ax.plot([p[x] for p in points], [p[loss_key] for p in points], marker="o", ms=3, label=name)
+    axes[0].set_xlabel("input tokens seen")
+    axes[1].set_xlabel("supervised tokens (loss terms) seen")
+    axes[0].set_ylabel("held-out loss (nats/token)")
+    for ax in axes:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return figure_png(fig)

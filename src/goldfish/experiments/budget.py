@@ -10,7 +10,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from goldfish.audit.extraction import mean_supervised_nll
-from goldfish.report import Report, figure_png, pyplot, settings_block
+from goldfish.report import Report, loss_curves_png, settings_block
 from goldfish.experiments.config import BudgetConfig
 from goldfish.experiments.reporting import closing_line, write_summary
 
@@ -54,22 +54,6 @@ def run(cfg: BudgetConfig) -> dict:
     return result
 
 
-def _plot(curves: dict) -> bytes:
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110, sharey=True)
-    for name, points in curves.items():
-        for ax, x in zip(axes, ("input_tokens", "supervised_tokens")):
-            ax.plot([p[x] for p in points], [p["validation_loss"] for p in points], marker="o", ms=3, label=name)
-    axes[0].set_xlabel("input tokens seen")
-    axes[1].set_xlabel("supervised tokens (loss terms) seen")
-    axes[0].set_ylabel("validation loss")
-    for ax in axes:
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return figure_png(fig)
-
-
 def _write_report(result: dict, out: Path) -> None:
     s = result["settings"]
     report = Report("goldfish experiment budget (paper Fig. 5)")
@@ -82,7 +66,7 @@ def _write_report(result: dict, out: Path) -> None:
     )
     report.table(["run", "final validation loss", "input tokens", "supervised tokens"],
                  [[n, c[-1]["validation_loss"], c[-1]["input_tokens"], c[-1]["supervised_tokens"]] for n, c in result["curves"].items()])
-    report.image("validation_loss.png", _plot(result["curves"]), "Validation loss against input tokens and against supervised tokens")
+    report.image("validation_loss.png", loss_curves_png(result["curves"], "validation_loss"), "Validation loss against input tokens and against supervised tokens")
     settings_block(report, result)
     write_summary(result, out)
     report.write(out)
