@@ -68,7 +68,7 @@ def _non_empty(ds, source):
 
 def _read_text_files(files):
     for f in files:
-        yield {"text": _utf8(Path(f))}
+        yield {"text": read_utf8(Path(f))}
 
 
 def _text_files(files: list[Path]):
@@ -103,7 +103,8 @@ def _table_files(builder: str, files: list[Path]):
         raise ValueError(f"{', '.join(map(str, files))}: could not be read as {builder}: {e.__cause__ or e}") from e
 
 
-def _utf8(path: Path) -> str:
+def read_utf8(path: Path) -> str:
+    """The text of a file; ValueError naming the file, line and byte unless it is UTF-8."""
     data = path.read_bytes()
     try:
         return data.decode("utf-8")
@@ -139,7 +140,7 @@ def _explain_unreadable(path: Path, builder: str) -> None:
     """Raise a ValueError naming the file, line and reason, if the file is not valid UTF-8 / JSON."""
     if builder == "parquet":
         return
-    text = _utf8(path)
+    text = read_utf8(path)
     if builder != "json":
         return
     if path.suffix == ".json" and text.lstrip().startswith("["):

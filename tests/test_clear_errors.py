@@ -1,0 +1,81 @@
+"""Bad input gives exit 2 and one line naming the file and the record (or line), never a traceback,
+and nothing half written: chat messages without content or with content-part lists, binary or
+empty --protect files, ``"goldfish": "false"``."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chat_styles import chat_model_folder
+from goldfish.cli import main
+
+
+def _jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def _error(capsys, command: str) -> str:
+    """The one error line of a CLI run (and no traceback)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith(f"goldfish {command}: error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _chat(reply="fine, thanks") -> dict:
+    return {"messages": [{"role": "user", "content": "How are you?"}, {"role": "assistant", "content": reply}]}
+
+
+def _train(tmp_path, data, *extra) -> int:
+    return main(["train", "--data", str(data), "--out", str(tmp_path / "out"), "--max-steps", "1", "--no-progress",
+                 "--data-cache", str(tmp_path / "cache"), *extra])
+
+
+@pytest.fixture(scope="module")
+def chatml_model(tmp_path_factory):
+    return chat_model_folder(tmp_path_factory.mktemp("chatml") / "model", "chatml")
+
+
+NO_CONTENT = {"messages": [{"role": "user"}, {"role": "assistant", "content": "hello"}]}
+PARTS = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}, {"role": "assistant", "content": "hello"}]}
+
+
+@pytest.mark.parametrize("template", ["generation tags", "no generation tags"])
+@pytest.mark.parametrize("record,message", [
+    (NO_CONTENT, "the chat template failed on the conversation up to message 1: "),
+    (PARTS, "message 0: 'content' is a list of content parts; give it as one string"),
+])
+def test_bad_chat_messages_name_file_and_record(tmp_path, capsys, chatml_model, template, record, message):
+    data = _jsonl(tmp_path / "chats.jsonl", [_chat(), _chat(), record])
+    model = ["--init", "micro"] if template == "generation tags" else ["--model", chatml_model]  # the embedded template has tags
+    assert _train(tmp_path, data, *model) == 2
+    line = _error(capsys, "train")
+    assert f"{data}: record 2: {message}" in line
+    assert record is not NO_CONTENT or "(message 0 has no 'content')" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_goldfish_false_as_a_string_is_an_error_not_ignored(tmp_path, capsys):
+    data = _jsonl(tmp_path / "d.jsonl", [{"text": "kept " * 20}, {"text": "opted out? " * 20, "goldfish": "false"}])
+    assert _train(tmp_path, data, "--init", "micro") == 2
+    assert f"{data}: record 1: 'goldfish' must be true or false (a JSON boolean), got 'false'" in _error(capsys, "train")
+
+
+@pytest.mark.parametrize("command", ["mask", "train"])
+@pytest.mark.parametrize("content,message", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00", ":1: not UTF-8 (byte 0x89 at offset 0)"),
+    (b"", " holds no secret (it is empty or blank)"),
+    (b"\n  \n\n", " holds no secret (it is empty or blank)"),
+])
+def test_protect_files_without_secrets_name_the_file(tmp_path, capsys, command, content, message):
+    secrets = tmp_path / "secrets.png"
+    secrets.write_bytes(content)
+    if command == "mask":
+        assert main(["mask", "Call Dana at +1 415 555 0199", "--protect", str(secrets)]) == 2
+    else:
+        assert _train(tmp_path, _jsonl(tmp_path / "d.jsonl", [{"text": "hello " * 20}]), "--init", "micro", "--protect", str(secrets)) == 2
+        assert not (tmp_path / "out").exists()
+    assert f"{secrets}{message}" in _error(capsys, command)
