@@ -1,6 +1,6 @@
 """Bad input gives exit 2 and one line naming the file and the record (or line), never a traceback,
-and nothing half written: chat messages without content or with content-part lists, binary or
-empty --protect files, ``"goldfish": "false"``."""
+and nothing half written: chat messages without content or with content-part lists, tokenizers
+without offsets, binary or empty --protect files, ``"goldfish": "false"``."""
 
 import json
 from pathlib import Path
@@ -79,3 +79,24 @@ def test_protect_files_without_secrets_name_the_file(tmp_path, capsys, command, 
         assert _train(tmp_path, _jsonl(tmp_path / "d.jsonl", [{"text": "hello " * 20}]), "--init", "micro", "--protect", str(secrets)) == 2
         assert not (tmp_path / "out").exists()
     assert f"{secrets}{message}" in _error(capsys, command)
+
+
+def _python_tokenizer():
+    from transformers import ByT5Tokenizer
+
+    return ByT5Tokenizer()
+
+
+def test_a_tokenizer_without_offsets_is_refused_for_protection_and_mask(tmp_path, capsys):
+    from goldfish import GoldfishConfig
+    from goldfish.data.prepare import DataSettings, prepare_dataset
+
+    tok = _python_tokenizer()
+    data = _jsonl(tmp_path / "d.jsonl", [{"text": "Dana Whitlock called"}])
+    with pytest.raises(ValueError, match=r"protected spans .*: these need the tokenizer's character offsets, and ByT5Tokenizer"):
+        prepare_dataset([str(data)], tok, DataSettings(seq_len=64, protect=("Dana",)), GoldfishConfig(), cache=tmp_path / "c",
+                        progress=False)
+    assert not [p for p in (tmp_path / "c").iterdir()]  # no entry, no temp folder
+    tok.save_pretrained(tmp_path / "byt5")
+    assert main(["mask", "Dana Whitlock called", "--tokenizer", str(tmp_path / "byt5")]) == 2
+    assert "ByT5Tokenizer (a Python tokenizer) gives none; use a fast tokenizer" in _error(capsys, "mask")
