@@ -1,8 +1,11 @@
 """Bad input gives exit 2 and one line naming the file and the record (or line), never a traceback,
 and nothing half written: chat messages without content or with content-part lists, tokenizers
-without offsets, binary or empty --protect files, ``"goldfish": "false"``."""
+without offsets, audit records without text, a suffix as long as the model's context, a read-only
+or foreign --out, binary or empty --protect files, ``"goldfish": "false"``."""
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -100,3 +103,51 @@ def test_a_tokenizer_without_offsets_is_refused_for_protection_and_mask(tmp_path
     tok.save_pretrained(tmp_path / "byt5")
     assert main(["mask", "Dana Whitlock called", "--tokenizer", str(tmp_path / "byt5")]) == 2
     assert "ByT5Tokenizer (a Python tokenizer) gives none; use a fast tokenizer" in _error(capsys, "mask")
+
+
+def _audit(memorized, data, out, *extra) -> int:
+    model, _, _ = memorized
+    return main(["audit", "--model", str(model), "--data", str(data), "--out", str(out), "--suffix-len", "16", "--no-progress", *extra])
+
+
+def test_audit_record_without_text_names_file_and_record(tmp_path, capsys, memorized):
+    data = _jsonl(tmp_path / "docs.jsonl", [{"id": "a", "text": "one two three " * 20}, {"id": "b", "text": "four " * 40},
+                                            {"id": "c", "body": "no text here"}])
+    assert _audit(memorized, data, tmp_path / "audit") == 2
+    assert f"{data}: record 2: no 'text' string (got None)" in _error(capsys, "audit")
+    assert not (tmp_path / "audit").exists()
+
+
+def test_audit_suffix_as_long_as_the_context_is_refused(tmp_path, capsys, memorized):
+    _, members, _ = memorized
+    assert _audit(memorized, members, tmp_path / "audit", "--suffix-len", "128") == 2  # the model reads 128 positions
+    assert "--suffix-len 128: the model 'model' reads at most 128 tokens" in _error(capsys, "audit")
+    assert not (tmp_path / "audit").exists()
+
+
+def _read_only_folder(tmp_path: Path) -> Path:
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    try:
+        fd, probe = tempfile.mkstemp(dir="/sys")
+    except OSError:
+        return Path("/sys")
+    os.close(fd)
+    os.unlink(probe)
+    pytest.skip("root, and no read-only folder to test with")
+
+
+def test_audit_out_that_cannot_be_written_or_holds_other_files_is_refused_first(tmp_path, capsys, memorized):
+    _, members, _ = memorized
+    read_only = _read_only_folder(tmp_path) / "audit"
+    assert _audit(memorized, members, read_only) == 2
+    assert f"--out {read_only}: cannot write in {read_only.parent}" in _error(capsys, "audit")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert _audit(memorized, members, mine) == 2
+    assert "holds files that are not an audit's (notes.txt)" in _error(capsys, "audit")
+    assert (mine / "notes.txt").read_text() == "keep me"

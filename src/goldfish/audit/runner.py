@@ -61,6 +61,10 @@ def _validate(cfg: AuditConfig) -> None:
     if cfg.names is not None and len(cfg.names) != len(cfg.models):
         raise ValueError(f"{len(cfg.names)} --name given for {len(cfg.models)} --model")
     load_secrets(cfg.secrets)  # a bad file or regex fails before any model loads
+    if cfg.out:
+        from goldfish.audit.report import check_out_folder
+
+        check_out_folder(cfg.out)
 
 
 def _documents(source: str, text_field: str, limit: int | None) -> tuple[list[dict], str]:
@@ -69,8 +73,12 @@ def _documents(source: str, text_field: str, limit: int | None) -> tuple[list[di
     from goldfish.data import document_format, read_documents
 
     docs = read_documents(source, text_field)
-    kind = "text" if document_format(docs[0].keys(), text_field) == "text" else "chat"
+    kind = "text" if document_format(set().union(*docs), text_field) == "text" else "chat"
     if kind == "text":
+        for i, d in enumerate(docs):
+            if not isinstance(d.get(text_field), str):
+                raise ValueError(f"{source}: record {i}: no {text_field!r} string (got {d.get(text_field)!r}); every record "
+                                 "of a text file needs one (--text-field names the field)")
         docs = [{"id": str(d.get("id", i)), "text": d[text_field]} for i, d in enumerate(docs)]
     return (docs[:limit] if limit else docs), kind
 
@@ -131,8 +139,11 @@ def _text_rows(docs: list[dict], tokenizer, cfg: AuditConfig, context: int, extr
     return rows, skipped
 
 
-def _chat_rows(docs: list[dict], tokenizer, cfg: AuditConfig, context: int, extract: bool) -> tuple[list[dict], int]:
-    rows, skipped = chat_turns(docs, tokenizer, context, cfg.text_field, cfg.assistant_turns)
+def _chat_rows(docs: list[dict], tokenizer, cfg: AuditConfig, context: int, extract: bool, source: str) -> tuple[list[dict], int]:
+    try:
+        rows, skipped = chat_turns(docs, tokenizer, context, cfg.text_field, cfg.assistant_turns)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
     for r in rows:  # membership scores read the reply's tokens only, after their prompt
         r.update(prefix_tokens=len(r["_prefix"]), _score=r["_prefix"] + r["_suffix"], _scored=len(r["_suffix"]),
                  _text=tokenizer.decode(r["_suffix"], skip_special_tokens=True))
@@ -143,7 +154,13 @@ def audit_model(model, tokenizer, name: str, docs: list[dict], cfg: AuditConfig,
                 kind: str = "text") -> tuple[list[dict], int]:
     """Rows (one a document, or a trained assistant turn for chat) for one model, and how many were skipped."""
     context = max_context(model)
-    rows, skipped = (_text_rows if kind == "text" else _chat_rows)(docs, tokenizer, cfg, context, extract)
+    if kind == "text":
+        if extract and cfg.suffix_len >= context:
+            raise ValueError(f"--suffix-len {cfg.suffix_len}: the model {name!r} reads at most {context} tokens, prefix and suffix "
+                             f"together; give a --suffix-len below {context}")
+        rows, skipped = _text_rows(docs, tokenizer, cfg, context, extract)
+    else:
+        rows, skipped = _chat_rows(docs, tokenizer, cfg, context, extract, cfg.data if member else cfg.non_members)
     for r in rows:
         r.update(model=name, member=member)
     tag = "members" if member else "non-members"
