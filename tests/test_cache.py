@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import read_only_folder
 
 from goldfish.cache import OWNER_FILE, STALE_AFTER_S, atomic_dir, check_writable, remove_stale_temps
 
@@ -56,27 +57,10 @@ def test_atomic_dir_cleans_up_after_a_killed_run_and_leaves_no_owner_file(tmp_pa
     assert (final / "data").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["entry"]
 
 
-def _read_only_folder(tmp_path: Path) -> Path:
-    """A folder nobody here can write in: chmod for a normal user; root needs a read-only mount."""
-    if os.geteuid() != 0:
-        folder = tmp_path / "read-only"
-        folder.mkdir()
-        folder.chmod(0o555)
-        return folder
-    for folder in (Path("/sys"), Path("/proc/sys")):
-        try:
-            fd, probe = tempfile.mkstemp(dir=folder)
-        except OSError:
-            return folder
-        os.close(fd)
-        os.unlink(probe)
-    pytest.skip("root, and no read-only folder to test with")
-
-
 def test_check_writable_names_the_folder_that_cannot_be_written(tmp_path):
     check_writable(tmp_path / "new" / "deeper", "--out")  # made later, in a writable parent
     check_writable(tmp_path, "--out")
-    read_only = _read_only_folder(tmp_path)
+    read_only = read_only_folder(tmp_path)
     with pytest.raises(ValueError, match=f"--out {read_only / 'run'}: cannot write in {read_only} "):
         check_writable(read_only / "run", "--out")
     (tmp_path / "file").write_text("x")

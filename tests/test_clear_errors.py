@@ -4,13 +4,12 @@ without offsets, audit records without text, a suffix as long as the model's con
 or foreign --out, binary or empty --protect files, ``"goldfish": "false"``."""
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from chat_styles import chat_model_folder
+from helpers import read_only_folder
 from goldfish.cli import main
 
 
@@ -125,24 +124,9 @@ def test_audit_suffix_as_long_as_the_context_is_refused(tmp_path, capsys, memori
     assert not (tmp_path / "audit").exists()
 
 
-def _read_only_folder(tmp_path: Path) -> Path:
-    if os.geteuid() != 0:
-        folder = tmp_path / "read-only"
-        folder.mkdir()
-        folder.chmod(0o555)
-        return folder
-    try:
-        fd, probe = tempfile.mkstemp(dir="/sys")
-    except OSError:
-        return Path("/sys")
-    os.close(fd)
-    os.unlink(probe)
-    pytest.skip("root, and no read-only folder to test with")
-
-
 def test_audit_out_that_cannot_be_written_or_holds_other_files_is_refused_first(tmp_path, capsys, memorized):
     _, members, _ = memorized
-    read_only = _read_only_folder(tmp_path) / "audit"
+    read_only = read_only_folder(tmp_path) / "audit"
     assert _audit(memorized, members, read_only) == 2
     assert f"--out {read_only}: cannot write in {read_only.parent}" in _error(capsys, "audit")
     mine = tmp_path / "mine"
