@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import tempfile
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import read_only_folder
 
-from goldfish.cache import OWNER_FILE, STALE_AFTER_S, atomic_dir, check_writable, remove_stale_temps
+from goldfish.cache import OWNER_FILE, STALE_AFTER_S, atomic_dir, check_writable, remove_stale_temps, this_host
 
 
 def _temp(parent: Path, name: str, owner: dict | None, age_s: float = 0) -> Path:
@@ -32,7 +31,7 @@ def _dead_pid() -> int:
 
 
 def test_only_temp_folders_of_dead_processes_are_removed(tmp_path):
-    host = socket.gethostname()
+    host = this_host()
     dead = _temp(tmp_path, "key", {"host": host, "pid": _dead_pid()})
     alive = _temp(tmp_path, "key", {"host": host, "pid": os.getpid()}, age_s=10 * STALE_AFTER_S)
     elsewhere = _temp(tmp_path, "key", {"host": host + "-other", "pid": _dead_pid()}, age_s=10 * STALE_AFTER_S)
@@ -46,7 +45,7 @@ def test_only_temp_folders_of_dead_processes_are_removed(tmp_path):
 
 def test_atomic_dir_cleans_up_after_a_killed_run_and_leaves_no_owner_file(tmp_path):
     final = tmp_path / "entry"
-    stale = _temp(tmp_path, "entry", {"host": socket.gethostname(), "pid": _dead_pid()})
+    stale = _temp(tmp_path, "entry", {"host": this_host(), "pid": _dead_pid()})
     with atomic_dir(final) as tmp:
         assert (tmp / OWNER_FILE).is_file() and not stale.exists()
         (tmp / "data").write_text("new")

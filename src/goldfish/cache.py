@@ -65,6 +65,13 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def this_host() -> str:
+    """This machine as an owner file names it: the host name and, on Linux, the boot id (nodes
+    that share a host name, or a file system, still differ), so a pid is judged only where it ran."""
+    boot = Path("/proc/sys/kernel/random/boot_id")
+    return socket.gethostname() + (f" {boot.read_text().strip()}" if boot.is_file() else "")
+
+
 def _is_stale(tmp: Path) -> bool:
     """A temp folder of ``atomic_dir`` whose process is gone: its owner file names this host and a
     pid that no longer runs; or it has no readable owner file and was last changed over
@@ -77,7 +84,7 @@ def _is_stale(tmp: Path) -> bool:
             return time.time() - tmp.stat().st_mtime > STALE_AFTER_S
         except FileNotFoundError:  # removed meanwhile
             return False
-    if host != socket.gethostname():
+    if host != this_host():
         return False
     try:
         os.kill(pid, 0)
@@ -114,7 +121,7 @@ def atomic_dir(final: Path):
     remove_stale_temps(final.parent, final.name)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
-        (tmp / OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        (tmp / OWNER_FILE).write_text(json.dumps({"host": this_host(), "pid": os.getpid()}))
         yield tmp
         (tmp / OWNER_FILE).unlink()
         if final.exists():
