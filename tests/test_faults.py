@@ -1,6 +1,7 @@
 """Fault injection on the prepared-data cache: a preparation killed mid-map, Arrow files cut at a
 record-batch boundary or mid-batch, a deleted Arrow file, a damaged prepared.json, sources edited
-in place with their old size and modification time, and a folder source whose files change."""
+in place with their old size and modification time (or during the preparation), and a folder
+source whose files change."""
 
 import json
 import logging
@@ -101,6 +102,22 @@ def test_a_folder_source_whose_files_change_gives_the_new_examples(tmp_path, tok
         assert not seen[-1].reused and seen[-1].path != seen[-2].path, change
         assert _rows(seen[-1]) == _want(folder, tokenizer), change
     assert _prepare(folder, tokenizer, tmp_path / "c").reused
+
+
+def test_a_source_edited_while_it_is_prepared_leaves_no_entry(tmp_path, tokenizer, monkeypatch):
+    from goldfish.data import prepare
+
+    src = _jsonl(tmp_path / "d.jsonl", _texts(40))
+    tokenize = prepare._Tokenize.__call__
+
+    def edit_then_tokenize(self, batch, indices):
+        _jsonl(src, _texts(40, "edited"))  # after the key was computed, before the entry is written
+        return tokenize(self, batch, indices)
+
+    monkeypatch.setattr(prepare._Tokenize, "__call__", edit_then_tokenize)
+    with pytest.raises(ValueError, match=f"{src}: changed while being prepared"):
+        _prepare(src, tokenizer, tmp_path / "c")
+    assert not list((tmp_path / "c").iterdir())
 
 
 def test_other_settings_of_the_same_source_keep_their_entry(tmp_path, tokenizer):

@@ -236,6 +236,8 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
                 f.unlink()
         for d in tmp.glob("source-*"):  # the sources' Arrow form: read again from the files next time
             shutil.rmtree(d)
+        if [source_identity(s) for s in sources] != identities:
+            raise ValueError(f"{', '.join(sources)}: changed while being prepared; run again once it is written")
         record = {**counts, "files": files, "checks": {f: _file_check(tmp / f) for f in files}, "version": PREPARE_VERSION,
                   "lineage": lineage, "sources": identities, "settings": asdict(settings), "goldfish": gcfg.to_dict(),
                   "prepare_seconds": round(time.time() - start, 2)}
