@@ -10,8 +10,9 @@ the goldfish config (the per-epoch drop counts are computed during preparation).
 
 Trust: an entry is checked on every load (each file present, of the size and row count recorded
 when it was written; ``prepared.json`` readable); a damaged one is rebuilt with a warning naming
-it, never used. An entry is built in a temp folder beside it and renamed in when complete; temp
-folders that killed runs left are removed. Writing an entry removes the entries of the same sources
+it, never used. An entry is built in a temp folder beside it and renamed in when complete (a
+source that changed meanwhile is an error, not an entry); temp folders that killed runs left are
+removed. Writing an entry removes the entries of the same sources
 (paths), tokenizer, settings and goldfish config built from other content, so superseded content
 does not pile up. Under ``torchrun`` / ``accelerate launch`` the main process prepares and the
 others load the cache.
