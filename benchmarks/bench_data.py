@@ -1,5 +1,6 @@
 """Data preparation at scale: ``goldfish.data.prepare`` (datasets, batched maps, num_proc, cache) vs
-plain batched fast tokenization of the same texts, peak RSS against corpus size, and the cached run.
+plain batched fast tokenization of the same texts, peak RSS against corpus size, the cached run
+(which hashes the source and checks the cache entry) and the content hash alone.
 
 For each size a jsonl corpus is generated from the embedded text (documents of the embedded parts,
 each prefixed by a counter so none repeats). Each measurement runs in its own subprocess; peak RSS is
@@ -118,6 +119,14 @@ p = prepare_dataset([{path!r}], tok, DataSettings(seq_len=512, pack={pack}), Gol
 print(json.dumps({{"tokens": p.counts["input_tokens"], "seconds": time.time() - start, "reused": p.reused}}))
 """
 
+HASH = """
+import json, time
+from goldfish.data.sources import source_identity
+start = time.time()
+source_identity({path!r})
+print(json.dumps({{"seconds": time.time() - start}}))
+"""
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -136,17 +145,18 @@ def main() -> None:
         code = PREPARE.format(path=str(corpus), pack=args.pack, num_proc=args.num_proc, cache=str(work / f"cache-{mb}"))
         first, first_rss = run_measured(code)
         second, _ = run_measured(code)
+        hashed, _ = run_measured(HASH.format(path=str(corpus)))
         assert not first["reused"] and second["reused"] and first["tokens"] == plain["tokens"]
         rows.append((mb, docs, plain["tokens"], plain["tokens"] / plain["seconds"], first["tokens"] / first["seconds"],
-                     first_rss, plain_rss[0], first["seconds"], second["seconds"]))
+                     first_rss, plain_rss[0], first["seconds"], second["seconds"], hashed["seconds"]))
         print(f"{mb} MB done: {rows[-1]}", file=sys.stderr, flush=True)
     print(f"\nprepare: num_proc={args.num_proc}, seq_len 512, pack={args.pack}; plain: tokenizer(batch of 1000) in one process\n")
     print("| corpus | docs | tokens | plain tok/s | prepare tok/s | prepare ÷ plain | prepare peak RSS (anonymous) | plain peak RSS "
-          "| first run | cached run | cached ÷ first |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for mb, docs, tokens, plain_tps, prep_tps, (rss, anon), plain_rss, t1, t2 in rows:
+          "| first run | cached run | cached ÷ first | sha256 of the source |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for mb, docs, tokens, plain_tps, prep_tps, (rss, anon), plain_rss, t1, t2, th in rows:
         print(f"| {mb} MB | {docs} | {tokens / 1e6:.1f} M | {plain_tps / 1e3:.0f} k | {prep_tps / 1e3:.0f} k | {prep_tps / plain_tps:.2f}× "
-              f"| {rss:.0f} MiB ({anon:.0f} MiB) | {plain_rss:.0f} MiB | {t1:.1f} s | {t2:.1f} s | {t2 / t1:.3f} |")
+              f"| {rss:.0f} MiB ({anon:.0f} MiB) | {plain_rss:.0f} MiB | {t1:.1f} s | {t2:.1f} s | {t2 / t1:.3f} | {th:.2f} s |")
     if len(rows) > 1:
         (a, a_anon), (b, b_anon) = rows[0][5], rows[-1][5]
         print(f"\npeak RSS growth {rows[0][0]} MB -> {rows[-1][0]} MB: {b / a:.2f}× (anonymous: {b_anon / a_anon:.2f}×)")

@@ -1,7 +1,11 @@
-"""Small builders shared by the tests: tiny models and a deterministic Trainer setup."""
+"""Small builders shared by the tests: tiny models, a deterministic Trainer setup, a read-only folder."""
 
+import os
 import socket
+import tempfile
+from pathlib import Path
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, TrainingArguments
 
@@ -43,3 +47,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def read_only_folder(tmp_path: Path) -> Path:
+    """A folder nobody here can write in: a chmod 555 folder for a normal user; as root (who writes
+    anywhere) a read-only mount such as /sys, or the test is skipped."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    for folder in (Path("/sys"), Path("/proc/sys")):
+        try:
+            fd, probe = tempfile.mkstemp(dir=folder)
+        except OSError:
+            return folder
+        os.close(fd)
+        os.unlink(probe)
+    pytest.skip("root, and no read-only folder to test with")

@@ -1,14 +1,21 @@
-"""The user cache (``$GOLDFISH_CACHE``, default ``~/.cache/goldfish``) and atomic writes."""
+"""The user cache (``$GOLDFISH_CACHE``, default ``~/.cache/goldfish``), atomic writes, and checks
+that a folder can be written."""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
+
+OWNER_FILE = ".goldfish-owner"  # in a temp folder of atomic_dir while its process works in it: {"host", "pid"}
+STALE_AFTER_S = 60  # a temp folder without an owner file (older code, or one mid-rename) is stale after this
 
 
 def cache_dir() -> Path:
@@ -20,6 +27,22 @@ def cache_dir() -> Path:
 def fingerprint(*parts) -> str:
     """Short sha256 of the JSON form of ``parts`` (cache keys)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_writable(folder: str | Path, what: str = "folder") -> None:
+    """Raise ValueError unless a file can be created in ``folder``, or, if it does not exist yet, in
+    its nearest existing parent (where it would be made). Tried for real: a temp file is created and
+    removed, so permissions, read-only mounts and a parent that is a file are all caught."""
+    folder = Path(folder).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{what} {folder}: {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".goldfish-write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{what} {folder}: cannot write in {existing} ({e.strerror}); choose a folder you can write to") from None
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -42,19 +65,67 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def this_host() -> str:
+    """This machine as an owner file names it: the host name and, on Linux, the boot id (nodes
+    that share a host name, or a file system, still differ), so a pid is judged only where it ran."""
+    boot = Path("/proc/sys/kernel/random/boot_id")
+    return socket.gethostname() + (f" {boot.read_text().strip()}" if boot.is_file() else "")
+
+
+def _is_stale(tmp: Path) -> bool:
+    """A temp folder of ``atomic_dir`` whose process is gone: its owner file names this host and a
+    pid that no longer runs; or it has no readable owner file and was last changed over
+    STALE_AFTER_S ago. Folders of other hosts (a shared file system) are never judged stale."""
+    try:
+        owner = json.loads((tmp / OWNER_FILE).read_text())
+        host, pid = owner["host"], int(owner["pid"])
+    except (OSError, ValueError, KeyError, TypeError):  # none (older code, mid-rename) or cut short by a kill
+        try:
+            return time.time() - tmp.stat().st_mtime > STALE_AFTER_S
+        except FileNotFoundError:  # removed meanwhile
+            return False
+    if host != this_host():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def remove_stale_temps(parent: str | Path, name: str | None = None) -> list[Path]:
+    """Remove the temp folders that killed runs of ``atomic_dir(parent / name)`` left (every name
+    when None); returns the folders removed. Temp folders of live processes are left alone."""
+    pattern = ".*.tmp" if name is None else f".{glob.escape(name)}.*.tmp"
+    removed = []
+    for tmp in Path(parent).glob(pattern):
+        if tmp.is_dir() and _is_stale(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path):
     """Yield a temp folder beside ``final``; on success it replaces ``final`` in one rename.
 
-    On error the temp folder is removed and ``final`` is left as it was.
+    On error the temp folder is removed and ``final`` is left as it was. A run killed on the way
+    (SIGKILL, power loss) leaves its temp folder behind; the next ``atomic_dir`` of the same
+    ``final`` removes it (see ``remove_stale_temps``). While the run works, the temp folder holds
+    a hidden owner file (host and pid), removed before the rename.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(final.parent, final.name)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
+        (tmp / OWNER_FILE).write_text(json.dumps({"host": this_host(), "pid": os.getpid()}))
         yield tmp
+        (tmp / OWNER_FILE).unlink()
         if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            old = final.with_name(f".{final.name}.old-{os.getpid()}.tmp")
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)

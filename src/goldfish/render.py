@@ -19,8 +19,11 @@ def token_pieces(tokenizer, text: str, max_tokens: int | None = None) -> tuple[l
     tokenizer's character offsets.
 
     Spans come from the tokenizer's offsets, so the pieces concatenate back to the text even when a
-    token holds part of a multi-byte character.
+    token holds part of a multi-byte character. ValueError for a tokenizer without offsets (a Python one).
     """
+    from goldfish.data.chat import require_offsets
+
+    require_offsets(tokenizer, "showing a text's tokens")
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     if max_tokens is not None:

@@ -69,7 +69,10 @@ def builtin_secrets() -> list[Secret]:
 
 
 def load_secrets(specs: list[str]) -> list[Secret]:
-    """Secrets from specs (``builtin`` or files, see module docstring); ValueError on a bad file or regex."""
+    """Secrets from specs (``builtin`` or files, see module docstring). ValueError naming the file
+    (and line) when it is missing, not UTF-8 text, holds no secret, or has a bad regex."""
+    from goldfish.data.sources import read_utf8
+
     out: list[Secret] = []
     for spec in specs:
         if spec == "builtin":
@@ -78,12 +81,17 @@ def load_secrets(specs: list[str]) -> list[Secret]:
         path = Path(spec)
         if not path.is_file():
             raise ValueError(f"secrets {spec}: no such file (give a file with one secret a line, or 'builtin')")
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        found = 0
+        for n, line in enumerate(read_utf8(path).splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 out.append(parse_secret(line))
             except ValueError as e:
                 raise ValueError(f"{spec}:{n}: {e}") from None
+            found += 1
+        if not found:
+            raise ValueError(f"secrets file {spec} holds no secret (it is empty or blank); write one literal or "
+                             "re:REGEX a line")
     names = [s.name for s in out]
     return [s for i, s in enumerate(out) if s.name not in names[:i]]  # each name once, first kept

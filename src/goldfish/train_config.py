@@ -275,6 +275,9 @@ class TrainConfig:
             raise ValueError(f"--out {t.output_dir} exists and is not empty; pass --overwrite or --resume")
         if resume not in (None, "latest") and not Path(resume).is_dir():
             raise ValueError(f"--resume {resume}: no such checkpoint folder")
+        from goldfish.cache import check_writable
+
+        check_writable(t.output_dir, "--out")
         if d.pack and d.padding_free:
             raise ValueError("--pack and --padding-free both remove padding (full rows vs. each batch flattened into one row): give one")
         load_secrets(self.protection.protect)  # a missing file or bad regex fails here, before anything is written

@@ -1,5 +1,6 @@
 """The audit's files and report sections: ``results.jsonl``, ``summary.json``, ``report.md``,
-``report.html`` and PNG plots (built with ``goldfish.report``)."""
+``report.html`` and PNG plots (built with ``goldfish.report``), written as one set (the folder
+replaced whole)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 from pathlib import Path
 
 from goldfish.audit.summary import DEGENERATION_FLAG, LOSS_FLAG
-from goldfish.cache import write_text_atomic
+from goldfish.cache import atomic_dir, check_writable
 from goldfish.report import (
     Report,
     figure_png,
@@ -177,9 +178,29 @@ def _extraction_notes(report: Report, result: dict) -> None:
                          "that starts where the document starts (the default, or --offsets 0).")
 
 
+AUDIT_FILES = ("results.jsonl", "summary.json", "report.md", "report.html", "rouge_l_hist.png", "offsets.png")
+
+
+def check_out_folder(out: str | Path) -> None:
+    """Raise ValueError unless ``write_report`` can replace ``out`` whole: it and its parent can be
+    written, and it is new, empty, or holds nothing but a previous audit's files (AUDIT_FILES)."""
+    out = Path(out).absolute()
+    check_writable(out, "--out")
+    check_writable(out.parent, "--out")  # the new folder is made beside it, then renamed in
+    if Path.cwd().is_relative_to(out):
+        raise ValueError(f"--out {out}: the audit replaces its --out folder whole; give a folder that is not the current one or above it")
+    if out.is_dir():
+        other = sorted(p.name for p in out.iterdir() if p.name not in AUDIT_FILES)
+        if other:
+            raise ValueError(f"--out {out} holds files that are not an audit's ({', '.join(other[:5])}"
+                             f"{', ...' if len(other) > 5 else ''}); the audit replaces the whole folder: give a new or empty one")
+
+
 def write_report(result: dict, out: str | Path) -> None:
-    """The audit's files: results.jsonl, summary.json, rouge_l_hist.png, report.md, report.html."""
-    out = Path(out)
+    """The audit's files (AUDIT_FILES: results.jsonl, summary.json, report.md, report.html and the
+    plots) as one set: written into a temp folder beside ``out``, which then replaces ``out`` in one
+    rename, so a reader never sees files of two runs together (see ``check_out_folder``)."""
+    out = Path(out).absolute()
     rows = result["rows"]
     summary = {"models": result["models"], "baseline": result["baseline"], "settings": result["settings"],
                "wall_time_s": result["wall_time_s"], "versions": versions()}
@@ -226,6 +247,7 @@ def write_report(result: dict, out: str | Path) -> None:
     report.heading("Most-memorized turns" if result["settings"].get("kind") == "chat" else "Most-memorized documents")
     add_examples(report, rows)
     settings_block(report, result)
-    write_text_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    report.write(out)
+    with atomic_dir(out) as tmp:
+        (tmp / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        report.write(tmp)

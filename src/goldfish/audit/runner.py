@@ -86,7 +86,12 @@ def _validate(cfg: AuditConfig) -> list:
     names = display_names(cfg.models, cfg.names)
     if cfg.baseline is not None and cfg.baseline not in names:
         raise ValueError(f"--baseline {cfg.baseline}: not one of the models ({', '.join(names)})")
-    return load_secrets(cfg.secrets)  # a bad file or regex fails before any model loads
+    secrets = load_secrets(cfg.secrets)  # a bad file or regex fails before any model loads
+    if cfg.out:
+        from goldfish.audit.report import check_out_folder
+
+        check_out_folder(cfg.out)
+    return secrets
 
 
 def _documents(source: str, text_field: str, limit: int | None) -> tuple[list[dict], str]:
@@ -95,8 +100,12 @@ def _documents(source: str, text_field: str, limit: int | None) -> tuple[list[di
     from goldfish.data import document_format, read_documents
 
     docs = read_documents(source, text_field)
-    kind = "text" if document_format(docs[0].keys(), text_field) == "text" else "chat"
+    kind = "text" if document_format(set().union(*docs), text_field) == "text" else "chat"
     if kind == "text":
+        for i, d in enumerate(docs):
+            if not isinstance(d.get(text_field), str):
+                raise ValueError(f"{source}: record {i}: no {text_field!r} string (got {d.get(text_field)!r}); every record "
+                                 "of a text file needs one (--text-field names the field)")
         docs = [{"id": str(d.get("id", i)), "text": d[text_field]} for i, d in enumerate(docs)]
     return (docs[:limit] if limit else docs), kind
 
@@ -126,7 +135,10 @@ def _distributed_state():
 def _probes(docs: list[dict], tokenizer, cfg: AuditConfig, kind: str, member: bool, context: int, extract: bool):
     if kind == "text":
         return text_probes(docs, tokenizer, member, context, cfg.prefix_len, cfg.suffix_len, cfg.offsets, extract)
-    return chat_probes(docs, tokenizer, member, context, cfg.text_field, cfg.assistant_turns)
+    try:
+        return chat_probes(docs, tokenizer, member, context, cfg.text_field, cfg.assistant_turns)
+    except ValueError as e:
+        raise ValueError(f"{cfg.data if member else cfg.non_members}: {e}") from None
 
 
 def audit_model(model, tokenizer, name: str, probes: list[Probe], cfg: AuditConfig, kind: str, extract: bool,

@@ -46,11 +46,26 @@ def trained_turns(messages: list[dict], assistant_turns: str = "all") -> list[in
     return [i for i in turns if messages[i].get("train") is not False]
 
 
-def _render(tokenizer, messages, add_generation_prompt, tools, turn):
+def require_offsets(tokenizer, purpose: str) -> None:
+    """Raise ValueError unless ``tokenizer`` gives character offsets (a fast, ``tokenizers``-backed
+    tokenizer); ``purpose`` names what needs them."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"{purpose}: these need the tokenizer's character offsets, and {type(tokenizer).__name__} (a Python "
+                         "tokenizer) gives none; use a fast tokenizer (a folder with tokenizer.json)")
+
+
+def _apply_template(tokenizer, messages, turn, **kwargs):
+    """``apply_chat_template`` with a template failure as a ValueError naming the message it reached."""
     try:
-        return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt)
-    except Exception as e:  # jinja2 raise_exception(...) and template bugs surface as many types
-        raise ValueError(f"the chat template failed on the conversation up to message {turn}: {e}") from e
+        return tokenizer.apply_chat_template(messages, **kwargs)
+    except Exception as e:  # jinja2 raise_exception(...), a missing key, a template bug: many types
+        missing = [i for i, m in enumerate(messages) if "content" not in m]
+        hint = f" (message {missing[0]} has no 'content')" if missing else ""
+        raise ValueError(f"the chat template failed on the conversation up to message {turn}: {e}{hint}") from None
+
+
+def _render(tokenizer, messages, add_generation_prompt, tools, turn):
+    return _apply_template(tokenizer, messages, turn, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
 def chat_labels(messages: list[dict], tokenizer, assistant_turns: str = "all", tools=None,
@@ -75,6 +90,10 @@ def chat_encoding(messages: list[dict], tokenizer, assistant_turns: str = "all",
     if not tokenizer.chat_template:
         raise ValueError("the tokenizer has no chat template to render conversations with; give one with --chat-template "
                          "(chatml, llama3, vicuna_v1.1 or a Jinja file)")
+    for i, m in enumerate(messages):
+        if isinstance(m.get("content"), list):
+            raise ValueError(f"message {i}: 'content' is a list of content parts; give it as one string (join the "
+                             "text parts): content-part lists are not supported yet")
     turns = list(train_roles) if train_roles is not None else trained_turns(messages, assistant_turns)
     if not turns:
         raise ValueError("the conversation has no assistant turn to train on")
@@ -102,7 +121,8 @@ def supervised_runs(labels: list[int]) -> list[tuple[int, int]]:
 
 
 def _labels_from_generation_tags(messages, tokenizer, turns, tools, with_offsets):
-    enc = tokenizer.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    enc = _apply_template(tokenizer, messages, len(messages) - 1, tools=tools, tokenize=True, return_dict=True,
+                          return_assistant_tokens_mask=True)
     ids = list(enc["input_ids"])
     runs = _true_runs(list(enc["assistant_masks"]))
     assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
@@ -115,6 +135,7 @@ def _labels_from_generation_tags(messages, tokenizer, turns, tools, with_offsets
             labels[start:end] = ids[start:end]
     if not with_offsets:
         return ids, labels, None, None
+    require_offsets(tokenizer, "protected spans")
     text = _render(tokenizer, messages, False, tools, len(messages) - 1)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     if list(enc["input_ids"]) != ids:
@@ -147,8 +168,7 @@ def _without_closing_eos(tokenizer, messages, upto: str, following: str | None, 
 
 
 def _labels_from_prefix_renders(messages, tokenizer, turns, tools):
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError("assistant-only labels without {% generation %} tags need a fast tokenizer (character offsets)")
+    require_offsets(tokenizer, "assistant-only labels without {% generation %} tags")
     full = _render(tokenizer, messages, False, tools, len(messages) - 1)
     spans = []
     for i in turns:

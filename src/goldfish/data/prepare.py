@@ -3,11 +3,19 @@
 
 The prepared dataset lives in ``$GOLDFISH_CACHE/prepared/<key>/`` (or another folder you name):
 the Arrow files the maps wrote (memory-mapped when loaded) and ``prepared.json`` (token counts, the
-file list). The key
-covers the sources (path, size and modification time of every file), the tokenizer (its
-vocabulary, merges, special tokens and chat template), the preparation settings and the goldfish
-config (the per-epoch drop counts are computed during preparation). Under ``torchrun`` /
-``accelerate launch`` the main process prepares and the others load the cache.
+file list with each file's size and row count, the sources' content hashes). The key covers the
+sources' content (the sha256 of every file, see ``goldfish.data.sources.source_identity``), the
+tokenizer (its vocabulary, merges, special tokens and chat template), the preparation settings and
+the goldfish config (the per-epoch drop counts are computed during preparation).
+
+Trust: an entry is checked on every load (each file present, of the size and row count recorded
+when it was written; ``prepared.json`` readable); a damaged one is rebuilt with a warning naming
+it, never used. An entry is built in a temp folder beside it and renamed in when complete (a
+source that changed meanwhile is an error, not an entry); temp folders that killed runs left are
+removed. Writing an entry removes the entries of the same sources
+(paths), tokenizer, settings and goldfish config built from other content, so superseded content
+does not pile up. Under ``torchrun`` / ``accelerate launch`` the main process prepares and the
+others load the cache.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,12 +33,12 @@ from typing import Literal
 import numpy as np
 
 from goldfish.config import GoldfishConfig
-from goldfish.data.chat import IGNORE_INDEX
-from goldfish.data.sources import load_source
+from goldfish.data.chat import IGNORE_INDEX, require_offsets
+from goldfish.data.sources import load_source, source_identity
 from goldfish.data.tokenize import chunk_document, document_format, document_k, encode_document, marker_for, pack_plan, pack_row, record_secrets
 from goldfish.secrets import parse_secret
 
-PREPARE_VERSION = "prepare-v3"  # bump when the examples or the cache layout change
+PREPARE_VERSION = "prepare-v4"  # bump when the examples or the cache layout change
 SLICE_BYTES = 128 * 2**20  # a source is tokenized in contiguous slices of about this much Arrow data
 logger = logging.getLogger("goldfish")
 
@@ -56,17 +65,6 @@ class PreparedData:
     counts: dict  # per epoch: input tokens, supervised / dropped / kept targets, drop rate, examples, rows
     path: Path  # the cache folder
     reused: bool
-
-
-def _source_identity(source: str) -> list:
-    if source.startswith("embedded:"):
-        from goldfish.embedded.corpus import corpus_fingerprint
-
-        return [source, corpus_fingerprint()]
-    path = Path(source)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return [str(path.resolve())] + [(str(f.relative_to(path) if path.is_dir() else f.name), f.stat().st_size, f.stat().st_mtime_ns)
-                                    for f in files if f.exists()]
 
 
 def _tokenizer_identity(tokenizer) -> str:
@@ -174,6 +172,7 @@ class _PackRows:
 
 
 _EXAMPLE_COLUMNS = ("input_ids", "labels", "goldfish_k", "goldfish_protected")
+TRAIN_COLUMNS = ("input_ids", "labels", "goldfish_k", "position_ids", "goldfish_protected")
 
 
 def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg: GoldfishConfig,
@@ -184,23 +183,34 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
     """
     import datasets
 
-    from goldfish.cache import atomic_dir, cache_dir, fingerprint
+    from goldfish.cache import atomic_dir, cache_dir, fingerprint, remove_stale_temps
 
-    key = fingerprint(PREPARE_VERSION, [_source_identity(s) for s in sources], _tokenizer_identity(tokenizer),
-                      asdict(settings), gcfg.to_dict())
-    final = Path(cache or cache_dir() / "prepared") / key
-    if (final / "prepared.json").is_file():
-        logger.info("prepared data: reusing the cache %s", final)
-        record = json.loads((final / "prepared.json").read_text())
-        return PreparedData(_load_prepared(final, record), record, final, True)
+    start = time.time()
+    identities = [source_identity(s) for s in sources]
+    hashed = time.time() - start
+    same = (_tokenizer_identity(tokenizer), asdict(settings), gcfg.to_dict())
+    key = fingerprint(PREPARE_VERSION, identities, *same)
+    lineage = fingerprint(PREPARE_VERSION, [i["source"] for i in identities], *same)  # the key but for the content
+    root = Path(cache or cache_dir() / "prepared")
+    for stale in remove_stale_temps(root) if root.is_dir() else []:
+        logger.info("prepared data: removed %s, left by a killed run", stale)
+    final = root / key
+    if final.exists():
+        try:
+            record, train = _load_verified(final)
+            logger.info("prepared data: reusing the cache %s (sources hashed in %.1f s)", final, hashed)
+            return PreparedData(train, record, final, True)
+        except DamagedCache as e:
+            logger.warning("prepared data: the cache %s is damaged (%s); rebuilding it", final, e)
     if not progress:
         datasets.disable_progress_bars()
-    start = time.time()
     num_proc = num_proc if num_proc and num_proc > 1 else None
     with atomic_dir(final) as tmp:
-        loaded = [load_source(source) for source in sources]
+        loaded = [load_source(source, tmp / f"source-{n}") for n, source in enumerate(sources)]
         # protection on: every example gets a marker (the run names secrets, or some records do)
         protect = bool(settings.protect) or any("protect" in ds.column_names for ds in loaded)
+        if protect:
+            require_offsets(tokenizer, "protected spans (--protect, or a record's 'protect')")
         secrets = [parse_secret(line) for line in settings.protect] if protect else None
         parts = []
         for n, (source, ds) in enumerate(zip(sources, loaded)):
@@ -227,16 +237,84 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
         # columns, so its memory stays flat however large the corpus); the rest is removed.
         files = [Path(f["filename"]).name for f in rows.cache_files]
         counts["rows"] = len(rows)
-        del rows, examples, parts
+        del rows, examples, parts, loaded
         for f in tmp.glob("*.arrow"):
             if f.name not in files:
                 f.unlink()
-        record = {**counts, "files": files, "sources": sources, "settings": asdict(settings), "goldfish": gcfg.to_dict(),
+        for d in tmp.glob("source-*"):  # the sources' Arrow form: read again from the files next time
+            shutil.rmtree(d)
+        if [source_identity(s) for s in sources] != identities:
+            raise ValueError(f"{', '.join(sources)}: changed while being prepared; run again once it is written")
+        record = {**counts, "files": files, "checks": {f: _file_check(tmp / f) for f in files}, "version": PREPARE_VERSION,
+                  "lineage": lineage, "sources": identities, "settings": asdict(settings), "goldfish": gcfg.to_dict(),
                   "prepare_seconds": round(time.time() - start, 2)}
         (tmp / "prepared.json").write_text(json.dumps(record, indent=2) + "\n")
     logger.info("prepared data: %d examples, %d rows in %.1f s, cached at %s", counts["examples"], counts["rows"],
                 time.time() - start, final)
-    return PreparedData(_load_prepared(final, record), record, final, False)
+    _remove_superseded(root, key, lineage)
+    record, train = _load_verified(final)
+    return PreparedData(train, record, final, False)
+
+
+class DamagedCache(Exception):
+    """A prepared-data cache entry that does not match what was recorded when it was written."""
+
+
+def _file_check(path: Path) -> dict:
+    """What ``_load_verified`` compares: the file's size and its row count."""
+    from datasets import Dataset
+
+    return {"bytes": path.stat().st_size, "rows": Dataset.from_file(str(path)).num_rows}
+
+
+def _load_verified(folder: Path) -> tuple[dict, object]:
+    """(record, training rows) of a cache entry, after checking that ``prepared.json`` reads and
+    that every Arrow file it lists is there with the size and row count recorded when it was
+    written, the rows adding up to the recorded total; DamagedCache(reason) otherwise."""
+    import pyarrow as pa
+    from datasets import Dataset, concatenate_datasets
+
+    try:
+        record = json.loads((folder / "prepared.json").read_text())
+        checks = [(name, int(record["checks"][name]["bytes"]), int(record["checks"][name]["rows"])) for name in record["files"]]
+        total = int(record["rows"])
+    except FileNotFoundError:
+        raise DamagedCache("prepared.json is missing") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DamagedCache(f"prepared.json cannot be read: {type(e).__name__}: {e}") from None
+    parts = []
+    for name, size, rows in checks:
+        path = folder / name
+        if not path.is_file():
+            raise DamagedCache(f"{name} is missing")
+        if path.stat().st_size != size:
+            raise DamagedCache(f"{name} holds {path.stat().st_size} bytes, {size} when it was written")
+        try:
+            part = Dataset.from_file(str(path))
+        except (OSError, ValueError, pa.ArrowException) as e:
+            raise DamagedCache(f"{name} cannot be read: {e}") from None
+        if part.num_rows != rows:
+            raise DamagedCache(f"{name} holds {part.num_rows} rows, {rows} when it was written")
+        parts.append(part)
+    if not parts or sum(len(p) for p in parts) != total:
+        raise DamagedCache(f"its files hold {sum(len(p) for p in parts)} rows, prepared.json counts {total}")
+    ds = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    return record, ds.select_columns([c for c in TRAIN_COLUMNS if c in ds.column_names])
+
+
+def _remove_superseded(root: Path, key: str, lineage: str) -> None:
+    """Remove the entries of ``root`` with the same lineage as ``key`` (same source paths,
+    tokenizer, settings and goldfish config) but another key: built from other content."""
+    for entry in root.iterdir():
+        if entry.name == key or entry.name.startswith(".") or not entry.is_dir():
+            continue
+        try:
+            if json.loads((entry / "prepared.json").read_text()).get("lineage") != lineage:
+                continue
+        except (OSError, ValueError, AttributeError):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        logger.info("prepared data: removed %s (the same sources and settings, built from other content)", entry)
 
 
 def _slices(ds) -> list[tuple[int, object]]:
@@ -250,18 +328,6 @@ def _slices(ds) -> list[tuple[int, object]]:
         out.append((first, part))
         first += len(part)
     return out
-
-
-TRAIN_COLUMNS = ("input_ids", "labels", "goldfish_k", "position_ids", "goldfish_protected")
-
-
-def _load_prepared(folder: Path, record: dict):
-    """The prepared rows, memory-mapped from the cache folder's Arrow files, training columns only."""
-    from datasets import Dataset, concatenate_datasets
-
-    parts = [Dataset.from_file(str(folder / f)) for f in record["files"]]
-    ds = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-    return ds.select_columns([c for c in TRAIN_COLUMNS if c in ds.column_names])
 
 
 def _example_features(protect: bool):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-from goldfish.data.chat import IGNORE_INDEX, chat_encoding
+from goldfish.data.chat import IGNORE_INDEX, chat_encoding, require_offsets
 from goldfish.protect import token_marker
 from goldfish.secrets import Secret, find_spans
 
@@ -46,8 +46,12 @@ def document_format(columns, text_field: str = "text") -> str:
 
 
 def document_k(doc: dict, default_k: float) -> float:
-    """The k that applies to a document's tokens: its ``goldfish_k``, inf if ``goldfish`` is false."""
-    if doc.get("goldfish") is False:
+    """The k that applies to a document's tokens: its ``goldfish_k``, inf if ``goldfish`` is false.
+    ValueError unless ``goldfish`` is absent or a boolean and ``goldfish_k`` absent or a number >= 2."""
+    opt = doc.get("goldfish")
+    if opt is not None and not isinstance(opt, bool):
+        raise ValueError(f"'goldfish' must be true or false (a JSON boolean), got {opt!r}")
+    if opt is False:
         return math.inf
     k = doc.get("goldfish_k")
     if k is None:
@@ -74,6 +78,8 @@ def marker_for(text: str, offsets, secrets: list[Secret]) -> list[int]:
 
 
 def _encode_string(tokenizer, text: str, secrets: list[Secret] | None):
+    if secrets is not None:
+        require_offsets(tokenizer, "protected spans")
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=secrets is not None)
     return enc["input_ids"], None if secrets is None else marker_for(text, enc["offset_mapping"], secrets)
 

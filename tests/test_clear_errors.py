@@ -1,0 +1,137 @@
+"""Bad input gives exit 2 and one line naming the file and the record (or line), never a traceback,
+and nothing half written: chat messages without content or with content-part lists, tokenizers
+without offsets, audit records without text, a suffix as long as the model's context, a read-only
+or foreign --out, binary or empty --protect files, ``"goldfish": "false"``."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chat_styles import chat_model_folder
+from helpers import read_only_folder
+from goldfish.cli import main
+
+
+def _jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def _error(capsys, command: str) -> str:
+    """The one error line of a CLI run (and no traceback)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith(f"goldfish {command}: error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _chat(reply="fine, thanks") -> dict:
+    return {"messages": [{"role": "user", "content": "How are you?"}, {"role": "assistant", "content": reply}]}
+
+
+def _train(tmp_path, data, *extra) -> int:
+    return main(["train", "--data", str(data), "--out", str(tmp_path / "out"), "--max-steps", "1", "--no-progress",
+                 "--data-cache", str(tmp_path / "cache"), *extra])
+
+
+@pytest.fixture(scope="module")
+def chatml_model(tmp_path_factory):
+    return chat_model_folder(tmp_path_factory.mktemp("chatml") / "model", "chatml")
+
+
+NO_CONTENT = {"messages": [{"role": "user"}, {"role": "assistant", "content": "hello"}]}
+PARTS = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}, {"role": "assistant", "content": "hello"}]}
+
+
+@pytest.mark.parametrize("template", ["generation tags", "no generation tags"])
+@pytest.mark.parametrize("record,message", [
+    (NO_CONTENT, "the chat template failed on the conversation up to message 1: "),
+    (PARTS, "message 0: 'content' is a list of content parts; give it as one string"),
+])
+def test_bad_chat_messages_name_file_and_record(tmp_path, capsys, chatml_model, template, record, message):
+    data = _jsonl(tmp_path / "chats.jsonl", [_chat(), _chat(), record])
+    model = ["--init", "micro"] if template == "generation tags" else ["--model", chatml_model]  # the embedded template has tags
+    assert _train(tmp_path, data, *model) == 2
+    line = _error(capsys, "train")
+    assert f"{data}: record 2: {message}" in line
+    assert record is not NO_CONTENT or "(message 0 has no 'content')" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_goldfish_false_as_a_string_is_an_error_not_ignored(tmp_path, capsys):
+    data = _jsonl(tmp_path / "d.jsonl", [{"text": "kept " * 20}, {"text": "opted out? " * 20, "goldfish": "false"}])
+    assert _train(tmp_path, data, "--init", "micro") == 2
+    assert f"{data}: record 1: 'goldfish' must be true or false (a JSON boolean), got 'false'" in _error(capsys, "train")
+
+
+@pytest.mark.parametrize("command", ["mask", "train"])
+@pytest.mark.parametrize("content,message", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00", ":1: not UTF-8 (byte 0x89 at offset 0)"),
+    (b"", " holds no secret (it is empty or blank)"),
+    (b"\n  \n\n", " holds no secret (it is empty or blank)"),
+])
+def test_protect_files_without_secrets_name_the_file(tmp_path, capsys, command, content, message):
+    secrets = tmp_path / "secrets.png"
+    secrets.write_bytes(content)
+    if command == "mask":
+        assert main(["mask", "Call Dana at +1 415 555 0199", "--protect", str(secrets)]) == 2
+    else:
+        assert _train(tmp_path, _jsonl(tmp_path / "d.jsonl", [{"text": "hello " * 20}]), "--init", "micro", "--protect", str(secrets)) == 2
+        assert not (tmp_path / "out").exists()
+    assert f"{secrets}{message}" in _error(capsys, command)
+
+
+def _python_tokenizer():
+    from transformers import ByT5Tokenizer
+
+    return ByT5Tokenizer()
+
+
+def test_a_tokenizer_without_offsets_is_refused_for_protection_and_mask(tmp_path, capsys):
+    from goldfish import GoldfishConfig
+    from goldfish.data.prepare import DataSettings, prepare_dataset
+
+    tok = _python_tokenizer()
+    data = _jsonl(tmp_path / "d.jsonl", [{"text": "Dana Whitlock called"}])
+    with pytest.raises(ValueError, match=r"protected spans .*: these need the tokenizer's character offsets, and ByT5Tokenizer"):
+        prepare_dataset([str(data)], tok, DataSettings(seq_len=64, protect=("Dana",)), GoldfishConfig(), cache=tmp_path / "c",
+                        progress=False)
+    assert not [p for p in (tmp_path / "c").iterdir()]  # no entry, no temp folder
+    tok.save_pretrained(tmp_path / "byt5")
+    assert main(["mask", "Dana Whitlock called", "--tokenizer", str(tmp_path / "byt5")]) == 2
+    assert "ByT5Tokenizer (a Python tokenizer) gives none; use a fast tokenizer" in _error(capsys, "mask")
+
+
+def _audit(memorized, data, out, *extra) -> int:
+    model, _, _ = memorized
+    return main(["audit", "--model", str(model), "--data", str(data), "--out", str(out), "--suffix-len", "16", "--no-progress", *extra])
+
+
+def test_audit_record_without_text_names_file_and_record(tmp_path, capsys, memorized):
+    data = _jsonl(tmp_path / "docs.jsonl", [{"id": "a", "text": "one two three " * 20}, {"id": "b", "text": "four " * 40},
+                                            {"id": "c", "body": "no text here"}])
+    assert _audit(memorized, data, tmp_path / "audit") == 2
+    assert f"{data}: record 2: no 'text' string (got None)" in _error(capsys, "audit")
+    assert not (tmp_path / "audit").exists()
+
+
+def test_audit_suffix_as_long_as_the_context_is_refused(tmp_path, capsys, memorized):
+    _, members, _ = memorized
+    assert _audit(memorized, members, tmp_path / "audit", "--suffix-len", "128") == 2  # the model reads 128 positions
+    assert "--suffix-len 128: the model 'model' reads at most 128 tokens" in _error(capsys, "audit")
+    assert not (tmp_path / "audit").exists()
+
+
+def test_audit_out_that_cannot_be_written_or_holds_other_files_is_refused_first(tmp_path, capsys, memorized):
+    _, members, _ = memorized
+    read_only = read_only_folder(tmp_path) / "audit"
+    assert _audit(memorized, members, read_only) == 2
+    assert f"--out {read_only}: cannot write in {read_only.parent}" in _error(capsys, "audit")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert _audit(memorized, members, mine) == 2
+    assert "holds files that are not an audit's (notes.txt)" in _error(capsys, "audit")
+    assert (mine / "notes.txt").read_text() == "keep me"
