@@ -164,6 +164,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         "seed": args.seed,
         "tokens_per_epoch": {k: counts[k] for k in ("input_tokens", "supervised_targets", "dropped_targets", "kept_targets", "drop_rate")},
         "protection": _protection_record(cfg, counts),
+        "documents": counts["documents"],
         "examples": counts["examples"],
         "rows": counts["rows"],
         "prepared_data": str(data.path),

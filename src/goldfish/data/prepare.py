@@ -35,10 +35,23 @@ import numpy as np
 from goldfish.config import GoldfishConfig
 from goldfish.data.chat import IGNORE_INDEX, require_offsets
 from goldfish.data.sources import load_source, source_identity
-from goldfish.data.tokenize import chunk_document, document_format, document_k, encode_document, marker_for, pack_plan, pack_row, record_secrets
+from goldfish.data.formats import FORMATS
+from goldfish.data.tokenize import (
+    LONG_CHATS,
+    document_format,
+    document_k,
+    encode_document,
+    encode_text_record,
+    encode_texts,
+    fit_counts,
+    fit_document,
+    pack_plan,
+    pack_row,
+    record_secrets,
+)
 from goldfish.secrets import parse_secret
 
-PREPARE_VERSION = "prepare-v4"  # bump when the examples or the cache layout change
+PREPARE_VERSION = "prepare-v5"  # bump when the examples or the cache layout change
 SLICE_BYTES = 128 * 2**20  # a source is tokenized in contiguous slices of about this much Arrow data
 logger = logging.getLogger("goldfish")
 
@@ -56,6 +69,12 @@ class DataSettings:
     text_field: str = field(default="text", metadata={"help": "the field that holds plain text"})
     assistant_turns: Literal["all", "last"] = field(default="all", metadata={
         "help": "chats: supervise every assistant turn or only the last"})
+    format: Literal[("auto", *FORMATS)] = field(default="auto", metadata={
+        "help": "record format: auto (from the fields), text, messages, prompt_completion, sharegpt (FastChat's "
+                "conversations/from/value) or alpaca (instruction/input/output)"})
+    long_chats: Literal[LONG_CHATS] = field(default="truncate", metadata={
+        "help": "a chat longer than --seq-len: truncate it after the last assistant turn that fits (every kept reply keeps "
+                "its prompt), drop it, or split it into chunks like text"})
     protect: tuple[str, ...] = ()
 
 
@@ -74,50 +93,60 @@ def _tokenizer_identity(tokenizer) -> str:
 
 
 class _Tokenize:
-    """Batched map: documents -> examples (chunks), with each example's token and drop counts.
-    ``secrets``: protect them (a ``goldfish_protected`` column), None for no protection."""
+    """Batched map: documents -> examples, with each example's token and drop counts; how each
+    document was fitted to ``seq_len`` goes to a JSON file per batch in ``fit_dir`` (documents left
+    out entirely leave no example to count them on). ``secrets``: protect them (a
+    ``goldfish_protected`` column), None for no protection."""
 
-    def __init__(self, tokenizer, fmt: str, settings: DataSettings, gcfg: GoldfishConfig, source: str, secrets, offset: int = 0):
+    def __init__(self, tokenizer, fmt: str, settings: DataSettings, gcfg: GoldfishConfig, source: str, secrets, offset: int,
+                 fit_dir: Path):
         self.tokenizer, self.fmt, self.settings, self.gcfg, self.source = tokenizer, fmt, settings, gcfg, source
-        self.secrets, self.offset = secrets, offset  # offset: the source index of the slice's first record
+        self.secrets, self.offset, self.fit_dir = secrets, offset, fit_dir  # offset: the source index of the slice's first record
 
     def _documents(self, batch: dict, indices: list[int]):
         """(index, document dict, input_ids, labels, marker) per record; text is tokenized as one batch."""
-        n = len(indices)
-        docs = [{k: batch[k][i] for k in batch} for i in range(n)]
+        docs = [{k: v for k, v in ((k, batch[k][i]) for k in batch) if v is not None} for i in range(len(indices))]
         if self.fmt == "text":
             field = self.settings.text_field
+            secrets = None if self.secrets is None else []
             for idx, d in zip(indices, docs):
-                if not isinstance(d.get(field), str):
-                    raise ValueError(f"{self.source}: record {idx}: {field!r} must be a string, got {d.get(field)!r}")
-            enc = self.tokenizer([d[field] for d in docs], add_special_tokens=False, return_offsets_mapping=self.secrets is not None)
-            for i, (idx, d) in enumerate(zip(indices, docs)):
-                ids = enc["input_ids"][i] + [self.tokenizer.eos_token_id]
-                marker = None
-                if self.secrets is not None:
-                    try:
-                        marker = marker_for(d[field], enc["offset_mapping"][i], record_secrets(d, self.secrets)) + [0]
-                    except ValueError as e:
-                        raise ValueError(f"{self.source}: record {idx}: {e}") from None
-                yield idx, d, ids, ids, marker
+                try:
+                    if not isinstance(d.get(field), str):
+                        raise ValueError(f"{field!r} must be a string, got {d.get(field)!r}")
+                    if secrets is not None:
+                        secrets.append(record_secrets(d, self.secrets))
+                except ValueError as e:
+                    raise ValueError(f"{self.source}: record {idx}: {e}") from None
+            try:
+                encoded = encode_texts([d[field] for d in docs], self.tokenizer, secrets)
+            except ValueError as e:
+                raise ValueError(f"{self.source}: {e}") from None
+            for idx, d, (ids, marker) in zip(indices, docs, encoded):
+                yield idx, d, *encode_text_record(ids, marker, self.tokenizer.eos_token_id)
             return
         for idx, d in zip(indices, docs):
             try:
-                ids, labels, marker = encode_document({k: v for k, v in d.items() if v is not None}, self.tokenizer,
-                                                      self.settings.text_field, self.settings.assistant_turns, self.secrets)
+                ids, labels, marker = encode_document(d, self.tokenizer, self.settings.text_field, self.settings.assistant_turns,
+                                                      self.secrets, self.fmt)
             except ValueError as e:
                 raise ValueError(f"{self.source}: record {idx}: {e}") from None
             yield idx, d, ids, labels, marker
 
     def __call__(self, batch: dict, indices: list[int]) -> dict:
         indices = [self.offset + i for i in indices]
-        examples = []
+        examples, statuses, cut = [], [], 0
         for idx, doc, ids, labels, marker in self._documents(batch, indices):
             try:
                 k = document_k(doc, self.gcfg.k)
             except ValueError as e:
                 raise ValueError(f"{self.source}: record {idx}: {e}") from None
-            examples += chunk_document(ids, labels, k, self.settings.seq_len, marker)
+            fitted, status, left_out = fit_document(ids, labels, k, self.settings.seq_len, marker, self.fmt != "text",
+                                                    self.settings.long_chats)
+            examples += fitted
+            statuses.append(status)
+            cut += left_out
+        if indices:
+            (self.fit_dir / f"{indices[0]}.json").write_text(json.dumps(fit_counts(statuses, cut)))
         lengths = np.asarray([len(e["input_ids"]) for e in examples], dtype=np.int64)
         counts = _target_counts(examples, lengths, self.gcfg, indices[0] if indices else 0)
         out = {"input_ids": [np.asarray(e["input_ids"], dtype=np.int32) for e in examples],
@@ -212,18 +241,20 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
         if protect:
             require_offsets(tokenizer, "protected spans (--protect, or a record's 'protect')")
         secrets = [parse_secret(line) for line in settings.protect] if protect else None
-        parts = []
+        parts, fit_dir = [], tmp / "fitted"
         for n, (source, ds) in enumerate(zip(sources, loaded)):
             try:
-                fmt = document_format(ds.column_names, settings.text_field)
+                fmt = document_format(ds.column_names, settings.text_field, settings.format)
             except ValueError as e:
                 raise ValueError(f"{source}: {e}") from None
             slices = _slices(ds)
+            (fit_dir / str(n)).mkdir(parents=True)
             for j, (offset, part) in enumerate(slices):
                 # batch_size: one Arrow record batch a call; the main process maps every batch's header when it
                 # opens the output (and the kernel reads ahead around it), so fewer, larger batches keep it flat
                 parts.append(part.map(
-                    _Tokenize(tokenizer, fmt, settings, gcfg, source, secrets, offset), batched=True, batch_size=1000, with_indices=True,
+                    _Tokenize(tokenizer, fmt, settings, gcfg, source, secrets, offset, fit_dir / str(n)), batched=True,
+                    batch_size=1000, with_indices=True,
                     remove_columns=ds.column_names, num_proc=num_proc if len(part) >= 512 else None, features=_example_features(protect),
                     cache_file_name=str(tmp / f"tokenized-{n}-{j}.arrow"),
                     desc=f"tokenize {source}" + (f" ({j + 1}/{len(slices)})" if len(slices) > 1 else ""),
@@ -232,6 +263,8 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
         if len(examples) == 0:
             raise ValueError("no training examples: every document is empty or has no supervised tokens")
         counts = _counts(examples)
+        counts["documents"] = _fitted(fit_dir, settings)
+        shutil.rmtree(fit_dir)
         rows = _pack(examples, settings.seq_len, tokenizer.pad_token_id, num_proc, tmp, protect) if settings.pack else examples
         # The map outputs are the prepared dataset (no copy: the main process never reads the token
         # columns, so its memory stays flat however large the corpus); the rest is removed.
@@ -251,9 +284,29 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
         (tmp / "prepared.json").write_text(json.dumps(record, indent=2) + "\n")
     logger.info("prepared data: %d examples, %d rows in %.1f s, cached at %s", counts["examples"], counts["rows"],
                 time.time() - start, final)
+    log_fitted(counts["documents"])
     _remove_superseded(root, key, lineage)
     record, train = _load_verified(final)
     return PreparedData(train, record, final, False)
+
+
+def _fitted(fit_dir: Path, settings: DataSettings) -> dict:
+    """How the documents were fitted to ``seq_len``, summed over the map batches' files."""
+    total = fit_counts([], 0)
+    for f in fit_dir.rglob("*.json"):
+        for key, value in json.loads(f.read_text()).items():
+            total[key] += value
+    return total | {"seq_len": settings.seq_len, "long_chats": settings.long_chats}
+
+
+def log_fitted(fitted: dict) -> None:
+    """One log line on what did not fit in ``seq_len``, when anything did not."""
+    if fitted["split"] or fitted["truncated"] or fitted["dropped"]:
+        logger.info("prepared data: of %d documents, %d fit in --seq-len %d, %d were split into chunks, %d truncated and %d "
+                    "left out (--long-chats %s; text is split, never truncated); %d supervised targets are in no example",
+                    sum(fitted[k] for k in ("whole", "split", "truncated", "dropped")), fitted["whole"], fitted["seq_len"],
+                    fitted["split"], fitted["truncated"], fitted["dropped"], fitted["long_chats"],
+                    fitted["supervised_targets_left_out"])
 
 
 class DamagedCache(Exception):

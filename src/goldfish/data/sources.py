@@ -2,8 +2,11 @@
 
 A source is a file (``.jsonl``, ``.json`` = JSON lines or an array of records, ``.parquet``,
 ``.csv``, ``.txt`` = one document a file), a folder of such files (read recursively, all of one
-kind of table or text), a dataset saved with ``save_to_disk`` (its ``train`` split if a
-DatasetDict), or ``embedded:PART`` (the embedded corpus).
+kind of table or text), a dataset saved with ``save_to_disk``, or ``embedded:PART`` (the embedded
+corpus). Splits: a ``save_to_disk`` DatasetDict, or a folder whose file or folder names name splits
+as on the Hugging Face Hub (``train``, ``validation``/``valid``/``dev``/``val``, ``test``/``eval``
+...: ``datasets``' own rule), is read one split at a time: ``PATH:SPLIT``, ``train`` when none is
+given (``resolve_source`` says which were left out).
 
 ``source_identity`` names a source by its content (the sha256 of every file it reads), so what is
 keyed by it can never be served from older content. ``load_source`` converts files to Arrow in a
@@ -17,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -24,20 +28,68 @@ SUFFIXES = (*BUILDERS, ".txt")
 SAVED = ("dataset_info.json", "dataset_dict.json", "state.json")  # a save_to_disk folder holds one of these
 
 
-def source_files(source: str) -> tuple[str, list[Path]]:
-    """(kind, files) of a file or folder source: kind ``"saved"`` (a save_to_disk folder; files: all
-    of them), ``".txt"``, or the ``datasets`` builder of its table files (``"json"``, ``"parquet"``,
-    ``"csv"``); files sorted by path. Raises ValueError when the source is missing, holds no
-    supported file, mixes kinds, or has an empty file."""
+@dataclass(frozen=True)
+class Source:
+    """A source resolved (``resolve_source``): what it reads, and which split of which."""
+
+    spec: str  # as given (``PATH``, ``PATH:SPLIT`` or ``embedded:PART``)
+    path: str  # the path (or the spec of an embedded part)
+    kind: str  # "embedded", "saved" (a save_to_disk folder), ".txt", or the datasets builder: "json", "parquet", "csv"
+    files: tuple[Path, ...] = ()  # every file it reads, sorted
+    split: str | None = None  # the split read (None: the source has no splits)
+    splits: tuple[str, ...] = ()  # all its splits
+
+    def describe(self) -> str:
+        """A log line's worth: the split read and the ones left out."""
+        if self.split is None:
+            return self.spec
+        others = [s for s in self.splits if s != self.split]
+        return f"{self.path} split {self.split!r}" + (f" (not read: {', '.join(others)})" if others else "")
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """(path, split) of ``PATH:SPLIT``; (spec, None) when ``spec`` itself exists or names no existing path."""
+    if spec.startswith("embedded:") or Path(spec).exists() or ":" not in spec:
+        return spec, None
+    head, _, split = spec.rpartition(":")
+    return (head, split) if Path(head).exists() else (spec, None)
+
+
+def _hub_splits(path: Path) -> dict[str, list[Path]]:
+    """{split: data files} of a folder whose names name splits (``datasets``' rule), {} otherwise."""
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    patterns = get_data_patterns(str(path))
+    if list(patterns.values()) == [["**"]]:  # no split names: one undivided folder
+        return {}
+    found = DataFilesDict.from_patterns(patterns, base_path=str(path))
+    return {str(split): sorted(Path(f) for f in files if Path(f).suffix in SUFFIXES) for split, files in found.items()}
+
+
+def resolve_source(spec: str) -> Source:
+    """The files and split ``spec`` reads. Raises ValueError when the source is missing, holds no
+    supported file, mixes kinds, has an empty file, or names a split it does not have."""
+    if spec.startswith("embedded:"):
+        return Source(spec, spec, "embedded")
+    source, split = split_spec(spec)
     path = Path(source)
     if not path.exists():
         raise ValueError(f"data source {source} does not exist (give a {'/'.join(SUFFIXES)} file, a folder, "
                          "a save_to_disk dataset, or embedded:PART)")
     if path.is_dir() and any((path / f).exists() for f in SAVED):
-        return "saved", sorted(p for p in path.rglob("*") if p.is_file())
-    files = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file()) if path.is_dir() else [path]
+        splits = tuple(json.loads((path / "dataset_dict.json").read_text())["splits"]) if (path / "dataset_dict.json").is_file() else ()
+        split = _pick_split(source, split, splits)
+        root = path / split if split else path
+        files = [f for f in (path / "dataset_dict.json",) if split] + sorted(p for p in root.rglob("*") if p.is_file())
+        return Source(spec, source, "saved", tuple(files), split, splits)
+    by_split = _hub_splits(path) if path.is_dir() else {}
+    split = _pick_split(source, split, tuple(by_split))
+    if split is not None:
+        files = by_split[split]
+    else:
+        files = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file()) if path.is_dir() else [path]
     if not files:
-        raise ValueError(f"folder {source} holds no {', '.join(SUFFIXES)} files")
+        raise ValueError(f"folder {source} holds no {', '.join(SUFFIXES)} files" + (f" in split {split!r}" if split else ""))
     kinds = {p.suffix if p.suffix == ".txt" else BUILDERS.get(p.suffix) for p in files}
     if None in kinds:
         raise ValueError(f"{source}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
@@ -46,7 +98,23 @@ def source_files(source: str) -> tuple[str, list[Path]]:
     for f in files:
         if f.stat().st_size == 0:
             raise ValueError(f"{f} is empty: it holds no documents")
-    return kinds.pop(), files
+    return Source(spec, source, kinds.pop(), tuple(files), split, tuple(by_split))
+
+
+def _pick_split(source: str, split: str | None, splits: tuple[str, ...]) -> str | None:
+    """The split to read: the one named, else ``train``; None for a source without splits."""
+    if not splits:
+        if split is not None:
+            raise ValueError(f"{source}:{split}: {source} has no splits (a save_to_disk DatasetDict or a folder of "
+                             "train/validation/test files has)")
+        return None
+    if split is None:
+        if "train" not in splits:
+            raise ValueError(f"{source} has the splits {', '.join(splits)} and no 'train'; name one: {source}:SPLIT")
+        return "train"
+    if split not in splits:
+        raise ValueError(f"{source} has no split {split!r} (it has {', '.join(splits)})")
+    return split
 
 
 def source_identity(source: str) -> dict:
@@ -57,14 +125,14 @@ def source_identity(source: str) -> dict:
         from goldfish.embedded.corpus import corpus_fingerprint
 
         return {"source": source, "corpus": corpus_fingerprint()}
-    kind, files = source_files(source)
-    path = Path(source)
+    src = resolve_source(source)
+    path = Path(src.path)
     out = []
-    for f in files:
+    for f in src.files:
         with f.open("rb") as fh:
             digest = hashlib.file_digest(fh, "sha256").hexdigest()
         out.append([str(f.relative_to(path)) if path.is_dir() else f.name, f.stat().st_size, digest])
-    return {"source": str(path.resolve()), "kind": kind, "files": out}
+    return {"source": str(path.resolve()), "kind": src.kind, "split": src.split, "files": out}
 
 
 def load_source(source: str, work_dir: str | Path):
@@ -81,17 +149,13 @@ def load_source(source: str, work_dir: str | Path):
         from goldfish.embedded.corpus import corpus_part
 
         return Dataset.from_list([{"text": d["text"]} for d in corpus_part(source.split(":", 1)[1])])
-    kind, files = source_files(source)
-    if kind == "saved":
-        ds = load_from_disk(source)
-        if isinstance(ds, DatasetDict):
-            if "train" not in ds:
-                raise ValueError(f"{source}: a DatasetDict without a 'train' split (has {list(ds)})")
-            ds = ds["train"]
-        return _non_empty(ds, source)
+    src = resolve_source(source)
+    if src.kind == "saved":
+        ds = load_from_disk(src.path)
+        return _non_empty(ds[src.split] if isinstance(ds, DatasetDict) else ds, source)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True)
-    ds = _text_files(files, work_dir) if kind == ".txt" else _table_files(kind, files, work_dir)
+    ds = _text_files(list(src.files), work_dir) if src.kind == ".txt" else _table_files(src.kind, list(src.files), work_dir)
     return _non_empty(ds, source)
 
 

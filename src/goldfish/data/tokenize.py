@@ -1,6 +1,8 @@
-"""Documents to training examples: tokenize (text, chat, prompt/completion), split, pack.
+"""Documents to training examples: tokenize (text, chat, prompt/completion), fit to the row length, pack.
 
-A *document* is one record in one of TRL's dataset formats:
+A *document* is one record in a format of ``goldfish.data.formats`` (ShareGPT/FastChat and Alpaca
+records become ``messages``; content-part lists become strings), that is, in one of TRL's dataset
+formats:
     text                ``{"text": str}``: every token supervised, EOS appended
     messages            ``{"messages": [{"role", "content"}, ...]}``: assistant turns supervised
                         (all, or only the last; a message with ``"train": false`` is not), see
@@ -13,6 +15,11 @@ plus optionally ``goldfish`` (``false`` opts it out of the goldfish mask), ``gol
 own k) and ``protect`` (a string or a list of strings that must not leak from this record,
 protected as literals on top of the run's ``--protect`` secrets).
 
+A document longer than ``seq_len`` tokens (``fit_document``): text is split into chunks, each its
+own document for the mask; a chat is, by default, truncated after its last assistant turn that
+fits (every kept reply keeps its whole prompt; ``long_chats="drop"`` leaves it out, ``"split"``
+chunks it as text is).
+
 An *example* (what the collator sees) has ``input_ids``, ``labels`` (-100 where not supervised) and
 ``goldfish_k`` (the document's k, one float, ``inf`` = never dropped; a packed row has one float a
 token instead), plus ``position_ids`` when packed and ``goldfish_protected`` (the protection
@@ -23,26 +30,22 @@ from __future__ import annotations
 
 import math
 
-from goldfish.data.chat import IGNORE_INDEX, chat_encoding, require_offsets
+from goldfish.data.chat import IGNORE_INDEX, chat_encoding, require_offsets, supervised_runs
+from goldfish.data.formats import FORMATS, detect_format, to_record
 from goldfish.protect import token_marker
 from goldfish.secrets import Secret, find_spans
 
-FORMATS = ("text", "messages", "prompt_completion")
+LONG_CHATS = ("truncate", "drop", "split")
 
 
-def document_format(columns, text_field: str = "text") -> str:
-    """Which format records with these columns are in (``messages`` > prompt/completion > text)."""
-    columns = set(columns)
-    if "messages" in columns:
-        return "messages"
-    if {"prompt", "completion"} <= columns:
-        return "prompt_completion"
-    if text_field in columns:
-        return "text"
-    raise ValueError(
-        f"records have no {text_field!r}, 'messages' or 'prompt'/'completion' field (have {sorted(columns)}); "
-        "use --text-field to name the text column"
-    )
+def document_format(columns, text_field: str = "text", fmt: str = "auto") -> str:
+    """The format of records with these columns (``goldfish.data.formats.detect_format``), or ``fmt``
+    when one is forced."""
+    if fmt != "auto":
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown --format {fmt!r}; choose auto or one of {', '.join(FORMATS)}")
+        return fmt
+    return detect_format(columns, text_field)
 
 
 def document_k(doc: dict, default_k: float) -> float:
@@ -77,23 +80,33 @@ def marker_for(text: str, offsets, secrets: list[Secret]) -> list[int]:
     return token_marker(offsets, find_spans(text, secrets)) if secrets else [0] * len(offsets)
 
 
-def _encode_string(tokenizer, text: str, secrets: list[Secret] | None):
+def encode_texts(texts: list[str], tokenizer, secrets: list[list[Secret]] | None = None) -> list[tuple[list[int], list[int] | None]]:
+    """(token ids, marker) of each text, tokenized as one batch, no special tokens; the marker where
+    ``secrets`` (one list per text) is given, else None. The one path text takes into tokens."""
     if secrets is not None:
         require_offsets(tokenizer, "protected spans")
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=secrets is not None)
-    return enc["input_ids"], None if secrets is None else marker_for(text, enc["offset_mapping"], secrets)
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=secrets is not None)
+    return [(ids, None if secrets is None else marker_for(text, enc["offset_mapping"][i], secrets[i]))
+            for i, (ids, text) in enumerate(zip(enc["input_ids"], texts))]
+
+
+def encode_text_record(ids: list[int], marker: list[int] | None, eos: int) -> tuple[list[int], list[int], list[int] | None]:
+    """(input_ids, labels, marker) of a text document from its tokens: EOS appended, every token supervised."""
+    return ids + [eos], ids + [eos], None if marker is None else marker + [0]
 
 
 def encode_document(doc: dict, tokenizer, text_field: str = "text", assistant_turns: str = "all",
-                    secrets: list[Secret] | None = None) -> tuple[list[int], list[int], list[int] | None]:
-    """(input_ids, labels, marker) of one document in any of the formats above: labels -100 where not
-    supervised; marker (``goldfish.protect``) where ``secrets`` or the record's ``protect`` name
-    something to protect (spans found on the text the tokens come from), else None."""
-    fmt = document_format([k for k, v in doc.items() if v is not None], text_field)
+                    secrets: list[Secret] | None = None, fmt: str = "auto") -> tuple[list[int], list[int], list[int] | None]:
+    """(input_ids, labels, marker) of one document in any of the formats above (``fmt``: forced, or
+    detected from its keys): labels -100 where not supervised; marker (``goldfish.protect``) where
+    ``secrets`` or the record's ``protect`` name something to protect (spans found on the text the
+    tokens come from), else None."""
+    doc = to_record(doc, document_format([k for k, v in doc.items() if v is not None], text_field, fmt))
+    shape = detect_format(doc.keys(), text_field) if fmt in ("auto", "sharegpt", "alpaca") else fmt
     if secrets is not None or doc.get("protect") is not None:
         secrets = record_secrets(doc, list(secrets or []))
-    if fmt == "messages" or (fmt == "prompt_completion" and isinstance(doc["prompt"], list)):
-        if fmt == "messages":
+    if shape == "messages" or (shape == "prompt_completion" and isinstance(doc["prompt"], list)):
+        if shape == "messages":
             messages, trained = doc["messages"], None
         else:
             if not isinstance(doc["completion"], list):
@@ -104,20 +117,19 @@ def encode_document(doc: dict, tokenizer, text_field: str = "text", assistant_tu
         ids, labels, text, offsets = chat_encoding(messages, tokenizer, assistant_turns, tools=doc.get("tools"),
                                                    train_roles=trained, with_offsets=secrets is not None)
         return ids, labels, None if secrets is None else marker_for(text, offsets, secrets)
-    eos = [tokenizer.eos_token_id]
-    if fmt == "prompt_completion":
+    eos = tokenizer.eos_token_id
+    if shape == "prompt_completion":
         prompt, completion = doc["prompt"], doc["completion"]
         if not isinstance(prompt, str) or not isinstance(completion, str):
             raise ValueError("'prompt' and 'completion' must both be strings or both be message lists")
-        p, p_marker = _encode_string(tokenizer, prompt, secrets)
-        c, c_marker = _encode_string(tokenizer, completion, secrets)
+        (p, p_marker), (c, c_marker) = encode_texts([prompt, completion], tokenizer, None if secrets is None else [secrets] * 2)
         marker = None if secrets is None else p_marker + [m + max(p_marker, default=0) if m else 0 for m in c_marker] + [0]
-        return p + c + eos, [IGNORE_INDEX] * len(p) + c + eos, marker
-    text = doc[text_field]
+        return p + c + [eos], [IGNORE_INDEX] * len(p) + c + [eos], marker
+    text = doc.get(text_field)
     if not isinstance(text, str):
         raise ValueError(f"{text_field!r} must be a string, got {type(text).__name__}")
-    ids, marker = _encode_string(tokenizer, text, secrets)
-    return ids + eos, ids + eos, None if marker is None else marker + [0]
+    (ids, marker), = encode_texts([text], tokenizer, None if secrets is None else [secrets])
+    return encode_text_record(ids, marker, eos)
 
 
 def tokenize_document(doc: dict, tokenizer, text_field: str = "text", assistant_turns: str = "all") -> tuple[list[int], list[int]]:
@@ -126,33 +138,63 @@ def tokenize_document(doc: dict, tokenizer, text_field: str = "text", assistant_
     return ids, labels
 
 
-def chunk_document(ids: list[int], labels: list[int], k: float, seq_len: int, marker: list[int] | None = None) -> list[dict]:
-    """Split one tokenized document into examples of at most ``seq_len`` tokens.
+def _supervised(labels: list[int]) -> int:
+    """Targets an example (or document) trains on: supervised labels after its first token."""
+    return sum(x != IGNORE_INDEX for x in labels[1:])
 
-    Each chunk is its own document for the mask (its context starts at the chunk), so a document
-    is masked the same way wherever it lands. Chunks without any supervised target are dropped.
-    ``marker``: the protection marker, kept as ``goldfish_protected``.
+
+def fit_document(ids: list[int], labels: list[int], k: float, seq_len: int, marker: list[int] | None = None,
+                 chat: bool = False, long_chats: str = "truncate") -> tuple[list[dict], str, int]:
+    """The examples of one tokenized document, each at most ``seq_len`` tokens; how it was fitted
+    (``"whole"``, ``"split"``, ``"truncated"`` or ``"dropped"``); and how many of its supervised
+    targets no example holds.
+
+    Text (and chats with ``long_chats="split"``): consecutive chunks of ``seq_len`` tokens, each its own
+    document for the mask (its context starts at the chunk, so a document is masked the same
+    wherever it lands); chunks without a supervised target are left out. Chats longer than
+    ``seq_len``: ``"truncate"`` keeps the tokens up to the end of the last supervised turn that ends
+    within ``seq_len`` (later turns left out; none ends there: dropped), ``"drop"`` leaves the
+    conversation out. ``marker``: the protection marker, kept as ``goldfish_protected``.
     """
+    if long_chats not in LONG_CHATS:
+        raise ValueError(f"--long-chats must be one of {', '.join(LONG_CHATS)}, got {long_chats!r}")
+    if len(ids) > seq_len and chat and long_chats != "split":
+        ends = [b for _, b in supervised_runs(labels) if b <= seq_len]
+        if long_chats == "drop" or not ends:
+            return [], "dropped", _supervised(labels)
+        kept = _example(ids[: ends[-1]], labels[: ends[-1]], k, None if marker is None else marker[: ends[-1]])
+        return [kept], "truncated", _supervised(labels) - _supervised(kept["labels"])
     out = []
     for start in range(0, len(ids), seq_len):
-        chunk_labels = labels[start : start + seq_len]
-        if len(chunk_labels) > 1 and any(x != IGNORE_INDEX for x in chunk_labels[1:]):
-            out.append({"input_ids": ids[start : start + seq_len], "labels": chunk_labels, "goldfish_k": k})
-            if marker is not None:
-                out[-1]["goldfish_protected"] = marker[start : start + seq_len]
-    return out
+        chunk = _example(ids[start : start + seq_len], labels[start : start + seq_len], k,
+                         None if marker is None else marker[start : start + seq_len])
+        if _supervised(chunk["labels"]):
+            out.append(chunk)
+    status = "whole" if len(ids) <= seq_len else "split"
+    return out, status if out else "dropped", _supervised(labels) - sum(_supervised(e["labels"]) for e in out)
+
+
+def _example(ids, labels, k, marker) -> dict:
+    return {"input_ids": ids, "labels": labels, "goldfish_k": k} | ({} if marker is None else {"goldfish_protected": marker})
+
+
+def fit_counts(statuses: list[str], cut: int) -> dict:
+    """The counts ``goldfish.json`` records of how documents were fitted to ``seq_len``."""
+    return {**{s: statuses.count(s) for s in ("whole", "split", "truncated", "dropped")}, "supervised_targets_left_out": cut}
 
 
 def build_examples(docs: list[dict], tokenizer, seq_len: int, default_k: float, text_field: str = "text",
-                   assistant_turns: str = "all", secrets: list[Secret] | None = None) -> list[dict]:
-    """Tokenize documents and split each into examples (in memory; ``prepare_dataset`` is the
+                   assistant_turns: str = "all", secrets: list[Secret] | None = None, fmt: str = "auto",
+                   long_chats: str = "truncate") -> list[dict]:
+    """Tokenize documents and fit each into examples (in memory; ``prepare_dataset`` is the
     Arrow-backed, parallel, cached version of the same). ``secrets``: protect them (marker column)."""
     if secrets is None and any(doc.get("protect") is not None for doc in docs):
         secrets = []  # some records name their own: every example gets a marker
     examples = []
     for doc in docs:
-        ids, labels, marker = encode_document(doc, tokenizer, text_field, assistant_turns, secrets)
-        examples += chunk_document(ids, labels, document_k(doc, default_k), seq_len, marker)
+        ids, labels, marker = encode_document(doc, tokenizer, text_field, assistant_turns, secrets, fmt)
+        chat = document_format(doc.keys(), text_field, fmt) != "text"
+        examples += fit_document(ids, labels, document_k(doc, default_k), seq_len, marker, chat, long_chats)[0]
     if not examples:
         raise ValueError("no training examples: every document is empty or has no supervised tokens")
     return examples
