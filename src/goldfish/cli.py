@@ -176,6 +176,7 @@ def audit_parser(prog: str = "goldfish audit"):
 def cmd_audit(argv: list[str], prog: str) -> int:
     from goldfish.audit import run_audit
     from goldfish.audit.report import both_halves_rows, summary_rows, verdict_lines
+    from goldfish.report import with_interval
 
     (cfg,), _ = audit_parser(prog).parse(argv)
     if cfg.out is None:
@@ -189,7 +190,7 @@ def cmd_audit(argv: list[str], prog: str) -> int:
         for score, m in s.get("mia", {}).items():
             if score != "non_members":
                 tpr = m["tpr_at_1%_fpr"]
-                print(f"{name}: MIA {score}: AUC {m['auc']:.3f} [{m['auc_ci'][0]:.3f}, {m['auc_ci'][1]:.3f}], TPR@1%FPR "
+                print(f"{name}: MIA {score}: AUC {with_interval(m['auc'], m['auc_ci'])}, TPR@1%FPR "
                       + (f"{tpr:.3f}" if tpr is not None else f"not resolvable with {round(1 / m['min_fpr'])} non-members"))
         for secret, m in s.get("secrets", {}).items():
             rate = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731

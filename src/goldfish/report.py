@@ -105,6 +105,14 @@ def settings_block(report: Report, result: dict) -> None:
     report.raw(f"```json\n{text}\n```\n", f"<pre>{html.escape(text)}</pre>")
 
 
+def with_interval(value, interval=None, fmt: str = "{:.3f}") -> str:
+    """``value`` formatted, with its interval as ``[low, high]`` when there is one; "—" for None."""
+    if value is None:
+        return "—"
+    text = fmt.format(value)
+    return text if not interval or interval[0] is None else f"{text} [{fmt.format(interval[0])}, {fmt.format(interval[1])}]"
+
+
 def md_cell(text: str) -> str:
     """Text safe inside a markdown table cell (escaped, pipes and newlines kept visible)."""
     return html.escape(text).replace("|", "\\|").replace("\n", "↵ ")

@@ -13,6 +13,7 @@ from goldfish.audit.summary import DEGENERATION_FLAG, LOSS_FLAG
 from goldfish.cache import atomic_dir, check_writable
 from goldfish.report import (
     Report,
+    with_interval,
     figure_png,
     histogram_png,
     md_cell,
@@ -28,13 +29,6 @@ SUMMARY_COLUMNS = [
 ]
 
 
-def _ci(value, ci, fmt="{:.3f}") -> str:
-    if value is None:
-        return "—"
-    text = fmt.format(value)
-    return text if not ci or ci[0] is None else f"{text} [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
-
-
 def both_halves_rows(result: dict) -> tuple[list[str], list[list]]:
     """The first table: per model, memorization (verbatim, longest run, MIA) beside utility (held-out
     loss and its change against the baseline, degeneration of the generations beside the true texts')."""
@@ -46,12 +40,12 @@ def both_halves_rows(result: dict) -> tuple[list[str], list[list]]:
         rep = change.get("repeated_4grams_change")
         mia = s.get("mia", {}).get("loss")
         rows.append([
-            name, s["documents"], s.get("exact_match_rate"), _ci(s.get("longest_run_mean"), None, "{:.1f}"),
-            _ci(mia["auc"], mia["auc_ci"], "{:.2f}") if mia else "—",
-            _ci(loss["mean"], loss["ci"]) if loss else "— (no --non-members)",
-            "baseline" if name == result["baseline"] else _ci(loss_change["relative"], loss_change["ci"], "{:+.1%}") if loss_change else "—",
-            f"{_ci(deg['generated']['repeated_4grams'], None)} (true {_ci(deg['true']['repeated_4grams'], None)})" if deg else "—",
-            "baseline" if name == result["baseline"] else _ci(rep["difference"], rep["ci"], "{:+.3f}") if rep else "—",
+            name, s["documents"], s.get("exact_match_rate"), with_interval(s.get("longest_run_mean"), None, "{:.1f}"),
+            with_interval(mia["auc"], mia["auc_ci"], "{:.2f}") if mia else "—",
+            with_interval(loss["mean"], loss["ci"]) if loss else "— (no --non-members)",
+            "baseline" if name == result["baseline"] else with_interval(loss_change["relative"], loss_change["ci"], "{:+.1%}") if loss_change else "—",
+            f"{with_interval(deg['generated']['repeated_4grams'], None)} (true {with_interval(deg['true']['repeated_4grams'], None)})" if deg else "—",
+            "baseline" if name == result["baseline"] else with_interval(rep["difference"], rep["ci"], "{:+.3f}") if rep else "—",
             ", ".join(u["flags"]) or "—"])
     return (["model", "docs/turns", "verbatim", "longest run (mean)", "MIA loss AUC", "held-out loss (nats/token)",
              f"Δ held-out loss vs {result['baseline']}", "repeated 4-grams (generated / true)",
@@ -68,13 +62,13 @@ def verdict_lines(result: dict) -> list[str]:
         u = s["utility"]
         change = u.get("vs_baseline", {})
         parts = [f"verbatim {_rate(base.get('exact_match_rate'))} → {_rate(s.get('exact_match_rate'))}",
-                 f"longest run {_ci(base.get('longest_run_mean'), None, '{:.1f}')} → {_ci(s.get('longest_run_mean'), None, '{:.1f}')}"]
+                 f"longest run {with_interval(base.get('longest_run_mean'), None, '{:.1f}')} → {with_interval(s.get('longest_run_mean'), None, '{:.1f}')}"]
         if change.get("heldout_loss_change"):
             c = change["heldout_loss_change"]
-            parts.append(f"held-out loss {_ci(c['relative'], c['ci'], '{:+.1%}')}")
+            parts.append(f"held-out loss {with_interval(c['relative'], c['ci'], '{:+.1%}')}")
         if change.get("repeated_4grams_change"):
             c = change["repeated_4grams_change"]
-            parts.append(f"repeated 4-grams {_ci(c['difference'], c['ci'], '{:+.3f}')}")
+            parts.append(f"repeated 4-grams {with_interval(c['difference'], c['ci'], '{:+.3f}')}")
         if u["flags"]:
             verdict = (f"FLAGGED ({', '.join(u['flags'])}): clearly worse than {result['baseline']}, so its lower "
                        "memorization may come from a broken model; not a win")
@@ -238,7 +232,7 @@ def write_report(result: dict, out: str | Path) -> None:
         scores = [k for k in next(iter(mia.values())) if k != "non_members"]
         unresolved = lambda m, v: f"not resolvable (≥ {m['min_fpr']:.1%} FPR)" if v is None else v  # noqa: E731
         report.table(["model", "score", "ROC AUC [95% interval]", "TPR @ 0.1% FPR", "TPR @ 1% FPR"],
-                     [[name, k, _ci(m[k]["auc"], m[k]["auc_ci"]), unresolved(m[k], m[k]["tpr_at_0.1%_fpr"]),
+                     [[name, k, with_interval(m[k]["auc"], m[k]["auc_ci"]), unresolved(m[k], m[k]["tpr_at_0.1%_fpr"]),
                        unresolved(m[k], m[k]["tpr_at_1%_fpr"])] for name, m in mia.items() for k in scores])
         report.paragraph(f"{next(iter(mia.values()))['non_members']} non-members: a TPR at an FPR below one over that count "
                          "cannot be resolved (the first false positive already exceeds it).")

@@ -4,6 +4,8 @@ one or more models, sharded across processes under ``accelerate launch`` / ``tor
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -14,6 +16,9 @@ from goldfish.audit.probes import Probe, chat_probes, text_probes
 from goldfish.audit.summary import compare_to_baseline, secret_summary, summarize
 from goldfish.models import DTYPES, check_model_folder, display_names, load_model
 from goldfish.secrets import load_secrets
+
+
+logger = logging.getLogger("goldfish")
 
 
 def int_list(text: str) -> list[int]:
@@ -64,6 +69,9 @@ class AuditConfig:
                 "metrics read as many as the true reply has)"})
     secrets: list[str] = field(default_factory=list, metadata={"repeatable": True, "help": _secret_help("chats: scan the replies")})
     max_documents: int | None = field(default=None, metadata={"help": "audit only the first N documents"})
+    allow_overlap: bool = field(default=False, metadata={
+        "help": "audit even when --data and --non-members share records (membership inference and the held-out loss "
+                "then read members as non-members)"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
 
@@ -99,6 +107,10 @@ def _documents(source: str, text_field: str, limit: int | None) -> tuple[list[di
     (messages or prompt/completion records: extraction of assistant turns)."""
     from goldfish.data import document_format, read_documents
 
+    from goldfish.data.sources import resolve_source
+
+    if resolve_source(source).split is not None:
+        logger.info("audit data: %s", resolve_source(source).describe())
     docs = read_documents(source, text_field)
     kind = "text" if document_format(set().union(*docs), text_field) == "text" else "chat"
     if kind == "text":
@@ -108,6 +120,20 @@ def _documents(source: str, text_field: str, limit: int | None) -> tuple[list[di
                                  "of a text file needs one (--text-field names the field)")
         docs = [{"id": str(d.get("id", i)), "text": d[text_field]} for i, d in enumerate(docs)]
     return (docs[:limit] if limit else docs), kind
+
+
+def _refuse_overlap(docs: list[dict], non_members: list[dict], cfg: AuditConfig) -> None:
+    """ValueError when a --non-members record has the content of a --data record (ids aside)."""
+    def content(d):
+        return json.dumps({k: v for k, v in d.items() if k != "id"}, sort_keys=True, default=str)
+
+    seen = {content(d): i for i, d in enumerate(docs)}
+    shared = [(seen[c], j) for j, d in enumerate(non_members) if (c := content(d)) in seen]
+    if shared:
+        (i, j), n = shared[0], len(shared)
+        raise ValueError(f"--data {cfg.data} and --non-members {cfg.non_members} share {n} record(s) (the first: record {i} "
+                         f"and record {j}); membership inference and the held-out loss need records the model never saw: "
+                         "give disjoint data (e.g. PATH:train and PATH:test), or --allow-overlap")
 
 
 def _shard(items: list, state) -> list:
@@ -182,6 +208,8 @@ def run_audit(cfg: AuditConfig) -> dict:
     non_members, non_kind = _documents(cfg.non_members, cfg.text_field, None) if cfg.non_members else ([], kind)
     if non_kind != kind:
         raise ValueError(f"--non-members {cfg.non_members} holds {non_kind} records but --data {cfg.data} holds {kind} records")
+    if non_members and not cfg.allow_overlap:
+        _refuse_overlap(docs, non_members, cfg)
     if secrets and kind != "chat":
         raise ValueError("--secrets scans assistant replies: give chat data (messages or prompt/completion records)")
     state = _distributed_state()

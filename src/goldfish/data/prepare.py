@@ -34,7 +34,7 @@ import numpy as np
 
 from goldfish.config import GoldfishConfig
 from goldfish.data.chat import IGNORE_INDEX, require_offsets
-from goldfish.data.sources import load_source, source_identity
+from goldfish.data.sources import load_source, resolve_source, source_identity
 from goldfish.data.formats import FORMATS
 from goldfish.data.tokenize import (
     LONG_CHATS,
@@ -215,6 +215,9 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
     from goldfish.cache import atomic_dir, cache_dir, fingerprint, remove_stale_temps
 
     start = time.time()
+    for source in sources:
+        if (src := resolve_source(source)).split is not None:
+            logger.info("data: %s", src.describe())
     identities = [source_identity(s) for s in sources]
     hashed = time.time() - start
     same = (_tokenizer_identity(tokenizer), asdict(settings), gcfg.to_dict())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from goldfish.report import versions
+from goldfish.report import versions, with_interval
 from goldfish.cache import write_text_atomic
 
 RUN_COLUMNS = [("exact_match_rate", "verbatim"), ("token_match_rate", "token match"), ("rouge_l_mean", "Rouge-L"),
@@ -18,13 +18,6 @@ def run_table(result: dict, runs: list[str]) -> tuple[list[str], list[list]]:
     return headers, [[name] + [result[name].get(k, "") for k, _ in RUN_COLUMNS] for name in runs]
 
 
-def _ci(value, ci, fmt: str) -> str:
-    if value is None:
-        return "—"
-    text = fmt.format(value)
-    return text if not ci or ci[0] is None else f"{text} [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
-
-
 def utility_table(result: dict, runs: list[str]) -> tuple[list[str], list[list]]:
     """Per run: held-out loss and its change against the baseline run, repeated 4-grams, each embedded
     benchmark's score ± stderr, and the flags (see goldfish.audit.summary)."""
@@ -35,9 +28,9 @@ def utility_table(result: dict, runs: list[str]) -> tuple[list[str], list[list]]
         u = result[name]["utility"]
         baseline = name == u["baseline"]
         scores = bench.get("scores", {}).get(name, {})
-        rows.append([name, _ci(u["heldout_loss"], u["heldout_loss_ci"], "{:.3f}"),
-                     "baseline" if baseline else _ci(u["heldout_loss_change"], u["heldout_loss_change_ci"], "{:+.1%}"),
-                     _ci(u["repeated_4grams"], None, "{:.3f}"),
+        rows.append([name, with_interval(u["heldout_loss"], u["heldout_loss_ci"], "{:.3f}"),
+                     "baseline" if baseline else with_interval(u["heldout_loss_change"], u["heldout_loss_change_ci"], "{:+.1%}"),
+                     with_interval(u["repeated_4grams"], None, "{:.3f}"),
                      *(f"{scores[t]['score']:.3f} ± {scores[t]['stderr']:.3f}" if t in scores else "—" for t in tasks),
                      ", ".join(u["flags"]) or "—"])
     baseline = result[runs[0]]["utility"]["baseline"] if runs else ""
