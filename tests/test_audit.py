@@ -120,3 +120,45 @@ def test_offsets_give_per_offset_metrics_and_a_plot(memorized, tmp_path):
     assert main(["audit", "--model", str(model_dir), "--data", str(members), "--prefix-len", "8", "--suffix-len", "24",
                  "--out", str(tmp_path / "mid"), "--no-progress"]) == 0
     assert "the prefix starts mid-document" in (tmp_path / "mid" / "report.html").read_text()
+
+
+def test_flags_follow_the_stated_thresholds():
+    """compare_to_baseline flags exactly when the whole paired interval lies past +10% held-out loss
+    or +0.05 repeated 4-grams."""
+    from goldfish.audit.summary import compare_to_baseline
+
+    def rows(model, nll, rep):
+        return ([{"model": model, "member": False, "id": f"n{i}", "nll": nll + 0.01 * (i % 3), "scored_tokens": 20 + i} for i in range(30)]
+                + [{"model": model, "member": True, "id": f"m{i}", "generated_repeated_4grams": rep + 0.01 * (i % 2)} for i in range(30)])
+
+    cases = {"base": (2.0, 0.02), "fine": (2.1, 0.04), "worse": (2.6, 0.02), "repeats": (2.0, 0.30)}
+    all_rows = [r for name, (nll, rep) in cases.items() for r in rows(name, nll, rep)]
+    summaries = {name: {"utility": {}} for name in cases}
+    compare_to_baseline(summaries, all_rows, "base")
+    assert {n: s["utility"]["flags"] for n, s in summaries.items()} == {
+        "base": [], "fine": [], "worse": ["held-out loss"], "repeats": ["degeneration"]}
+    change = summaries["worse"]["utility"]["vs_baseline"]["heldout_loss_change"]
+    assert change["ci"][0] <= change["relative"] <= change["ci"][1] and change["relative"] > 0.25
+
+
+@pytest.mark.slow
+def test_a_broken_model_is_flagged_and_the_heldout_loss_is_recomputable(memorized, tmp_path):
+    model_dir, members, non_members = memorized
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    broken = AutoModelForCausalLM.from_pretrained(model_dir)
+    with torch.no_grad():  # logits four times as sharp: as confident on held-out text, and more often wrong for it
+        broken.model.norm.weight.mul_(4.0)
+    broken.save_pretrained(tmp_path / "broken")
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(tmp_path / "broken")
+    out = tmp_path / "audit"
+    assert main(["audit", "--model", str(model_dir), "--model", str(tmp_path / "broken"), "--names", "good", "--names", "broken",
+                 "--data", str(members), "--non-members", str(non_members), "--suffix-len", "32", "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["baseline"] == "good" and "held-out loss" in summary["models"]["broken"]["utility"]["flags"]
+    assert "FLAGGED (held-out loss" in (out / "report.md").read_text()
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    for name in ("good", "broken"):
+        non = [r for r in rows if r["model"] == name and not r["member"]]
+        recomputed = sum(r["nll"] * r["scored_tokens"] for r in non) / sum(r["scored_tokens"] for r in non)
+        assert abs(recomputed - summary["models"][name]["utility"]["heldout_loss"]["mean"]) < 1e-6

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import re
 
+from goldfish.data.formats import normalize_messages
+
 IGNORE_INDEX = -100
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
@@ -90,10 +92,7 @@ def chat_encoding(messages: list[dict], tokenizer, assistant_turns: str = "all",
     if not tokenizer.chat_template:
         raise ValueError("the tokenizer has no chat template to render conversations with; give one with --chat-template "
                          "(chatml, llama3, vicuna_v1.1 or a Jinja file)")
-    for i, m in enumerate(messages):
-        if isinstance(m.get("content"), list):
-            raise ValueError(f"message {i}: 'content' is a list of content parts; give it as one string (join the "
-                             "text parts): content-part lists are not supported yet")
+    messages = normalize_messages(messages)  # content-part lists joined, ShareGPT role names mapped
     turns = list(train_roles) if train_roles is not None else trained_turns(messages, assistant_turns)
     if not turns:
         raise ValueError("the conversation has no assistant turn to train on")

@@ -64,7 +64,8 @@ def _text(content, where: str) -> str:
     raise ValueError(f"{where}: 'content' must be a string or a list of content parts, got {type(content).__name__}")
 
 
-def _messages(messages: list) -> list[dict]:
+def normalize_messages(messages: list) -> list[dict]:
+    """``messages`` with content-part lists joined into strings and roles mapped by ``ROLES``."""
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise ValueError("'messages' must be a list of {'role': ..., 'content': ...} dicts")
     found = [m.get("role") for m in messages]
@@ -114,10 +115,10 @@ def to_record(record: dict, fmt: str) -> dict:
     if fmt == "alpaca":
         return kept | {"messages": _alpaca(record)}
     if fmt == "messages":
-        return {k: v for k, v in record.items() if v is not None} | {"messages": _messages(record.get("messages"))}
+        return {k: v for k, v in record.items() if v is not None} | {"messages": normalize_messages(record.get("messages"))}
     if fmt == "prompt_completion" and isinstance(record.get("prompt"), list):
         return {k: v for k, v in record.items() if v is not None} | {
-            "prompt": _messages(record["prompt"]), "completion": _messages(record.get("completion"))}
+            "prompt": normalize_messages(record["prompt"]), "completion": normalize_messages(record.get("completion"))}
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     return {k: v for k, v in record.items() if v is not None}
