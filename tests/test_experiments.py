@@ -67,7 +67,7 @@ def test_budget_quick_pipeline(tmp_path):
     assert [p["step"] for p in std] == [4, 8]
     for curve in (std, gf):
         assert all(b["input_tokens"] > a["input_tokens"] for a, b in zip(curve, curve[1:]))
-        assert all(p["validation_loss"] > 0 for p in curve)
+        assert all(p["eval_loss"] > 0 for p in curve)
     assert std[-1]["input_tokens"] == gf[-1]["input_tokens"]  # same data, same steps
     ratio = gf[-1]["supervised_tokens"] / std[-1]["supervised_tokens"]
     assert 0.7 < ratio < 0.8  # goldfish k=4 learns from ~3/4 of the targets

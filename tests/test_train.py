@@ -127,3 +127,48 @@ def test_resume_of_a_finished_run_changes_nothing(tmp_path, caplog):
     after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file() and "runs" not in p.parts}
     assert after == before and not (tmp_path / "run" / "checkpoint-3").exists()
     assert "is complete (step 2 of 2); nothing to do" in caplog.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["text", "chat"])
+def test_eval_during_training_equals_the_audits_heldout_loss(tmp_path, tokenizer, kind):
+    """--eval-data: the true loss every --eval-steps, in goldfish.json with the tokens seen; the
+    final value is the audit's held-out loss on the same records (1e-4); goldfish plot draws it."""
+    from goldfish.embedded.corpus import corpus_part
+
+    texts = [d["text"][:400] for d in corpus_part("validation")[:16]]
+    if kind == "text":
+        rows = [{"text": t} for t in texts]
+    else:
+        rows = [{"messages": [{"role": "user", "content": t[:60]}, {"role": "assistant", "content": t[60:300]}]} for t in texts]
+    train, held = _write_jsonl(tmp_path / "train.jsonl", rows[:8]), _write_jsonl(tmp_path / "held.jsonl", rows[8:])
+    out = tmp_path / "run"
+    assert main([*BASE, "--seq-len", "256", "--data", train, "--eval-data", held, "--eval-steps", "2", "--max-steps", "4",
+                 "--out", str(out), "--save-steps", "0"]) == 0
+    record = json.loads((out / "goldfish.json").read_text())
+    points = record["eval"]
+    assert [p["step"] for p in points] == [2, 4] and points[0]["input_tokens"] < points[1]["input_tokens"]
+    assert 0 < points[0]["supervised_tokens"] < points[1]["supervised_tokens"]
+    assert points[-1]["eval_supervised_tokens"] == record["eval_data"]["supervised_targets"]
+    assert main(["audit", "--model", str(out), "--data", train, "--non-members", held, "--out", str(tmp_path / "audit"),
+                 "--suffix-len", "16", "--no-progress"]) == 0
+    heldout = json.loads((tmp_path / "audit" / "summary.json").read_text())["models"]["run"]["utility"]["heldout_loss"]
+    assert abs(points[-1]["eval_loss"] - heldout["mean"]) < 1e-4 and heldout["tokens"] == points[-1]["eval_supervised_tokens"]
+    assert main(["plot", str(out), "--out", str(tmp_path / "curve.png")]) == 0
+    assert (tmp_path / "curve.png").stat().st_size > 5_000
+
+
+def test_a_dataset_dicts_validation_split_is_the_default_eval_data(tmp_path, caplog):
+    from datasets import Dataset, DatasetDict
+
+    from goldfish.train import eval_sources
+    from goldfish.train_config import TrainConfig
+
+    DatasetDict({"train": Dataset.from_list([{"text": "a"}]), "validation": Dataset.from_list([{"text": "b"}]),
+                 "test": Dataset.from_list([{"text": "c"}])}).save_to_disk(str(tmp_path / "dd"))
+    cfg = lambda *extra: TrainConfig.from_args(["--init", "micro", "--data", str(tmp_path / "dd"), "--out", "o", *extra])  # noqa: E731
+    caplog.set_level("INFO", "goldfish")
+    assert eval_sources(cfg()) == [f"{tmp_path / 'dd'}:validation"] and "the held-out split of --data" in caplog.text
+    assert eval_sources(cfg("--eval-data", "none")) == []
+    assert eval_sources(cfg("--data", str(tmp_path / "dd:test"))) == [f"{tmp_path / 'dd'}:validation"]
+    assert eval_sources(cfg("--eval-data", str(tmp_path / "dd:test"))) == [str(tmp_path / "dd:test")]

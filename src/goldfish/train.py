@@ -9,10 +9,13 @@ TensorBoard logs in ``runs/``. Data preparation is ``goldfish.data.prepare`` (Ar
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from pathlib import Path
+
+from transformers import TrainerCallback
 
 from goldfish.cache import write_text_atomic
 from goldfish.hashing import HASH_VERSION
@@ -140,17 +143,25 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     collator = GoldfishCollator(base, gcfg, keep_full_labels=cfg.mask.goldfish_start_step > 0)
     with args.main_process_first(desc="data preparation"):  # the others then load the main process's cache
         data = prepare_data(cfg, tokenizer)
+        eval_data = prepare_eval_data(cfg, tokenizer)
     counts = data.counts
     model = _load_model(cfg, tokenizer)
     if cfg.data.pack or cfg.data.padding_free:
         check_attends_within_documents(model, "--pack" if cfg.data.pack else "--padding-free")
+    history = EvalHistory()
+    if eval_data is not None and args.eval_strategy == "no":  # --eval-data alone: evaluate every --eval-steps
+        args = dataclasses.replace(args, eval_strategy="steps")
     trainer = GoldfishTrainer(
         model=model, args=args, train_dataset=data.train, data_collator=collator, processing_class=tokenizer,
-        supervised_logits=cfg.model.supervised_logits, goldfish_start_step=cfg.mask.goldfish_start_step, callbacks=callbacks,
+        supervised_logits=cfg.model.supervised_logits, goldfish_start_step=cfg.mask.goldfish_start_step,
+        callbacks=[history, *(callbacks or [])], eval_dataset=None if eval_data is None else eval_data.train,
+        eval_data_collator=_WithoutGoldfishColumns(base),
     )
     start = time.time()
     resume = True if cfg.run.resume == "latest" else cfg.run.resume
     result = trainer.train(resume_from_checkpoint=resume)
+    if eval_data is not None and (not history.points or history.points[-1]["step"] != trainer.state.global_step):
+        trainer.evaluate()  # the final model's held-out loss
     trainer.save_model(cfg.out)
     if cfg.lora.merge and trainer.is_world_process_zero():
         merged = trainer.model.merge_and_unload()
@@ -172,6 +183,9 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         "epochs": trainer.state.epoch,
         "train_loss": result.training_loss,
         "train_seconds": round(time.time() - start, 2),
+        "eval": history.points,
+        "eval_data": None if eval_data is None else {"sources": eval_sources(cfg), "prepared_data": str(eval_data.path),
+                                                     "supervised_targets": eval_data.counts["supervised_targets"]},
         "settings": settings,
     }
     if trainer.is_world_process_zero():
@@ -180,6 +194,60 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         write_text_atomic(Path(cfg.out) / CONFIG_FILE, yaml.safe_dump(settings, sort_keys=False))
         write_text_atomic(Path(cfg.out) / "goldfish.json", json.dumps(record, indent=2) + "\n")
     return record
+
+
+def eval_sources(cfg: TrainConfig) -> list[str]:
+    """The eval data: ``--eval-data`` as given ('none': nothing), else the validation (else test) split
+    of the first training source that has splits (a DatasetDict or hub-style folder), else nothing."""
+    from goldfish.data.sources import resolve_source
+
+    if cfg.data.eval_data == ["none"]:
+        return []
+    if cfg.data.eval_data:
+        return list(cfg.data.eval_data)
+    for spec in cfg.data.data:
+        src = resolve_source(spec)
+        held = next((s for s in ("validation", "test") if s in src.splits and s != src.split), None)
+        if held is not None:
+            logger.info("eval data: %s:%s, the held-out split of --data %s (--eval-data to choose, --eval-data none for no "
+                        "evaluation)", src.path, held, spec)
+            return [f"{src.path}:{held}"]
+    return []
+
+
+def prepare_eval_data(cfg: TrainConfig, tokenizer):
+    """The eval rows (prepared as the training rows are, nothing dropped or protected), or None without eval data."""
+    from goldfish.config import GoldfishConfig
+    from goldfish.data.prepare import prepare_dataset
+
+    sources = eval_sources(cfg)
+    if not sources:
+        return None
+    return prepare_dataset(sources, tokenizer, cfg.data.settings(()), GoldfishConfig(strategy="none"), num_proc=cfg.data.num_proc,
+                           progress=not cfg.training.disable_tqdm, cache=cfg.data.data_cache)
+
+
+class EvalHistory(TrainerCallback):
+    """Every evaluation's loss with the tokens seen so far: the points of the paper's Fig. 5 view
+    (``goldfish.json``'s ``eval``; ``goldfish plot`` draws them)."""
+
+    def __init__(self):
+        self.points: list[dict] = []
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.points.append({"step": state.global_step, "epoch": state.epoch, "input_tokens": state.num_input_tokens_seen,
+                            "supervised_tokens": getattr(state, "supervised_targets_seen", 0), "eval_loss": metrics["eval_loss"],
+                            "eval_supervised_tokens": metrics["eval_supervised_tokens"]})
+
+
+class _WithoutGoldfishColumns:
+    """The base collator on features without their goldfish columns: batches with every label kept."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __call__(self, features):
+        return self.base([{k: v for k, v in f.items() if k not in ("goldfish_k", "goldfish_protected")} for f in features])
 
 
 def _protection_record(cfg: TrainConfig, counts: dict) -> dict | None:

@@ -33,6 +33,11 @@ class DataArguments(DataSettings):
         "repeatable": True,
         "help": "training data: .jsonl/.json/.parquet/.csv (text, messages or prompt/completion records), .txt, a folder, a "
                 "save_to_disk dataset, or embedded:PART; repeatable"})
+    eval_data: list[str] = field(default_factory=list, metadata={
+        "repeatable": True,
+        "help": "held-out data for evaluation during training (the true loss, no drops, on supervised tokens, every "
+                "--eval-steps): files, folders, PATH:SPLIT; none given: the validation (else test) split of a --data "
+                "source that has splits; 'none': no evaluation"})
     num_proc: int | None = field(default=None, metadata={"help": "processes for data preparation (None: this process only)"})
     data_cache: str | None = field(default=None, metadata={
         "help": "folder for prepared (tokenized) data (None: $GOLDFISH_CACHE/prepared)"})

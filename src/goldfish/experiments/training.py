@@ -13,24 +13,26 @@ def goldfish_config(cfg: ExperimentConfig, strategy: str, k: float | None = None
     return GoldfishConfig(strategy=strategy, k=cfg.k if k is None else k, h=cfg.h, seed=cfg.seed, protect_k=protect_k)
 
 
-def _train(cfg: ExperimentConfig, gcfg: GoldfishConfig, out: Path, settings: dict, callbacks: list | None = None) -> Path:
+def _train(cfg: ExperimentConfig, gcfg: GoldfishConfig, out: Path, settings: dict) -> Path:
     """``goldfish train`` with the experiment's seed (training and hash alike) and the given settings."""
     from goldfish.train import train
     from goldfish.train_config import TrainConfig, goldfish_settings
 
     train(TrainConfig.from_dict({
         **goldfish_settings(gcfg), "output_dir": str(out), "seed": cfg.seed, "save_steps": 0, "overwrite": True,
-        "disable_tqdm": not cfg.progress, **settings}), callbacks=callbacks)
+        "disable_tqdm": not cfg.progress, **settings}))
     return Path(out)
 
 
 def pretrain(cfg: ExperimentConfig, data: list[str], gcfg: GoldfishConfig, out: Path, steps: int, seq_len: int,
-             callbacks: list | None = None) -> Path:
-    """A tiny Llama from its config: ``steps`` steps of ``base_batch`` packed rows, cosine schedule."""
+             eval_data: list[str] = (), eval_steps: int | None = None) -> Path:
+    """A tiny Llama from its config: ``steps`` steps of ``base_batch`` packed rows, cosine schedule;
+    with ``eval_data``, the held-out loss every ``eval_steps`` (``goldfish.json``'s ``eval``)."""
     return _train(cfg, gcfg, out, {
         "data": data, "init": cfg.size, "pack": True, "seq_len": seq_len, "max_steps": steps,
         "per_device_train_batch_size": cfg.base_batch, "learning_rate": cfg.base_lr, "warmup_steps": 0.05,
-        "lr_scheduler_type": "cosine", "logging_steps": max(1, steps // 10)}, callbacks)
+        "lr_scheduler_type": "cosine", "logging_steps": max(1, steps // 10), "eval_data": list(eval_data) or ["none"],
+        "eval_steps": eval_steps})
 
 
 def finetune(cfg: ExperimentConfig, base: Path, data: Path, gcfg: GoldfishConfig, out: Path, epochs: float, lr: float,

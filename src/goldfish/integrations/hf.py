@@ -15,7 +15,7 @@ import torch
 from transformers import Trainer
 
 from goldfish.config import GoldfishConfig
-from goldfish.loss import logits_only_where_supervised, supervised_loss_from_logits
+from goldfish.loss import causal_lm_loss, logits_only_where_supervised, supervised_logits_loss, supervised_loss_from_logits
 from goldfish.mask import apply_goldfish
 
 
@@ -91,15 +91,18 @@ class GoldfishTrainer(Trainer):
     supervised_logits: False computes the usual full (B, T, V) logits instead.
     goldfish_start_step: before this optimizer step the full (unmasked) labels are used; needs
         ``GoldfishCollator(..., keep_full_labels=True)``.
+    eval_data_collator: the collator of evaluation batches (default: ``data_collator``); give one that
+        drops nothing (the base collator, without the goldfish columns) for the true loss.
     ``state.supervised_targets_seen`` counts the kept targets trained on so far (all processes).
-    Evaluation returns the loss only (logits are not built where nothing is supervised): use
-    ``prediction_loss_only=True``.
+    ``evaluate`` returns the loss per supervised target of the eval set (see there), not HF's
+    prediction loop (no logits, no ``compute_metrics``).
     """
 
-    def __init__(self, *args, supervised_logits: bool = True, goldfish_start_step: int = 0, **kwargs):
+    def __init__(self, *args, supervised_logits: bool = True, goldfish_start_step: int = 0, eval_data_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.supervised_logits = supervised_logits
         self.goldfish_start_step = goldfish_start_step
+        self.eval_data_collator = eval_data_collator
         if supervised_logits:
             # A compute_loss_func makes Trainer count num_items_in_batch and treat the loss as
             # already normalised over the accumulated (and, by default, all-device) batch.
@@ -114,6 +117,42 @@ class GoldfishTrainer(Trainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         with logits_only_where_supervised(model, inputs["labels"]):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
+        """``{prefix}_loss``: the mean NLL per supervised target over the eval set (sum over every
+        target of every batch and process, divided by their count: exact, whatever the batching), and
+        ``{prefix}_supervised_tokens``: that count. Logged (TensorBoard, ...) and passed to the
+        callbacks as HF's ``evaluate`` does. Under DDP, accelerate may repeat a few examples to even
+        out the processes' last batches."""
+        collator = self.data_collator
+        self.data_collator = self.eval_data_collator or collator
+        try:
+            loader = self.get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = collator
+        model = self._wrap_model(self.model, training=False, dataloader=loader)
+        was_training = model.training
+        model.eval()
+        total = torch.zeros((), dtype=torch.float64, device=self.args.device)
+        count = torch.zeros((), dtype=torch.float64, device=self.args.device)
+        with torch.no_grad():
+            for batch in loader:
+                batch = self._prepare_inputs(batch)
+                labels = batch.pop("labels")
+                batch.pop("goldfish_full_labels", None)
+                with self.compute_loss_context_manager():
+                    if self.supervised_logits:
+                        loss_sum = supervised_logits_loss(model, labels=labels, num_items_in_batch=1, **batch)
+                    else:
+                        loss_sum = causal_lm_loss(model(**batch, use_cache=False).logits, labels, num_items_in_batch=1)
+                total += loss_sum.double()
+                count += (labels[..., 1:] != -100).sum()
+        model.train(was_training)
+        total, count = self.accelerator.reduce(torch.stack([total, count]), reduction="sum")
+        metrics = {f"{metric_key_prefix}_loss": float(total / count.clamp(min=1)), f"{metric_key_prefix}_supervised_tokens": int(count)}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples = []
