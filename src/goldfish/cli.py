@@ -277,11 +277,21 @@ def experiment_parser(name: str, prog: str):
 def run_experiment(name: str, argv: list[str], prog: str, default_out: str) -> int:
     from goldfish.experiments import RECIPES
 
+    from goldfish.experiments.reporting import closing_line
+    from goldfish.experiments.seeds import headline_rows, run_seeds
+
     recipe = RECIPES[name].load()
     (cfg,), _ = experiment_parser(name, prog).parse(argv)
     if cfg.out is None:
         cfg = dataclasses.replace(cfg, out=default_out)
-    for line in recipe.lines(recipe.run(cfg)):
+    if cfg.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {cfg.seeds}")
+    if cfg.seeds == 1:
+        lines = recipe.lines(recipe.run(cfg))
+    else:
+        result = run_seeds(recipe, cfg, recipe.BASE)
+        lines = [headline_rows(result, recipe.HEADLINE), closing_line(result)]
+    for line in lines:
         print_line(line)
     return 0
 

@@ -12,6 +12,9 @@ from goldfish.report import Report, loss_curves_png, settings_block
 from goldfish.experiments.config import BudgetConfig
 from goldfish.experiments.reporting import closing_line, write_summary
 
+BASE = None  # the base model the seeds share (experiments.base), or None: trained from scratch
+HEADLINE = [("standard final validation loss", "final_validation_loss.standard"),
+            ("goldfish final validation loss", "final_validation_loss.goldfish k=4")]
 CONFIG = BudgetConfig
 
 

@@ -20,6 +20,8 @@ class ExperimentConfig:
     model: str | None = field(default=None, metadata={
         "help": "base model: any local HF causal LM folder (None: the cached tiny base)"})
     seed: int = field(default=0, metadata={"help": "seed of the data, the training and the goldfish hash"})
+    seeds: int = field(default=1, metadata={
+        "help": "run the experiment for seeds seed .. seed + N - 1 (each in OUT/seed-S) and report mean and min-max"})
     k: float = field(default=4, metadata={"help": "goldfish k (drop 1 in k targets)"})
     h: int = field(default=13, metadata={"help": "goldfish context width"})
     size: Literal[tuple(TINY_CONFIGS)] = field(default="tiny", metadata={"help": "size of the tiny base"})

@@ -16,9 +16,14 @@ from goldfish.report import Report, figure_png, pyplot, settings_block
 from goldfish.cache import write_text_atomic
 from goldfish.experiments.config import DuplicatedConfig
 from goldfish.experiments.documents import run_metrics, target_documents
-from goldfish.experiments.reporting import closing_line, run_names, run_table, write_summary
+from goldfish.experiments.reporting import closing_line, run_names, run_table, utility_table, write_summary
 from goldfish.experiments.training import goldfish_config, pretrain
+from goldfish.experiments.utility import benchmarks, utility_figures
 
+BASE = None  # the base model the seeds share (experiments.base), or None: trained from scratch
+HEADLINE = [("standard verbatim", "standard.exact_match_rate"), ("goldfish k=4 verbatim", "goldfish k=4.exact_match_rate"),
+            ("standard longest run (mean)", "standard.longest_run_mean"), ("goldfish k=4 longest run (mean)", "goldfish k=4.longest_run_mean"),
+            ("goldfish k=4 held-out loss change vs standard", "goldfish k=4.utility.heldout_loss_change")]
 CONFIG = DuplicatedConfig
 
 
@@ -59,9 +64,12 @@ def run(cfg: DuplicatedConfig) -> dict:
     audit = run_audit(AuditConfig(
         models=[str(p) for p in runs.values()], names=list(runs), data=str(members), non_members=str(non_members),
         out=str(out / "audit"), prefix_len=cfg.prefix_len, suffix_len=cfg.suffix_len, batch_size=cfg.audit_batch,
-        device=cfg.device, progress=cfg.progress,
+        device=cfg.device, progress=cfg.progress, baseline="standard",
     ))
     result = {"experiment": "duplicated", **run_metrics(audit)}
+    for name, figures in utility_figures(audit).items():
+        result[name]["utility"] = figures
+    result["benchmarks"] = benchmarks(cfg, runs, "standard", out)
     result["per_k"] = [{"k": k, "rouge_l_mean": result[run_name(k)]["rouge_l_mean"],
                         "longest_run_mean": result[run_name(k)]["longest_run_mean"]} for k in cfg.ks]
     result["wall_time_s"] = round(time.time() - start, 1)
@@ -102,6 +110,10 @@ def _write_report(result: dict, audit: dict, runs: list[str], out: Path) -> None
         f"greedy suffix. Wall time {result['wall_time_s']:.0f} s, seed {s['seed']}."
     )
     report.table(*run_table(result, runs))
+    report.heading("What the models still know")
+    report.paragraph("Held-out loss on the non-member documents (bootstrap 95% interval) and its change against standard; "
+                     "repeated 4-grams of the generations; accuracy ± stderr on the embedded benchmark tasks (chance 0.25).")
+    report.table(*utility_table(result, runs))
     report.heading("Per k")
     report.table(["k", "Rouge-L (mean)", "longest run (mean)"], [[p["k"], p["rouge_l_mean"], p["longest_run_mean"]] for p in result["per_k"]])
     report.image("rouge_l_hist.png", _histograms(audit, runs), "Rouge-L per document, each run against the control")
@@ -111,6 +123,6 @@ def _write_report(result: dict, audit: dict, runs: list[str], out: Path) -> None
 
 
 def lines(result: dict) -> list:
-    return [run_table(result, run_names(result)),
+    return [run_table(result, run_names(result)), utility_table(result, run_names(result)),
             *(f"k={p['k']:g}: Rouge-L {p['rouge_l_mean']:.3f}, longest run {p['longest_run_mean']:.1f} tokens" for p in result["per_k"]),
             closing_line(result)]

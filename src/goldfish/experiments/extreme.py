@@ -20,6 +20,13 @@ from goldfish.experiments.training import finetune, goldfish_config
 from goldfish.experiments.utility import benchmarks, utility_figures
 
 RUN_NAMES = {"none": "standard", "hash": "goldfish"}
+BASE = "extreme"  # the base model the seeds share (experiments.base), or None: trained from scratch
+HEADLINE = [("standard verbatim", "standard.exact_match_rate"), ("goldfish verbatim", "goldfish.exact_match_rate"),
+            ("standard longest run (mean)", "standard.longest_run_mean"), ("goldfish longest run (mean)", "goldfish.longest_run_mean"),
+            ("Rouge-L gap closed", "rouge_gap_closed"), ("goldfish held-out loss change vs standard", "goldfish.utility.heldout_loss_change"),
+            ("standard held-out loss", "standard.utility.heldout_loss"), ("goldfish held-out loss", "goldfish.utility.heldout_loss"),
+            ("control word order", "benchmarks.scores.control.goldfish_word_order.score"),
+            ("goldfish word order", "benchmarks.scores.goldfish.goldfish_word_order.score")]
 CONFIG = ExtremeConfig
 
 
