@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from goldfish.cache import write_text_atomic
+from goldfish.checkpoints import RunRecorder, clear_outputs, outputs_to_clear, resume_point, run_identity
 from goldfish.hashing import HASH_VERSION
 from goldfish.models import check_attends_within_documents, torch_dtype
 from goldfish.train_config import TrainConfig
@@ -98,14 +99,9 @@ def prepare_data(cfg: TrainConfig, tokenizer):
                            progress=not cfg.training.disable_tqdm, cache=cfg.data.data_cache)
 
 
-def _completed_record(cfg: TrainConfig) -> dict | None:
-    """With ``resume``: the saved ``goldfish.json`` record if the checkpoint already reached the end
-    of the run (nothing left to train), else None."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    checkpoint = get_last_checkpoint(cfg.out) if cfg.run.resume == "latest" else cfg.run.resume
-    if checkpoint is None:
-        raise ValueError(f"--resume: no checkpoint-* folder in {cfg.out}")
+def _completed_record(cfg: TrainConfig, checkpoint: Path) -> dict | None:
+    """The saved ``goldfish.json`` record if the resumed ``checkpoint`` already reached the end of
+    the run (nothing left to train), else None."""
     state_file = Path(checkpoint) / "trainer_state.json"
     record_file = Path(cfg.out) / "goldfish.json"
     if not state_file.is_file() or not record_file.is_file():
@@ -122,10 +118,13 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     """Run training; returns the ``goldfish.json`` record. ``callbacks``: extra TrainerCallbacks.
 
     Resuming a run whose checkpoint already reached the end changes nothing and returns its record.
+    ``--resume`` and ``--overwrite``: see ``goldfish.checkpoints``.
     """
     cfg.validate()
-    if cfg.run.resume is not None and (done := _completed_record(cfg)) is not None:
+    resume = resume_point(cfg) if cfg.run.resume is not None else None
+    if resume is not None and (done := _completed_record(cfg, resume.checkpoint)) is not None:
         return done
+    old_outputs = outputs_to_clear(cfg.out) if cfg.run.overwrite else []
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
     from goldfish.integrations.hf import GoldfishCollator, GoldfishTrainer
@@ -144,14 +143,18 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     model = _load_model(cfg, tokenizer)
     if cfg.data.pack or cfg.data.padding_free:
         check_attends_within_documents(model, "--pack" if cfg.data.pack else "--padding-free")
+    if args.should_save:
+        clear_outputs(old_outputs)
+    recorder = RunRecorder(run_identity(cfg, counts["sources"], data.path.name))
     trainer = GoldfishTrainer(
         model=model, args=args, train_dataset=data.train, data_collator=collator, processing_class=tokenizer,
-        supervised_logits=cfg.model.supervised_logits, goldfish_start_step=cfg.mask.goldfish_start_step, callbacks=callbacks,
+        supervised_logits=cfg.model.supervised_logits, goldfish_start_step=cfg.mask.goldfish_start_step,
+        callbacks=[*(callbacks or []), recorder],
     )
     start = time.time()
-    resume = True if cfg.run.resume == "latest" else cfg.run.resume
-    result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(cfg.out)
+    with recorder.full_disk_reported(cfg.out):
+        result = trainer.train(resume_from_checkpoint=None if resume is None else str(resume.checkpoint))
+        trainer.save_model(cfg.out)
     if cfg.lora.merge and trainer.is_world_process_zero():
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(Path(cfg.out) / "merged")
@@ -172,6 +175,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         "train_loss": result.training_loss,
         "train_seconds": round(time.time() - start, 2),
         "settings": settings,
+        "resumed": None if resume is None else resume.record,
     }
     if trainer.is_world_process_zero():
         import yaml
