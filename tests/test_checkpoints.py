@@ -246,3 +246,15 @@ def test_a_due_save_first_marks_its_folder_incomplete_and_records_the_run(run_di
     (folder / RUN_FILE).unlink()
     recorder.on_save(args, state, SimpleNamespace(should_save=False))
     assert json.loads((folder / RUN_FILE).read_text()) == {"run": "new"} and recorder.saving is None
+
+
+def test_overwrite_with_bad_data_leaves_the_old_run(tmp_path, capsys):
+    from goldfish.cli import main
+
+    out = _run_folder(tmp_path / "out")
+    before = sorted(p.name for p in out.rglob("*"))
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"content": "no text field"}\n')
+    assert main(["train", "--init", "micro", "--data", str(data), "--out", str(out), "--overwrite", "--max-steps", "1"]) == 2
+    assert "records have no 'text'" in capsys.readouterr().err
+    assert sorted(p.name for p in out.rglob("*")) == before
