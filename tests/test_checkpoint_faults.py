@@ -4,16 +4,13 @@ and a full disk during a save (simulated, and a real small tmpfs where this user
 
 import json
 import logging
-import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import sigkill_when_ready
 from safetensors.torch import load_file
 
 from goldfish.checkpoints import checkpoint_problem
@@ -23,6 +20,13 @@ ARGS = ["train", "--init", "micro", "--batch-size", "4", "--lr", "1e-3", "--no-p
         "--data", "embedded:targets", "--logging-steps", "5"]
 FULL = [*ARGS, "--max-steps", "15", "--save-steps", "5"]
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def fresh_log_handler(monkeypatch):
+    """The CLI's log handler is made for the stderr of the first main() call; each test here checks its
+    own stderr for tracebacks, so each gets a handler of its own (a stale one prints "Logging error")."""
+    monkeypatch.setattr(logging.getLogger("goldfish"), "handlers", [])
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +69,8 @@ sys.exit(main(sys.argv[3:]))
 
 def test_a_kill_during_checkpoint_10s_save_resumes_from_checkpoint_5_to_the_same_weights(full, tmp_path, caplog):
     out, saving = tmp_path / "run", tmp_path / "saving"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, "checkpoint-10/optimizer.pt", str(saving), *FULL, "--out", str(out)],
-                             env=env, start_new_session=True, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while not saving.exists() and child.poll() is None and time.time() < deadline:
-            time.sleep(0.1)
-        assert saving.exists(), "the run never reached checkpoint-10's save"
-    finally:
-        os.killpg(child.pid, signal.SIGKILL)
-        child.wait()
+    sigkill_when_ready(["-c", CHILD, "checkpoint-10/optimizer.pt", str(saving), *FULL, "--out", str(out)], saving,
+                       "checkpoint-10's save")
     assert checkpoint_problem(out / "checkpoint-5") is None and checkpoint_problem(out / "checkpoint-10") is not None
     assert not (out / "goldfish.json").exists()
     with caplog.at_level(logging.INFO, logger="goldfish"):

@@ -217,15 +217,14 @@ def test_overwrite_refuses_a_model_folder_that_holds_no_run(tmp_path):
 def test_a_full_disk_reads_as_such(tmp_path, error):
     recorder = RunRecorder({})
     recorder.saving = "checkpoint-10"
-    with pytest.raises(ValueError, match=rf"^no space left on device while saving checkpoint-10 in {tmp_path} \(\d+\.\d MiB free of "):
-        with recorder.full_disk_reported(tmp_path):
-            raise error
+    message = rf"^no space left on device while saving checkpoint-10 in {tmp_path} \(\d+\.\d MiB free of "
+    with pytest.raises(ValueError, match=message), recorder.full_disk_reported(tmp_path):
+        raise error
 
 
 def test_other_write_errors_are_left_alone(tmp_path):
-    with pytest.raises(PermissionError):
-        with RunRecorder({}).full_disk_reported(tmp_path):
-            raise PermissionError(errno.EACCES, "Permission denied")
+    with pytest.raises(PermissionError), RunRecorder({}).full_disk_reported(tmp_path):
+        raise PermissionError(errno.EACCES, "Permission denied")
 
 
 def test_a_due_save_first_marks_its_folder_incomplete_and_records_the_run(run_dir, tmp_path):
@@ -258,3 +257,14 @@ def test_overwrite_with_bad_data_leaves_the_old_run(tmp_path, capsys):
     assert main(["train", "--init", "micro", "--data", str(data), "--out", str(out), "--overwrite", "--max-steps", "1"]) == 2
     assert "records have no 'text'" in capsys.readouterr().err
     assert sorted(p.name for p in out.rglob("*")) == before
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--resume", "--overwrite"], "give one of --resume (continue the run in --out) or --overwrite (start it again)"),
+    (["--force"], "--force overrides --resume's check that the checkpoint is the same run: add --resume"),
+])
+def test_run_flags_that_contradict_each_other(tmp_path, capsys, flags, message):
+    from goldfish.cli import main
+
+    assert main(["train", *CFG, "--out", str(tmp_path / "out"), *flags]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"goldfish train: error: {message}"

@@ -15,7 +15,13 @@ import time
 from pathlib import Path
 
 from goldfish.cache import write_text_atomic
-from goldfish.checkpoints import RunRecorder, clear_outputs, outputs_to_clear, resume_point, run_identity
+from goldfish.checkpoints import (
+    RunRecorder,
+    clear_outputs,
+    outputs_to_clear,
+    resume_point,
+    run_identity,
+)
 from goldfish.hashing import HASH_VERSION
 from goldfish.models import check_attends_within_documents, torch_dtype
 from goldfish.train_config import TrainConfig
