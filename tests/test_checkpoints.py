@@ -24,6 +24,7 @@ from goldfish.checkpoints import (
     run_differences,
     run_identity,
 )
+from goldfish.data.sources import source_identity
 from goldfish.train_config import TrainConfig
 
 CFG = ["--init", "micro", "--data", "embedded:targets", "--seq-len", "64"]
@@ -35,7 +36,7 @@ def run_dir(tmp_path_factory, tokenizer):
     out = tmp_path_factory.mktemp("run")
     args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=2, max_steps=2, save_strategy="steps",
                              save_steps=1, report_to=[], remove_unused_columns=False, disable_tqdm=True, use_cpu=True)
-    identity = run_identity(TrainConfig.from_args([*CFG, "--out", str(out)]), [], "key")
+    identity = run_identity(TrainConfig.from_args([*CFG, "--out", str(out)]), [source_identity("embedded:targets")], "key")
     Trainer(model=micro_model(tokenizer), args=args, train_dataset=text_examples(tokenizer, n=4),
             data_collator=seq2seq_collator(tokenizer), callbacks=[RunRecorder(identity)]).train()
     return out
@@ -268,3 +269,20 @@ def test_run_flags_that_contradict_each_other(tmp_path, capsys, flags, message):
 
     assert main(["train", *CFG, "--out", str(tmp_path / "out"), *flags]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"goldfish train: error: {message}"
+
+
+def test_resume_point_logs_what_only_warns_and_needs_force_without_a_record(run_dir, tmp_path, caplog):
+    from goldfish.checkpoints import resume_point
+
+    out = tmp_path / "out"
+    _copy(run_dir, out)
+    with caplog.at_level(logging.WARNING, logger="goldfish"):
+        point = resume_point(TrainConfig.from_args([*CFG, "--out", str(out), "--resume", "--logging-steps", "3"]))
+    assert point.checkpoint == out / "checkpoint-2" and not point.record["forced"]
+    assert point.record["warnings"] == [f'output_dir = "{run_dir}" there, "{out}" here', "logging_steps = 10 there, 3 here"]
+    assert "--resume: checkpoint-2 differs: logging_steps = 10 there, 3 here" in caplog.text
+    (out / "checkpoint-2" / RUN_FILE).unlink()
+    with pytest.raises(ValueError, match=f"checkpoint-2 is another run: no readable {RUN_FILE} .*; pass --force"):
+        resume_point(TrainConfig.from_args([*CFG, "--out", str(out), "--resume"]))
+    forced = resume_point(TrainConfig.from_args([*CFG, "--out", str(out), "--resume", "--force"]))
+    assert forced.record["forced"] and forced.record["differences"][0].startswith(f"no readable {RUN_FILE}")
