@@ -65,3 +65,23 @@ def read_only_folder(tmp_path: Path) -> Path:
         os.close(fd)
         os.unlink(probe)
     pytest.skip("root, and no read-only folder to test with")
+
+
+def sigkill_when_ready(argv: list[str], ready: Path, what: str, timeout: float = 300) -> None:
+    """Run ``python argv`` (this checkout's src first on the path) in its own session until it creates
+    the file ``ready``, then SIGKILL its whole process group, as an OOM kill or a scheduler would."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen([sys.executable, *argv], env=env, start_new_session=True, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + timeout
+        while not ready.exists() and child.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert ready.exists(), f"the child never reached {what}"
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()

@@ -6,14 +6,11 @@ source whose files change."""
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from helpers import sigkill_when_ready
 
 from goldfish import GoldfishConfig
 from goldfish.data import build_examples, read_documents
@@ -214,16 +211,7 @@ prepare.prepare_dataset([sys.argv[1]], load_embedded_tokenizer(), prepare.DataSe
 def test_a_preparation_killed_mid_map_leaves_nothing_that_is_used_and_its_temp_folder_goes(tmp_path, tokenizer, caplog):
     src = _jsonl(tmp_path / "d.jsonl", _texts(4000))
     cache, marker = tmp_path / "c", tmp_path / "stalled"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(src), str(marker), str(cache)], env=env, start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        while not marker.exists() and child.poll() is None and time.time() < deadline:
-            time.sleep(0.1)
-        assert marker.exists(), "the preparation never reached its second batch"
-    finally:
-        os.killpg(child.pid, signal.SIGKILL)  # the main process and its map workers, as an OOM kill or a scheduler would
-        child.wait()
+    sigkill_when_ready(["-c", CHILD, str(src), str(marker), str(cache)], marker, "its second map batch", timeout=120)
     (left,) = _temps(cache)
     assert list(left.glob("*.arrow")) or list(left.rglob("*.arrow"))  # it was killed with output half written
     assert not [p for p in cache.iterdir() if not p.name.startswith(".")]  # no entry to be mistaken for a whole one

@@ -18,6 +18,13 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from goldfish.cache import write_text_atomic
+from goldfish.checkpoints import (
+    RunRecorder,
+    clear_outputs,
+    outputs_to_clear,
+    resume_point,
+    run_identity,
+)
 from goldfish.hashing import HASH_VERSION
 from goldfish.models import check_attends_within_documents, torch_dtype
 from goldfish.train_config import TrainConfig
@@ -101,14 +108,9 @@ def prepare_data(cfg: TrainConfig, tokenizer):
                            progress=not cfg.training.disable_tqdm, cache=cfg.data.data_cache)
 
 
-def _completed_record(cfg: TrainConfig) -> dict | None:
-    """With ``resume``: the saved ``goldfish.json`` record if the checkpoint already reached the end
-    of the run (nothing left to train), else None."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    checkpoint = get_last_checkpoint(cfg.out) if cfg.run.resume == "latest" else cfg.run.resume
-    if checkpoint is None:
-        raise ValueError(f"--resume: no checkpoint-* folder in {cfg.out}")
+def _completed_record(cfg: TrainConfig, checkpoint: Path) -> dict | None:
+    """The saved ``goldfish.json`` record if the resumed ``checkpoint`` already reached the end of
+    the run (nothing left to train), else None."""
     state_file = Path(checkpoint) / "trainer_state.json"
     record_file = Path(cfg.out) / "goldfish.json"
     if not state_file.is_file() or not record_file.is_file():
@@ -125,10 +127,13 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     """Run training; returns the ``goldfish.json`` record. ``callbacks``: extra TrainerCallbacks.
 
     Resuming a run whose checkpoint already reached the end changes nothing and returns its record.
+    ``--resume`` and ``--overwrite``: see ``goldfish.checkpoints``.
     """
     cfg.validate()
-    if cfg.run.resume is not None and (done := _completed_record(cfg)) is not None:
+    resume = resume_point(cfg) if cfg.run.resume is not None else None
+    if resume is not None and (done := _completed_record(cfg, resume.checkpoint)) is not None:
         return done
+    old_outputs = outputs_to_clear(cfg.out) if cfg.run.overwrite else []
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
     from goldfish.integrations.hf import GoldfishCollator, GoldfishTrainer
@@ -151,18 +156,21 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     history = EvalHistory()
     if eval_data is not None and args.eval_strategy == "no":  # --eval-data alone: evaluate every --eval-steps
         args = dataclasses.replace(args, eval_strategy="steps")
+    if args.should_save:
+        clear_outputs(old_outputs)
+    recorder = RunRecorder(run_identity(cfg, counts["sources"], data.path.name))
     trainer = GoldfishTrainer(
         model=model, args=args, train_dataset=data.train, data_collator=collator, processing_class=tokenizer,
         supervised_logits=cfg.model.supervised_logits, goldfish_start_step=cfg.mask.goldfish_start_step,
-        callbacks=[history, *(callbacks or [])], eval_dataset=None if eval_data is None else eval_data.train,
+        callbacks=[history, *(callbacks or []), recorder], eval_dataset=None if eval_data is None else eval_data.train,
         eval_data_collator=_WithoutGoldfishColumns(base),
     )
     start = time.time()
-    resume = True if cfg.run.resume == "latest" else cfg.run.resume
-    result = trainer.train(resume_from_checkpoint=resume)
-    if eval_data is not None and (not history.points or history.points[-1]["step"] != trainer.state.global_step):
-        trainer.evaluate()  # the final model's held-out loss
-    trainer.save_model(cfg.out)
+    with recorder.full_disk_reported(cfg.out):
+        result = trainer.train(resume_from_checkpoint=None if resume is None else str(resume.checkpoint))
+        if eval_data is not None and (not history.points or history.points[-1]["step"] != trainer.state.global_step):
+            trainer.evaluate()  # the final model's held-out loss
+        trainer.save_model(cfg.out)
     if cfg.lora.merge and trainer.is_world_process_zero():
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(Path(cfg.out) / "merged")
@@ -187,6 +195,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         "eval_data": None if eval_data is None else {"sources": eval_sources(cfg), "prepared_data": str(eval_data.path),
                                                      "supervised_targets": eval_data.counts["supervised_targets"]},
         "settings": settings,
+        "resumed": None if resume is None else resume.record,
     }
     if trainer.is_world_process_zero():
         import yaml

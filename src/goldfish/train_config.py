@@ -131,8 +131,13 @@ class RunArguments:
     _argument_group_name = "run"
     resume: str | None = field(default=None, metadata={
         "argparse": {"nargs": "?", "const": "latest"},
-        "help": "resume from a checkpoint folder; without a value, the latest checkpoint in --out"})
-    overwrite: bool = field(default=False, metadata={"help": "allow a non-empty --out"})
+        "help": "resume from a checkpoint folder; without a value, the newest complete checkpoint in --out (the run's "
+                "settings, data and model must match the checkpoint's)"})
+    force: bool = field(default=False, metadata={
+        "help": "with --resume: resume although the checkpoint was trained with other settings, data or model (goldfish.json "
+                "records the differences)"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "clear the old run in --out first (its checkpoints and outputs; refused when --out holds other files)"})
 
 
 def _hf(name: str, default, help_text: str | None = None):
@@ -278,6 +283,10 @@ class TrainConfig:
         out, resume = Path(t.output_dir), self.run.resume
         if resume is None and out.exists() and any(out.iterdir()) and not self.run.overwrite:
             raise ValueError(f"--out {t.output_dir} exists and is not empty; pass --overwrite or --resume")
+        if resume is not None and self.run.overwrite:
+            raise ValueError("give one of --resume (continue the run in --out) or --overwrite (start it again)")
+        if self.run.force and resume is None:
+            raise ValueError("--force overrides --resume's check that the checkpoint is the same run: add --resume")
         if resume not in (None, "latest") and not Path(resume).is_dir():
             raise ValueError(f"--resume {resume}: no such checkpoint folder")
         from goldfish.cache import check_writable
