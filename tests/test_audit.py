@@ -68,7 +68,7 @@ def test_bad_input_gives_clear_errors_and_writes_nothing(memorized, tmp_path, ca
     (no_tok / "config.json").write_text("{}")
     cases = [
         (["--data", str(empty)], "holds no documents"),
-        (["--data", str(wrong)], "records have no 'text', 'messages' or 'prompt'/'completion' field (have ['body'])"),
+        (["--data", str(wrong)], "'prompt'/'completion' field (have ['body']); use --text-field"),
         (["--data", str(members), "--suffix-len", "0"], "--suffix-len must be >= 1"),
     ]
     for extra, message in cases:

@@ -42,13 +42,14 @@ def chatml_model(tmp_path_factory):
 
 
 NO_CONTENT = {"messages": [{"role": "user"}, {"role": "assistant", "content": "hello"}]}
-PARTS = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}, {"role": "assistant", "content": "hello"}]}
+IMAGE = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image", "url": "x.png"}]},
+                     {"role": "assistant", "content": "hello"}]}
 
 
 @pytest.mark.parametrize("template", ["generation tags", "no generation tags"])
 @pytest.mark.parametrize("record,message", [
     (NO_CONTENT, "the chat template failed on the conversation up to message 1: "),
-    (PARTS, "message 0: 'content' is a list of content parts; give it as one string"),
+    (IMAGE, "message 0 has image content parts; goldfish trains on text only"),
 ])
 def test_bad_chat_messages_name_file_and_record(tmp_path, capsys, chatml_model, template, record, message):
     data = _jsonl(tmp_path / "chats.jsonl", [_chat(), _chat(), record])

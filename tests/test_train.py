@@ -86,7 +86,7 @@ def test_goldfish_start_step_trains_standard_before_it(tokenizer, tmp_path):
 @pytest.mark.parametrize(
     "rows,extra,message",
     [
-        ([{"content": "x"}], [], "records have no 'text', 'messages' or 'prompt'/'completion' field (have ['content'])"),
+        ([{"content": "x"}], [], "'prompt'/'completion' field (have ['content']); use --text-field"),
         ([], [], "holds no documents"),
         ([{"text": "hello there"}], ["--k", "1"], "k must be a finite number >= 2"),
         ([{"text": "hello there"}], ["--seq-len", "8"], "must be longer than the hash context"),
