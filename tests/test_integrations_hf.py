@@ -167,11 +167,15 @@ def test_ddp_two_processes_match_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_fsdp2_two_ranks_match_one_process(tmp_path):
-    """The supervised-logits head hook under torch FSDP2 (2 ranks, gloo, parameters sharded) gives the
-    same losses and weights as one process."""
-    a, b = run_one_and_two_ranks("fsdp_worker.py", tmp_path, [], [])
-    assert b["world_size"] == 2 and b["sharded"] and not a["sharded"]
+@pytest.mark.parametrize("tying", ["tied", "untied", "lora-head"])
+def test_fsdp2_tiled_head_matches_full_logits_in_one_process(tmp_path, tying):
+    """The LM head in tiles of kept positions under torch FSDP2 (2 ranks, gloo, parameters sharded;
+    an untied lm_head is its own FSDP unit, resharded after its forward; with LoRA on it, the tiles
+    call the adapted module) gives the same losses and weights after 3 SGD steps as full logits in
+    one process."""
+    a, b = run_one_and_two_ranks("fsdp_worker.py", tmp_path, ["full", tying], ["tiled", tying])
+    assert b["world_size"] == 2 and not any(a["sharded"].values()) and all(b["sharded"].values())
+    assert any(n.endswith("lm_head.weight") or n.endswith("lm_head.base_layer.weight") for n in b["sharded"]) == (tying != "tied")
     assert len(a["losses"]) == len(b["losses"]) == 3 and a["losses"][-1] < a["losses"][0]
     for x, y in zip(a["losses"], b["losses"]):
         assert math.isclose(x, y, rel_tol=1e-5)
