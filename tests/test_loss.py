@@ -225,4 +225,4 @@ def test_logit_transform_reads_the_config_as_trl_does():
     assert logit_transform(C(logits_scaling=4.0, model_type="granite")) == (0.25, None)
     assert logit_transform(C(logits_scaling=4.0, model_type="hyperclovax")) == (4.0, None)
     assert logit_transform(C(lm_head_multiplier=2.0, logits_scaling=4.0)) == (2.0, None)
-    assert default_tile_size(151_936) == 110 and default_tile_size(32_000) == 524 and default_tile_size(10**9) == 1
+    assert default_tile_size(151_936) == 220 and default_tile_size(32_000) == 1048 and default_tile_size(10**9) == 1

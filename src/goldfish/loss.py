@@ -124,12 +124,12 @@ def supervised_loss_from_logits(logits, labels, ignore_index: int = -100, num_it
     return _normalise(total, targets.numel(), num_items_in_batch)
 
 
-TILE_LOGITS = 2**24  # values of one tile's fp32 logits by default (64 MiB)
+TILE_LOGITS = 2**25  # values of one tile's fp32 logits by default (128 MiB)
 
 
 def default_tile_size(vocab_size: int) -> int:
     """Kept positions per LM-head tile when none is given: ``max(1, TILE_LOGITS // vocab_size)``, so
-    one tile's fp32 logits take at most 64 MiB (110 positions at V = 151,936; 524 at V = 32,000)."""
+    one tile's fp32 logits take at most 128 MiB (220 positions at V = 151,936; 1,048 at V = 32,000)."""
     return max(1, TILE_LOGITS // vocab_size)
 
 

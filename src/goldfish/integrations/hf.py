@@ -91,7 +91,7 @@ class GoldfishTrainer(Trainer):
 
     supervised_logits: False computes the usual full (B, T, V) logits instead.
     head_tile_size: kept positions per LM-head tile; None = ``goldfish.loss.default_tile_size(V)``
-        (one tile's fp32 logits <= 64 MiB).
+        (one tile's fp32 logits <= 128 MiB).
     goldfish_start_step: before this optimizer step the full (unmasked) labels are used; needs
         ``GoldfishCollator(..., keep_full_labels=True)``.
     ``state.supervised_targets_seen`` counts the kept targets trained on so far (all processes).
