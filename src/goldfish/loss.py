@@ -300,7 +300,8 @@ def _transform_holds(core, head, scale: float, softcap, device) -> str | None:
     try:
         core.train(False)
         with torch.no_grad():
-            logits = core(input_ids=torch.zeros(1, 2, dtype=torch.long, device=device), use_cache=False).logits
+            ids = torch.zeros(1, 2, dtype=torch.long, device=device)
+            logits = core(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
         why = f"its logits are not its head's output under the config's scale {scale} and soft-cap {softcap}"
         if known and logits.shape == known[0].shape:
             want, eps = _transform(known[0], scale, softcap), torch.finfo(known[0].dtype).eps
