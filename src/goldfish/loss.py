@@ -280,7 +280,7 @@ def _is_plain_linear(module) -> bool:
 _probed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _transform_holds(core, head, scale: float, softcap, device) -> str | None:
+def _transform_holds(core, head, scale: float, softcap) -> str | None:
     """Why the model's logits are not ``_transform(head output)``, or None when they are.
 
     Once per model (and transform): a no-grad, eval-mode forward of 2 tokens in which the head's
@@ -300,7 +300,8 @@ def _transform_holds(core, head, scale: float, softcap, device) -> str | None:
     try:
         core.train(False)
         with torch.no_grad():
-            ids = torch.zeros(1, 2, dtype=torch.long, device=device)
+            embeddings = core.get_input_embeddings() if hasattr(core, "get_input_embeddings") else None
+            ids = torch.zeros(1, 2, dtype=torch.long, device=head.weight.device if embeddings is None else embeddings.weight.device)
             logits = core(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
         why = f"its logits are not its head's output under the config's scale {scale} and soft-cap {softcap}"
         if known and logits.shape == known[0].shape:
@@ -341,7 +342,7 @@ def kept_head_loss(model, labels, ignore_index: int = -100, tile_size: int | Non
         return supervised_loss_from_logits(logits, labels, ignore_index, num_items_in_batch)
 
     scale, softcap = logit_transform(core.config) if hasattr(core, "config") else (1.0, None)
-    why = None if head is None else _transform_holds(core, head, scale, softcap, labels.device)
+    why = None if head is None else _transform_holds(core, head, scale, softcap)
     if head is None or why is not None:
         if why is not None:
             _fall_back(type(core).__name__, why, "building the kept positions' logits at once instead")
