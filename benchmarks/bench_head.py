@@ -11,22 +11,14 @@ Usage: python benchmarks/bench_head.py [--n 1536] [--hidden 256] [--vocab 151936
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import subprocess
 import sys
 import time
 
+from peak_rss import peak_above, settle
+
 IMPLEMENTATIONS = ("full", "goldfish", "cut-cross-entropy", "trl")
-
-
-def _status_mib(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field}")
 
 
 def run_one(impl: str, n: int, hidden_size: int, vocab: int, softcap: float | None) -> dict:
@@ -70,18 +62,14 @@ def run_one(impl: str, n: int, hidden_size: int, vocab: int, softcap: float | No
            "grad_w_rel": ((w.grad - want_w).abs().max() / want_w.abs().max()).item()}
     del want, want_h, want_w, got
     h.grad = w.grad = None
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    base = _status_mib("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+    base = settle()
     times = []
     for _ in range(2):
         t0 = time.perf_counter()
         fn().backward()
         times.append(time.perf_counter() - t0)
         h.grad = w.grad = None
-    return {**out, "time_s": min(times), "peak_mib": _status_mib("VmHWM") - base}
+    return {**out, "time_s": min(times), "peak_mib": peak_above(base)}
 
 
 def main() -> None:

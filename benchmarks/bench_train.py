@@ -15,13 +15,13 @@ Usage: python benchmarks/bench_train.py [--vocab 32000 151936 262144] [--seq 512
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import statistics
 import subprocess
 import sys
 import time
+
+from peak_rss import peak_above, settle
 
 VARIANTS = ("standard", "goldfish", "goldfish-untiled", "trl-fused")
 LABELS = {
@@ -30,14 +30,6 @@ LABELS = {
     "goldfish-untiled": "goldfish k=4, untiled head (before)",
     "trl-fused": "TRL fused head, same goldfish labels",
 }
-
-
-def _status_mib(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field}")
 
 
 def run_one(variant: str, vocab: int, batch: int, seq: int, steps: int, tile_size: int | None) -> dict:
@@ -75,17 +67,13 @@ def run_one(variant: str, vocab: int, batch: int, seq: int, steps: int, tile_siz
         opt.zero_grad(set_to_none=True)
 
     step()  # warm-up: allocator, optimizer state
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    base = _status_mib("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+    base = settle()
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return {"step_s": statistics.median(times), "step_mem_mib": _status_mib("VmHWM") - base}
+    return {"step_s": statistics.median(times), "step_mem_mib": peak_above(base)}
 
 
 def main() -> None:

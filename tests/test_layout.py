@@ -29,4 +29,4 @@ def test_nothing_below_the_recipes_imports_experiments():
 def test_core_imports_torch_and_numpy_only():
     for name in ("config.py", "hashing.py", "mask.py", "protect.py", "loss.py", "secrets.py"):
         third_party = {m.split(".")[0] for m in _imports(ROOT / name)} - {"goldfish", "__future__"}
-        assert third_party <= {"torch", "numpy", "math", "dataclasses", "functools", "contextlib", "logging", "re", "pathlib"}, name
+        assert third_party <= {"torch", "numpy", "math", "dataclasses", "functools", "contextlib", "logging", "re", "pathlib", "weakref"}, name
