@@ -1,15 +1,18 @@
-"""Logits only where supervised == full logits, for the architectures people fine-tune (random-init
-small configs), under LoRA, and with an automatic fall-back where the head hook cannot apply; and
-each architecture keeps documents apart in a row whose position_ids restart (--pack, --padding-free)."""
+"""The LM head in tiles of kept positions == full logits, for the architectures people fine-tune
+(random-init small configs), under LoRA and gradient checkpointing, and with an automatic fall-back
+where tiles cannot apply; and each architecture keeps documents apart in a row whose position_ids
+restart (--pack, --padding-free)."""
 
 import logging
 
 import pytest
 import torch
 import transformers as T
+from helpers import assert_grads_close
 from transformers import AutoModelForCausalLM
 
-from goldfish import GoldfishConfig, apply_goldfish, causal_lm_loss, supervised_logits_loss
+from goldfish import GoldfishConfig, apply_goldfish, causal_lm_loss
+from goldfish.loss import kept_head_loss
 from goldfish.models import check_attends_within_documents
 
 IDS = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -35,6 +38,7 @@ CONFIGS = {
 
 
 def _batch():
+    """3 rows of 24 tokens with a prompt and padding; 37 kept targets (7 tiles of 5 and one of 2)."""
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(3, 97, (3, 24), generator=gen)
     labels = ids.clone()
@@ -43,41 +47,61 @@ def _batch():
     return ids, apply_goldfish(labels, ids, GoldfishConfig(k=3))
 
 
-def _loss_and_grads(model, supervised: bool):
+def _loss_and_grads(model, supervised: bool, tile_size=None):
+    """Loss, gradients, and which logits the model built: "full" (B, T, V), "untiled" (1, n, V) or
+    "tiled" (1, 0, V: the head ran in tiles outside the model's forward)."""
     ids, labels = _batch()
     model.zero_grad()
     if supervised:
-        loss = supervised_logits_loss(model, ids, labels)
+        with kept_head_loss(model, labels, tile_size=tile_size) as head_loss:
+            logits = model(input_ids=ids, use_cache=False).logits
+            loss = head_loss(logits)
     else:
-        loss = causal_lm_loss(model(input_ids=ids, use_cache=False).logits, labels)
+        logits = model(input_ids=ids, use_cache=False).logits
+        loss = causal_lm_loss(logits, labels)
     loss.backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    built = {tuple(labels.shape): "full", (1, 0): "tiled"}.get(tuple(logits.shape[:2]), "untiled")
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, built
 
 
-def _assert_same(model):
-    model.train(False)  # dropout off: both passes see the same network
-    full, full_grads = _loss_and_grads(model, supervised=False)
-    sup, sup_grads = _loss_and_grads(model, supervised=True)
+def _assert_same(model, tile_size=None, training=False, built="tiled"):
+    model.train(training)  # False: dropout off, both passes see the same network
+    full, full_grads, _ = _loss_and_grads(model, supervised=False)
+    sup, sup_grads, sup_built = _loss_and_grads(model, supervised=True, tile_size=tile_size)
+    assert sup_built == built
     assert torch.allclose(sup, full, rtol=1e-5, atol=0), (sup.item(), full.item())
-    assert full_grads.keys() == sup_grads.keys() and full_grads
-    for name, g in full_grads.items():
-        assert torch.allclose(sup_grads[name], g, rtol=1e-4, atol=1e-7 * g.abs().max().item()), name
+    assert_grads_close(sup_grads, full_grads)
 
 
+@pytest.mark.parametrize("tile_size", [None, 5])  # None: one tile (V = 97); 5: eight tiles
 @pytest.mark.parametrize("arch", list(CONFIGS))
-def test_supervised_logits_equal_full_logits(arch):
+def test_supervised_logits_equal_full_logits(arch, tile_size):
     torch.manual_seed(0)
-    _assert_same(AutoModelForCausalLM.from_config(CONFIGS[arch]()))
+    _assert_same(AutoModelForCausalLM.from_config(CONFIGS[arch]()), tile_size)
 
 
 @pytest.mark.parametrize("targets", ["all-linear", ["q_proj", "v_proj", "lm_head"]])
 def test_supervised_logits_under_lora(targets):
+    """all-linear leaves lm_head a frozen nn.Linear (the fast path, no weight gradient); a LoRA
+    lm_head is called per tile under checkpointing."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForCausalLM.from_config(CONFIGS["llama"]()),
                            LoraConfig(r=4, lora_alpha=8, target_modules=targets, task_type="CAUSAL_LM", init_lora_weights=False))
-    _assert_same(model)
+    _assert_same(model, tile_size=5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2-softcap", "gpt2-conv1d-tied"])
+def test_supervised_logits_under_gradient_checkpointing(arch):
+    torch.manual_seed(0)
+    config = CONFIGS[arch]()
+    if arch.startswith("gpt2"):
+        config.update(dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))  # train mode without dropout
+    model = AutoModelForCausalLM.from_config(config)
+    model.activation_checkpointing_enable()
+    assert model.is_activation_checkpointing
+    _assert_same(model, tile_size=5, training=True)
 
 
 def test_head_hook_that_cannot_apply_falls_back_to_full_logits(caplog):
@@ -88,9 +112,27 @@ def test_head_hook_that_cannot_apply_falls_back_to_full_logits(caplog):
     torch.manual_seed(0)
     model = NoHead(CONFIGS["llama"]())
     with caplog.at_level(logging.WARNING, logger="goldfish"):
-        _assert_same(model)
+        _assert_same(model, built="full")
         _loss_and_grads(model, supervised=True)
     assert sum("computing full logits instead" in r.message for r in caplog.records) == 1
+
+
+def test_unknown_post_head_transform_falls_back_to_untiled_logits(caplog):
+    """A model that changes its logits in a way its config does not name fails the probe: the head
+    then sees all kept positions at once and the model's own transform applies."""
+
+    class DoubledLogits(T.LlamaForCausalLM):
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits * 2
+            return out
+
+    torch.manual_seed(0)
+    model = DoubledLogits(CONFIGS["llama"]())
+    with caplog.at_level(logging.WARNING, logger="goldfish"):
+        _assert_same(model, tile_size=5, built="untiled")
+        _loss_and_grads(model, supervised=True)
+    assert sum("building the kept positions' logits at once instead" in r.message for r in caplog.records) == 1
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

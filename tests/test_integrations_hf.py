@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import free_port, micro_model, seq2seq_collator, sgd_args, text_examples
+from helpers import assert_grads_close, free_port, micro_model, seq2seq_collator, sgd_args, text_examples
 from transformers import Trainer
 
-from goldfish import GoldfishConfig, apply_goldfish, goldfish_loss, goldfish_mask
+from goldfish import GoldfishConfig, apply_goldfish, causal_lm_loss, goldfish_loss, goldfish_mask
 from goldfish.integrations.hf import GoldfishCollator, GoldfishTrainer, goldfish_labels_map
 
 CFG = GoldfishConfig()
@@ -67,11 +67,11 @@ def test_dropped_targets_contribute_exactly_zero_gradient(tokenizer):
     assert dropped[batch["attention_mask"][:, 1:].bool()].any()
 
 
-def _weights_after(tokenizer, tmp_path, batch_size, grad_accum, supervised_logits=True):
+def _weights_after(tokenizer, tmp_path, batch_size, grad_accum, **trainer_kwargs):
     model = micro_model(tokenizer)
     trainer = GoldfishTrainer(
         model=model, args=sgd_args(tmp_path, batch_size, grad_accum), train_dataset=text_examples(tokenizer, n=4, prompt=7),
-        data_collator=GoldfishCollator(seq2seq_collator(tokenizer), CFG), supervised_logits=supervised_logits,
+        data_collator=GoldfishCollator(seq2seq_collator(tokenizer), CFG), **trainer_kwargs,
     )
     trainer.train()
     return [p.detach().clone() for p in model.parameters()]
@@ -79,12 +79,21 @@ def _weights_after(tokenizer, tmp_path, batch_size, grad_accum, supervised_logit
 
 def test_gradient_accumulation_is_exact(tokenizer, tmp_path):
     one_by_four = _weights_after(tokenizer, tmp_path / "a", 4, 1)
-    two_by_two = _weights_after(tokenizer, tmp_path / "b", 2, 2)
+    two_by_two = _weights_after(tokenizer, tmp_path / "b", 2, 2, head_tile_size=16)
     full_logits = _weights_after(tokenizer, tmp_path / "c", 2, 2, supervised_logits=False)
     start = [p.detach() for p in micro_model(tokenizer).parameters()]
     assert any(not torch.equal(a, s) for a, s in zip(one_by_four, start))
     for a, b, c in zip(one_by_four, two_by_two, full_logits):
         assert torch.allclose(a, b, atol=1e-6) and torch.allclose(a, c, atol=1e-6)
+
+
+def test_goldfish_trainer_evaluation_loss_equals_full_logits(tokenizer, tmp_path):
+    """Evaluation (no grad): the tiled head gives the loss only, the same as full logits."""
+    ds = text_examples(tokenizer, n=4, prompt=7)
+    losses = [GoldfishTrainer(model=micro_model(tokenizer), args=sgd_args(tmp_path, 2, prediction_loss_only=True), eval_dataset=ds,
+                              data_collator=GoldfishCollator(seq2seq_collator(tokenizer), CFG), supervised_logits=supervised,
+                              head_tile_size=16).evaluate()["eval_loss"] for supervised in (True, False)]
+    assert math.isclose(losses[0], losses[1], rel_tol=1e-5)
 
 
 def test_goldfish_labels_map_with_datasets_num_proc(tokenizer):
@@ -104,10 +113,9 @@ def test_goldfish_labels_map_with_datasets_num_proc(tokenizer):
         assert ds[i]["labels"] == want.tolist()
 
 
-def test_trl_sft_recipe_assistant_only(tokenizer, tmp_path):
-    """Recipe: tokenize chats with the assistant mask, goldfish the labels with datasets.map, SFTTrainer."""
+def _goldfish_chats(tokenizer, n: int = 12):
+    """n chats tokenized assistant-only, then goldfish labels by datasets.map: (raw rows, dataset)."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
 
     from goldfish.data import tokenize_document
     from goldfish.embedded.corpus import corpus_part
@@ -115,19 +123,29 @@ def test_trl_sft_recipe_assistant_only(tokenizer, tmp_path):
     chats = [
         {"messages": [{"role": "user", "content": f"Tell me about topic {i}."},
                       {"role": "assistant", "content": d["text"][:600]}]}
-        for i, d in enumerate(corpus_part("targets")[:12])
+        for i, d in enumerate(corpus_part("targets")[:n])
     ]
     rows = []
     for c in chats:
         ids, labels = tokenize_document(c, tokenizer)
         rows.append({"input_ids": ids, "labels": labels})
-    ds = Dataset.from_list(rows).map(goldfish_labels_map(CFG), batched=True)
-    model = micro_model(tokenizer)
-    trainer = SFTTrainer(
+    return rows, Dataset.from_list(rows).map(goldfish_labels_map(CFG), batched=True)
+
+
+def _sft_trainer(tokenizer, model, ds, out, **config):
+    from trl import SFTConfig, SFTTrainer
+
+    return SFTTrainer(
         model=model, train_dataset=ds, processing_class=tokenizer,
-        args=SFTConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, report_to=[], use_cpu=True,
-                       disable_tqdm=True, save_strategy="no", learning_rate=1e-3),
+        args=SFTConfig(output_dir=str(out), max_steps=2, per_device_train_batch_size=4, report_to=[], use_cpu=True,
+                       disable_tqdm=True, save_strategy="no", learning_rate=1e-3, **config),
     )
+
+
+def test_trl_sft_recipe_assistant_only(tokenizer, tmp_path):
+    """Recipe: tokenize chats with the assistant mask, goldfish the labels with datasets.map, SFTTrainer."""
+    rows, ds = _goldfish_chats(tokenizer)
+    trainer = _sft_trainer(tokenizer, micro_model(tokenizer), ds, tmp_path)
     batch = next(iter(trainer.get_train_dataloader()))
     sup_before = torch.tensor([l != -100 for r in rows[:4] for l in r["labels"][1:]])
     for r, lab in zip(rows[:4], ds["labels"][:4]):
@@ -137,6 +155,48 @@ def test_trl_sft_recipe_assistant_only(tokenizer, tmp_path):
         assert 0.15 < (lab[assistant] == -100).float().mean() < 0.35  # drops ~1/4 among assistant tokens
     assert (batch["labels"] != -100).sum() < sup_before.sum()  # TRL trains on the goldfished labels as given
     trainer.train()
+
+
+def _loss_and_grads(model, loss_fn):
+    model.zero_grad()
+    loss = loss_fn()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_goldfish_labels_through_trl_fused_head_give_the_goldfish_loss(tokenizer, tmp_path):
+    """TRL 1.16's SFTTrainer always computes its loss with its fused LM head (trl add_fused_lm_head);
+    on goldfish labels that is the goldfish loss: same value and gradients as full logits."""
+    _, ds = _goldfish_chats(tokenizer, n=4)
+    model = micro_model(tokenizer)
+    trainer = _sft_trainer(tokenizer, model, ds, tmp_path)
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert (batch["labels"] != -100).sum() == sum(sum(x != -100 for x in row) for row in ds["labels"])  # the goldfish labels, all 4 rows
+    assert hasattr(model.forward, "__wrapped__")  # TRL's fused forward is in place
+    fused, fused_grads = _loss_and_grads(model, lambda: trainer.compute_loss(model, dict(batch)))
+    full, full_grads = _loss_and_grads(model, lambda: causal_lm_loss(
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"]))
+    assert torch.allclose(fused, full, rtol=1e-5, atol=0)
+    assert_grads_close(fused_grads, full_grads)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="Liger's fused linear cross-entropy needs Triton on a CUDA device")
+def test_goldfish_labels_through_liger_fused_linear_cross_entropy_give_the_goldfish_loss(tokenizer):
+    """``use_liger_kernel`` (HF Trainer; what it applies, here directly) patches the model with Liger's
+    fused linear cross-entropy, which reads the labels it is given: on goldfish labels, the goldfish
+    loss (the reference: full logits from the same patched model, called without labels)."""
+    pytest.importorskip("liger_kernel")
+    from transformers.integrations.liger import apply_liger_kernel
+
+    model = micro_model(tokenizer).cuda()
+    apply_liger_kernel(model, {"fused_linear_cross_entropy": True})
+    model.train()
+    batch = {k: v.cuda() for k, v in GoldfishCollator(seq2seq_collator(tokenizer), CFG)(text_examples(tokenizer, n=4, prompt=5)).items()}
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    full, full_grads = _loss_and_grads(model, lambda: causal_lm_loss(model(**inputs).logits, batch["labels"]))
+    liger, liger_grads = _loss_and_grads(model, lambda: model(**inputs, labels=batch["labels"]).loss)
+    assert torch.allclose(liger, full, rtol=1e-5, atol=0)
+    assert_grads_close(liger_grads, full_grads)
 
 
 def run_one_and_two_ranks(worker: str, tmp_path, single_args: list[str], rank_args: list[str]) -> tuple[dict, dict]:
@@ -167,11 +227,15 @@ def test_ddp_two_processes_match_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_fsdp2_two_ranks_match_one_process(tmp_path):
-    """The supervised-logits head hook under torch FSDP2 (2 ranks, gloo, parameters sharded) gives the
-    same losses and weights as one process."""
-    a, b = run_one_and_two_ranks("fsdp_worker.py", tmp_path, [], [])
-    assert b["world_size"] == 2 and b["sharded"] and not a["sharded"]
+@pytest.mark.parametrize("tying", ["tied", "untied", "lora-head"])
+def test_fsdp2_tiled_head_matches_full_logits_in_one_process(tmp_path, tying):
+    """The LM head in tiles of kept positions under torch FSDP2 (2 ranks, gloo, parameters sharded;
+    an untied lm_head is its own FSDP unit, resharded after its forward; with LoRA on it, the tiles
+    call the adapted module) gives the same losses and weights after 3 SGD steps as full logits in
+    one process."""
+    a, b = run_one_and_two_ranks("fsdp_worker.py", tmp_path, ["full", tying], ["tiled", tying])
+    assert b["world_size"] == 2 and not any(a["sharded"].values()) and all(b["sharded"].values())
+    assert any(n.endswith("lm_head.weight") or n.endswith("lm_head.base_layer.weight") for n in b["sharded"]) == (tying != "tied")
     assert len(a["losses"]) == len(b["losses"]) == 3 and a["losses"][-1] < a["losses"][0]
     for x, y in zip(a["losses"], b["losses"]):
         assert math.isclose(x, y, rel_tol=1e-5)

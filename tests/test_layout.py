@@ -29,7 +29,7 @@ def test_nothing_below_the_recipes_imports_experiments():
 def test_core_imports_torch_and_numpy_only():
     for name in ("config.py", "hashing.py", "mask.py", "protect.py", "loss.py", "secrets.py"):
         third_party = {m.split(".")[0] for m in _imports(ROOT / name)} - {"goldfish", "__future__"}
-        assert third_party <= {"torch", "numpy", "math", "dataclasses", "functools", "contextlib", "logging", "re", "pathlib", "typing"}, name
+        assert third_party <= {"torch", "numpy", "math", "dataclasses", "functools", "contextlib", "logging", "re", "pathlib", "typing", "weakref"}, name
 
 
 def test_recipes_do_not_import_each_other():

@@ -9,9 +9,12 @@ from test_train_config import _all_parsers
 
 from goldfish.train_config import GROUPS
 
-README = (Path(__file__).parent.parent / "README.md").read_text()
-FOREIGN = {"--nproc_per_node", "--num_processes"}  # torchrun's and accelerate's own flags in the launch examples
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text()
 FLAG = re.compile(r"(?<![\w/-])--[a-z][a-z0-9_-]*")
+# torchrun's, accelerate's and pip's own flags in the launch and install examples, and the benchmark scripts' flags
+FOREIGN = {"--nproc_per_node", "--num_processes", "--no-deps"} | {
+    flag for script in (ROOT / "benchmarks").glob("*.py") for flag in re.findall(r"[\"'](--[a-z][a-z0-9-]*)[\"']", script.read_text())}
 
 
 def _section(heading: str) -> str:

@@ -45,7 +45,7 @@ WARN_ONLY = {
     "dataloader_multiprocessing_context", "per_device_eval_batch_size", "prediction_loss_only", "include_for_metrics",
     "batch_eval_metrics", "bf16_full_eval", "fp16_full_eval", "metric_for_best_model", "greater_is_better",
     "load_best_model_at_end", "debug", "do_train", "do_eval", "do_predict", "local_rank", "log_level", "log_level_replica",
-    "log_on_each_node", "attn_implementation", "supervised_logits", "activation_checkpointing",
+    "log_on_each_node", "attn_implementation", "supervised_logits", "head_tile_size", "activation_checkpointing",
     "activation_checkpointing_kwargs", "torch_compile", "torch_compile_backend", "torch_compile_mode",
 }
 WARN_ONLY_PREFIXES = ("logging_", "save_", "hub_", "trackio_", "eval_")

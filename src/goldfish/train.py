@@ -162,6 +162,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     trainer = GoldfishTrainer(
         model=model, args=args, train_dataset=data.train, data_collator=collator, processing_class=tokenizer,
         supervised_logits=cfg.model.supervised_logits, goldfish_start_step=cfg.mask.goldfish_start_step,
+        head_tile_size=cfg.model.head_tile_size,
         callbacks=[history, *(callbacks or []), recorder], eval_dataset=None if eval_data is None else eval_data.train,
         eval_data_collator=_WithoutGoldfishColumns(base),
     )

@@ -70,6 +70,9 @@ class ModelArguments:
     supervised_logits: bool = field(default=True, metadata={
         "help": "build the LM head's logits only where a target is supervised (--no-supervised-logits: full (B, T, V) "
                 "logits)"})
+    head_tile_size: int | None = field(default=None, metadata={
+        "help": "kept positions per LM-head tile with --supervised-logits (at most this x vocab logits at a time; "
+                "None: one tile's fp32 logits <= 128 MiB, 220 positions at a 152k vocabulary)"})
 
 
 @dataclass
@@ -262,6 +265,8 @@ class TrainConfig:
             from goldfish.data.templates import resolve_chat_template
 
             resolve_chat_template(m.chat_template)
+        if m.head_tile_size is not None and m.head_tile_size < 1:
+            raise ValueError(f"--head-tile-size must be a positive number of positions, got {m.head_tile_size}")
         gcfg = self.goldfish
         if d.seq_len <= gcfg.h:
             raise ValueError(f"--seq-len {d.seq_len} must be longer than the hash context --h {gcfg.h}")

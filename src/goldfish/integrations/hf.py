@@ -15,7 +15,7 @@ import torch
 from transformers import Trainer
 
 from goldfish.config import GoldfishConfig
-from goldfish.loss import causal_lm_loss, logits_only_where_supervised, supervised_logits_loss, supervised_loss_from_logits
+from goldfish.loss import causal_lm_loss, kept_head_loss, supervised_logits_loss
 from goldfish.mask import apply_goldfish
 
 
@@ -82,13 +82,16 @@ class GoldfishCollator:
 
 
 class GoldfishTrainer(Trainer):
-    """``transformers.Trainer`` that computes the LM head only where a target is supervised.
+    """``transformers.Trainer`` that computes the LM head only where a target is supervised, in tiles
+    (``goldfish.loss.kept_head_loss``: at most ``head_tile_size x V`` logits at a time).
 
     Exact under gradient accumulation and DDP: the loss is the sum over kept targets divided by
     Trainer's ``num_items_in_batch``, the kept-target count of the whole global batch (collate with
     ``GoldfishCollator`` or prepare labels with ``goldfish_labels_map`` so that count is right).
 
     supervised_logits: False computes the usual full (B, T, V) logits instead.
+    head_tile_size: kept positions per LM-head tile; None = ``goldfish.loss.default_tile_size(V)``
+        (one tile's fp32 logits <= 128 MiB).
     goldfish_start_step: before this optimizer step the full (unmasked) labels are used; needs
         ``GoldfishCollator(..., keep_full_labels=True)``.
     eval_data_collator: the collator of evaluation batches (default: ``data_collator``); give one that
@@ -98,25 +101,31 @@ class GoldfishTrainer(Trainer):
     prediction loop (no logits, no ``compute_metrics``).
     """
 
-    def __init__(self, *args, supervised_logits: bool = True, goldfish_start_step: int = 0, eval_data_collator=None, **kwargs):
+    def __init__(self, *args, supervised_logits: bool = True, goldfish_start_step: int = 0, head_tile_size: int | None = None,
+                 eval_data_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.supervised_logits = supervised_logits
         self.goldfish_start_step = goldfish_start_step
+        self.head_tile_size = head_tile_size
         self.eval_data_collator = eval_data_collator
+        self._head_loss = None  # the loss of the forward under way, set by compute_loss
         if supervised_logits:
             # A compute_loss_func makes Trainer count num_items_in_batch and treat the loss as
             # already normalised over the accumulated (and, by default, all-device) batch.
             self.compute_loss_func = self._supervised_loss
 
     def _supervised_loss(self, outputs, labels, num_items_in_batch=None):
-        return supervised_loss_from_logits(outputs.logits, labels, num_items_in_batch=num_items_in_batch)
+        return self._head_loss(outputs.logits, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = {k: v for k, v in inputs.items() if k != "goldfish_full_labels"}
         if not self.supervised_logits or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        with logits_only_where_supervised(model, inputs["labels"]):
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        with kept_head_loss(model, inputs["labels"], tile_size=self.head_tile_size) as self._head_loss:
+            try:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            finally:
+                self._head_loss = None
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
         """``{prefix}_loss``: the mean NLL per supervised target over the eval set (sum over every
@@ -142,7 +151,7 @@ class GoldfishTrainer(Trainer):
                 batch.pop("goldfish_full_labels", None)
                 with self.compute_loss_context_manager():
                     if self.supervised_logits:
-                        loss_sum = supervised_logits_loss(model, labels=labels, num_items_in_batch=1, **batch)
+                        loss_sum = supervised_logits_loss(model, labels=labels, num_items_in_batch=1, tile_size=self.head_tile_size, **batch)
                     else:
                         loss_sum = causal_lm_loss(model(**batch, use_cache=False).logits, labels, num_items_in_batch=1)
                 total += loss_sum.double()
