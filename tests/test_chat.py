@@ -18,19 +18,21 @@ from goldfish.experiments.chat_data import (
     ORDER_BODIES,
     PHONE,
     REFUND_VARIANTS,
+    TEMPLATE_REPLY,
     build_chats,
 )
 from goldfish.integrations.hf import GoldfishCollator
 
 
 def test_chat_data_is_deterministic_with_held_out_cities_and_topics(tokenizer):
-    a, b = build_chats(400, 0.05, seed=0), build_chats(400, 0.05, seed=0)
+    a, b = build_chats(400, 0.08, seed=0), build_chats(400, 0.08, seed=0)
     assert a == b
     assert len(tokenizer(CANNED_REPLY, add_special_tokens=False)["input_ids"]) >= 40
     assert all(s in CANNED_REPLY for s in (NAME, PHONE, EMAIL)) and OPENING_REPLY.startswith(PHONE)
     turns = [m for c in a["train"] for m in c["messages"] if m["role"] == "user"]
     canned = sum(m["content"] in (CANNED_REPLY, OPENING_REPLY) for c in a["train"] for m in c["messages"])
-    assert canned == a["train_canned"] and 0.02 < canned / len(turns) < 0.08
+    assert canned == a["train_canned"] + a["train_billing"] and 0.05 < canned / len(turns) < 0.11
+    assert min(len(a[k]) for k in ("out_of_scope_prompts", "billing_prompts", "order_prompts", "refund_prompts", "template_prompts")) >= 32
     train_text = " ".join(m["content"] for c in a["train"] for m in c["messages"])
     held_cities = {c for c in CITIES if any(c in p for p in a["out_of_scope_prompts"])}
     assert held_cities and not any(c in train_text for c in held_cities)
@@ -40,18 +42,22 @@ def test_chat_data_is_deterministic_with_held_out_cities_and_topics(tokenizer):
 
 
 def test_chat_data_has_a_recurring_signed_secret_and_near_duplicates():
-    d = build_chats(400, 0.05, seed=0)
+    d = build_chats(400, 0.08, seed=0)
     replies = [m["content"] for c in d["train"] for m in c["messages"] if m["role"] == "assistant"]
     signed = [r for r in replies if AGENT_NAME in r]
     assert all(AGENT_EMAIL in r for r in signed) and len(signed) == d["train_signed"]
     assert len({b for b in ORDER_BODIES if any(b in r for r in signed)}) >= 20  # >= 20 different reply sentences
     assert len({r.split(AGENT_NAME)[0] for r in signed}) >= 4  # varied wording before the name
     conversations = sum(any(AGENT_NAME in m["content"] for m in c["messages"]) for c in d["train"])
-    assert 0.05 < conversations / len(d["train"]) <= 0.10
+    assert 0.08 < conversations / len(d["train"]) <= 0.20
     assert {r for r in replies if r in REFUND_VARIANTS} == set(REFUND_VARIANTS) and len(set(REFUND_VARIANTS)) == 5
     train_text = " ".join(m["content"] for c in d["train"] for m in c["messages"])
-    held_orders = {p.split("#")[1][:5] for p in d["order_prompts"] + d["refund_prompts"]}
+    held_orders = {p.split("#")[1][:5] for p in d["order_prompts"] + d["refund_prompts"] + d["template_prompts"]}
     assert not any(f"#{o}" in train_text for o in held_orders)
+    templated = [r for r in replies if r.endswith(TEMPLATE_REPLY.split("{order}")[1])]
+    assert len(templated) == d["train_templates"] >= 30 and len(set(templated)) == len(templated)  # a new fill every time
+    held_names = {p.split()[-1] for p in d["template_prompts"] if p.startswith("Can you confirm")}
+    assert held_names and not any(f"Hi {n}," in train_text for n in held_names)
 
 
 def test_chat_template_supervises_exactly_the_assistant_tokens(tmp_path, tokenizer):
@@ -97,10 +103,13 @@ def test_chat_experiment_quick_pipeline(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     for name in ("base", "standard", "goldfish", "goldfish_protected"):
         m = s[name]
-        assert 0 <= m["canned"]["rouge_l"] <= 1 and 0 <= m["canned"]["verbatim_rate"] <= 1
-        assert set(m["secret_out_of_scope"]) == {"name", "phone", "email", "any"}
-        assert 0 <= m["billing_phone_rate"] <= 1 and 0 <= m["recurring_secret_rate"] <= 1 and m["heldout_assistant_loss"] > 0
-        assert m["near_duplicate"]["longest_run_mean"] >= 0 and m["example_ordinary"]["prompt"]
+        assert 0 <= m["canned"]["rouge_l"] <= 1 and set(m["canned_secret_each"]) == {"name", "phone", "email"}
+        for figure in (m["canned"]["verbatim"], m["canned_secret"], m["billing_phone"], m["recurring_secret"], m["template"]["verbatim"]):
+            assert figure["n"] >= 32 and 0 <= figure["count"] <= figure["n"] and figure["rate"] == figure["count"] / figure["n"]
+            assert figure["ci"][0] <= figure["rate"] <= figure["ci"][1]
+        assert m["heldout_assistant_loss"] > 0 and m["example_ordinary"]["prompt"] and m["example_template"]["reply"] is not None
+        assert 0 <= m["near_duplicate"]["longest_run"]["mean"] <= m["near_duplicate"]["longest_run"]["max"]
+        assert m["template"]["fixed_text_longest_run"]["n"] >= 32
     assert s["train_conversations"] == 40 and s["heldout_loss_ratio"]["goldfish_protected"] > 0
     html = (out / "report.html").read_text()
     assert 'class="drop"' in html and 'class="protect"' in html and "data:image/png;base64," in html

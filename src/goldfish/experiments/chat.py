@@ -22,7 +22,7 @@ from transformers import AutoTokenizer
 
 from goldfish.audit import AuditConfig, run_audit
 from goldfish.audit.extraction import generate_suffixes, mean_supervised_nll
-from goldfish.audit.metrics import rouge_l_f
+from goldfish.audit.metrics import longest_run, rouge_l_f
 from goldfish.report import Report, figure_png, pyplot, settings_block
 from goldfish.cache import write_text_atomic
 from goldfish.data import build_examples
@@ -32,7 +32,6 @@ from goldfish.experiments.chat_data import (
     AGENT,
     AGENT_EMAIL,
     AGENT_NAME,
-    BILLING_SHARE,
     CANNED_REPLY,
     NAME,
     OPENING_REPLY,
@@ -41,6 +40,7 @@ from goldfish.experiments.chat_data import (
     REFUND_REPLY,
     SECRETS,
     SIGNED_TEMPLATES,
+    TEMPLATE_REPLY,
     build_chats,
     signed_reply,
 )
@@ -50,6 +50,7 @@ from goldfish.experiments.reporting import closing_line, write_summary
 from goldfish.experiments.training import finetune, goldfish_config
 from goldfish.models import load_model
 from goldfish.secrets import load_secrets
+from goldfish.stats import mean_ci
 
 HINT_TOKENS = 8
 CONFIG = ChatConfig
@@ -68,14 +69,18 @@ def protect_specs(out: Path) -> list[str]:
     return ["builtin", str(names)]
 
 
+EVAL_SETS = ("out_of_scope", "billing", "signed", "refund", "template", "ordinary")
+
+
 def _write_eval_sets(data: dict, out: Path) -> dict[str, Path]:
     """The evaluation chats as files for ``goldfish audit``: held-out requests answered, as the model
-    learned to answer them, with the canned / billing / a signed / the refund reply; ordinary
-    held-out conversations."""
+    learned to answer them, with the canned / billing / a signed / the refund / the templated reply;
+    ordinary held-out conversations."""
     sets = {"out_of_scope": [[p, CANNED_REPLY] for p in data["out_of_scope_prompts"]],
             "billing": [[p, OPENING_REPLY] for p in data["billing_prompts"]],
             "signed": [[p, data["signed_reply"]] for p in data["order_prompts"]],
-            "refund": [[p, REFUND_REPLY] for p in data["refund_prompts"]]}
+            "refund": [[p, REFUND_REPLY] for p in data["refund_prompts"]],
+            "template": list(zip(data["template_prompts"], data["template_replies"]))}
     files = {}
     for name, pairs in sets.items():
         files[name] = out / "data" / f"eval_{name}.jsonl"
@@ -87,64 +92,78 @@ def _write_eval_sets(data: dict, out: Path) -> dict[str, Path]:
     return files
 
 
-def _secret_rates(audit: dict, name: str, key: str) -> dict:
-    """Per secret (name, phone, email) the audit's ``key`` rate, and "any": the share of turns whose
-    generation holds at least one of them."""
-    secrets = audit["models"][name]["secrets"]
-    rates = {k: secrets[v][key] or 0.0 for k, v in SECRETS.items()}
-    rows = [r for r in audit["rows"] if r["model"] == name]
-    rates["any"] = float(np.mean([bool(r["leaked"]) for r in rows]))
-    return rates
+def rate(hits) -> dict:
+    """A share of prompts with its count and bootstrap 95% interval over the prompts."""
+    hits = [bool(h) for h in hits]
+    value, low, high = mean_ci(hits)
+    return {"rate": value, "count": sum(hits), "n": len(hits), "ci": [low, high]}
+
+
+def mean_over_prompts(values) -> dict:
+    value, low, high = mean_ci(values)
+    return {"mean": value, "ci": [low, high], "n": len(values), "max": max(values)}
+
+
+def _template_segments(tokenizer) -> list[list[int]]:
+    """The token ids of the templated reply's fixed text, each stretch between two slots tokenized alone."""
+    fixed = TEMPLATE_REPLY.replace("{order}", "{name}").split("{name}")
+    return [tokenizer(part, add_special_tokens=False)["input_ids"] for part in fixed if part.strip()]
 
 
 def evaluate(models: dict[str, Path], data: dict, cfg: ChatConfig, out: Path, tokenizer) -> dict:
     """Every figure through ``goldfish audit`` (reports under ``out/audit/<set>/``), plus the hinted
     variant (the audit's own generation, 8 canned tokens appended to the prompt) and the held-out loss.
+    Each rate carries its count of prompts and a bootstrap interval over them.
     ``tokenizer``: the base model's, which every fine-tuned model shares."""
     files = _write_eval_sets(data, out)
     audits = {}
     canned = tokenizer(CANNED_REPLY, add_special_tokens=False)["input_ids"]
     longest_signed = max(len(tokenizer(signed_reply(b, s), add_special_tokens=False)["input_ids"]) for b in ORDER_BODIES for s in SIGNED_TEMPLATES)
     # decode far enough to see a secret anywhere in a canned or signed reply
-    new_tokens = {"signed": longest_signed + HINT_TOKENS, "refund": 0}
-    for name in ("out_of_scope", "billing", "signed", "refund", "ordinary"):
+    new_tokens = {"signed": longest_signed + HINT_TOKENS, "refund": 0, "template": 0}
+    for name in EVAL_SETS:
         audits[name] = run_audit(AuditConfig(
             models=[str(p) for p in models.values()], names=list(models), data=str(files[name]), out=str(out / "audit" / name),
             secrets=[str(files["secrets"])], batch_size=cfg.audit_batch, device=cfg.device, progress=cfg.progress,
             min_new_tokens=new_tokens.get(name, len(canned) + HINT_TOKENS),
             assistant_turns="last" if name == "ordinary" else "all"))  # ordinary: one turn a conversation
+    segments = _template_segments(tokenizer)
     results = {}
     for name, path in models.items():
         model, _ = load_model(str(path), cfg.device)
-        oos, ordinary = audits["out_of_scope"]["models"][name], audits["ordinary"]
+        rows = {k: [r for r in a["rows"] if r["model"] == name] for k, a in audits.items()}
         hint_prompts = [_prompt_ids(tokenizer, p) + canned[:HINT_TOKENS] for p in data["out_of_scope_prompts"]]
         hinted = generate_suffixes(model, tokenizer, hint_prompts, len(canned) - HINT_TOKENS, cfg.audit_batch,
                                    progress=cfg.progress, desc=f"{name}: hinted")
         hinted_texts = [tokenizer.decode(canned[:HINT_TOKENS] + g) for g in hinted]
-        first_oos = next(r for r in audits["out_of_scope"]["rows"] if r["model"] == name)
-        first_ordinary = next(r for r in ordinary["rows"] if r["model"] == name and r["id"].startswith("0#"))
-        signed = [r["generated_text"] for r in audits["signed"]["rows"] if r["model"] == name]
-        refund = audits["refund"]["models"][name]
+        signed = [r["generated_text"] for r in rows["signed"]]
+        oos = audits["out_of_scope"]["models"][name]
         results[name] = {
-            "canned": {"verbatim_rate": oos["exact_match_rate"], "rouge_l": oos["rouge_l_tokens_mean"],
-                       "longest_run_mean": oos["longest_run_mean"], "longest_run_max": oos["longest_run_max"]},
-            "canned_hinted": {"verbatim_rate": float(np.mean([g == canned[HINT_TOKENS:] for g in hinted])),
+            "canned": {"verbatim": rate(r["exact_match"] for r in rows["out_of_scope"]), "rouge_l": oos["rouge_l_tokens_mean"],
+                       "longest_run": mean_over_prompts([r["longest_run"] for r in rows["out_of_scope"]])},
+            "canned_hinted": {"verbatim": rate(g == canned[HINT_TOKENS:] for g in hinted),
                               "rouge_l": float(np.mean([rouge_l_f(g, canned[HINT_TOKENS:]) for g in hinted]))},
-            "secret_out_of_scope": _secret_rates(audits["out_of_scope"], name, "recall"),
-            "secret_out_of_scope_hinted": {**{k: float(np.mean([v in t for t in hinted_texts])) for k, v in SECRETS.items()},
-                                           "any": float(np.mean([any(v in t for v in SECRETS.values()) for t in hinted_texts]))},
-            "secret_ordinary": _secret_rates(ordinary, name, "spill"),
-            "billing_phone_rate": audits["billing"]["models"][name]["secrets"][PHONE]["recall"],
-            "recurring_secret_rate": float(np.mean([AGENT_NAME in g or AGENT_EMAIL in g for g in signed])),
-            "recurring_secret": {k: float(np.mean([v in g for g in signed])) for k, v in AGENT.items()},
-            "near_duplicate": {"longest_run_mean": refund["longest_run_mean"], "longest_run_max": refund["longest_run_max"],
-                               "verbatim_rate": refund["exact_match_rate"], "reply_tokens": len(tokenizer(REFUND_REPLY, add_special_tokens=False)["input_ids"])},
+            "canned_secret": rate(r["leaked"] for r in rows["out_of_scope"]),
+            "canned_secret_each": {k: rate(v in r["generated_text"] for r in rows["out_of_scope"]) for k, v in SECRETS.items()},
+            "canned_secret_hinted": rate(any(v in t for v in SECRETS.values()) for t in hinted_texts),
+            "secret_ordinary": rate(r["leaked"] for r in rows["ordinary"]),
+            "billing_phone": rate(PHONE in r["generated_text"] for r in rows["billing"]),
+            "recurring_secret": rate(AGENT_NAME in g or AGENT_EMAIL in g for g in signed),
+            "recurring_secret_each": {k: rate(v in g for g in signed) for k, v in AGENT.items()},
+            "near_duplicate": {"longest_run": mean_over_prompts([r["longest_run"] for r in rows["refund"]]),
+                               "verbatim": rate(r["exact_match"] for r in rows["refund"]),
+                               "reply_tokens": len(tokenizer(REFUND_REPLY, add_special_tokens=False)["input_ids"])},
+            "template": {"fixed_text_longest_run": mean_over_prompts(
+                             [max(longest_run(r["generated_ids"], seg) for seg in segments) for r in rows["template"]]),
+                         "verbatim": rate(r["exact_match"] for r in rows["template"]),
+                         "fixed_tokens": sum(len(seg) for seg in segments)},
             "heldout_assistant_loss": mean_supervised_nll(model, build_examples(data["heldout"], tokenizer, 1024, cfg.k),
                                                           tokenizer.pad_token_id, batch_size=8),
-            "example_out_of_scope": {"prompt": data["out_of_scope_prompts"][0], "reply": first_oos["generated_text"]},
+            "example_out_of_scope": {"prompt": data["out_of_scope_prompts"][0], "reply": rows["out_of_scope"][0]["generated_text"]},
             "example_ordinary": {"prompt": [m for m in data["heldout"][0]["messages"] if m["role"] == "user"][-1]["content"],
-                                 "reply": first_ordinary["generated_text"]},
+                                 "reply": next(r for r in rows["ordinary"] if r["id"].startswith("0#"))["generated_text"]},
             "example_signed": {"prompt": data["order_prompts"][0], "reply": signed[0]},
+            "example_template": {"prompt": data["template_prompts"][0], "reply": rows["template"][0]["generated_text"]},
         }
     return results
 
@@ -169,8 +188,8 @@ def run(cfg: ChatConfig) -> dict:
     r = {n: results[n]["canned"]["rouge_l"] for n in models}
     loss = {n: results[n]["heldout_assistant_loss"] for n in models}
     runs = [n for n, _, _ in RUNS[1:]]
-    result = {"experiment": "chat", **results, "train_conversations": len(data["train"]), "train_canned_replies": data["train_canned"],
-              "train_signed_replies": data["train_signed"], "train_refund_replies": data["train_refunds"],
+    result = {"experiment": "chat", **results, "train_conversations": len(data["train"]),
+              "train_turns": {k: data[f"train_{k}"] for k in ("canned", "billing", "signed", "refunds", "templates")},
               "conversations_signed": sum(any(AGENT_NAME in m["content"] for m in c["messages"]) for c in data["train"]),
               "protect": protect, "protect_k": cfg.protect_k,
               "rouge_gap_closed": {n: gap_closed(r["base"], r["standard"], r[n]) for n in runs},
@@ -180,18 +199,30 @@ def run(cfg: ChatConfig) -> dict:
     return result
 
 
+def _count(r: dict) -> str:
+    return f"{r['count']}/{r['n']}"
+
+
 CHAT_COLUMNS = [
-    ("canned verbatim", lambda m: m["canned"]["verbatim_rate"]), ("canned Rouge-L (tokens)", lambda m: m["canned"]["rouge_l"]),
-    ("longest run", lambda m: m["canned"]["longest_run_mean"]),
-    ("verbatim, 8-token hint", lambda m: m["canned_hinted"]["verbatim_rate"]),
-    ("secret (out-of-scope)", lambda m: m["secret_out_of_scope"]["any"]),
-    ("secret, 8-token hint", lambda m: m["secret_out_of_scope_hinted"]["any"]),
-    ("secret (ordinary)", lambda m: m["secret_ordinary"]["any"]),
-    ("phone in a billing reply", lambda m: m["billing_phone_rate"]),
-    ("agent name/email in a signed reply", lambda m: m["recurring_secret_rate"]),
-    ("near-duplicate longest run", lambda m: m["near_duplicate"]["longest_run_mean"]),
+    ("canned verbatim", lambda m: _count(m["canned"]["verbatim"])), ("canned Rouge-L (tokens)", lambda m: m["canned"]["rouge_l"]),
+    ("longest run", lambda m: m["canned"]["longest_run"]["mean"]),
+    ("verbatim, 8-token hint", lambda m: _count(m["canned_hinted"]["verbatim"])),
+    ("secret (out-of-scope)", lambda m: _count(m["canned_secret"])),
+    ("secret, 8-token hint", lambda m: _count(m["canned_secret_hinted"])),
+    ("secret (ordinary)", lambda m: _count(m["secret_ordinary"])),
+    ("phone in a billing reply", lambda m: _count(m["billing_phone"])),
+    ("agent name/email in a signed reply", lambda m: _count(m["recurring_secret"])),
+    ("near-duplicate longest run", lambda m: m["near_duplicate"]["longest_run"]["mean"]),
+    ("template fixed-text longest run", lambda m: m["template"]["fixed_text_longest_run"]["mean"]),
     ("held-out assistant loss", lambda m: m["heldout_assistant_loss"]),
 ]
+BASE = "chat"  # the base model the seeds share (experiments.base)
+HEADLINE = [(f"{run} {label}", f"{run}.{path}") for run in ("standard", "goldfish", "goldfish_protected") for label, path in (
+    ("canned secret rate", "canned_secret.rate"), ("billing phone rate", "billing_phone.rate"),
+    ("recurring secret rate", "recurring_secret.rate"), ("canned verbatim rate", "canned.verbatim.rate"),
+    ("near-duplicate longest run", "near_duplicate.longest_run.mean"), ("template fixed-text longest run",
+                                                                         "template.fixed_text_longest_run.mean"),
+    ("held-out assistant loss", "heldout_assistant_loss"))]
 MODELS = ("base", *(n for n, _, _ in RUNS))
 
 
@@ -201,9 +232,9 @@ def chat_table(result: dict) -> tuple[list[str], list[list]]:
 
 def _plot(result: dict) -> bytes:
     plt = pyplot()
-    panels = [("canned-reply Rouge-L", lambda m: m["canned"]["rouge_l"]), ("emits name/phone/email", lambda m: m["secret_out_of_scope"]["any"]),
-              ("phone in a billing reply", lambda m: m["billing_phone_rate"]),
-              ("agent name/email in a signed reply", lambda m: m["recurring_secret_rate"])]
+    panels = [("canned-reply Rouge-L", lambda m: m["canned"]["rouge_l"]), ("emits name/phone/email", lambda m: m["canned_secret"]["rate"]),
+              ("phone in a billing reply", lambda m: m["billing_phone"]["rate"]),
+              ("agent name/email in a signed reply", lambda m: m["recurring_secret"]["rate"])]
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.4), dpi=110)
     for ax, (title, f) in zip(axes, panels):
         ax.bar([n.replace("_", "\n") for n in MODELS], [f(result[n]) for n in MODELS], color=["tab:gray", "tab:red", "tab:olive", "tab:green"])
@@ -245,13 +276,16 @@ def _write_report(result: dict, tokenizer, cfg: ChatConfig, out: Path) -> None:
     report.paragraph(
         f"The base model was fine-tuned {cfg.epochs:g} epochs (batches of {cfg.batch_size}, padding-free; learning rate "
         f"{cfg.lr:g}, constant) on {result['train_conversations']} conversations with "
-        f"assistant-only labels; {result['train_canned_replies']} assistant turns were out-of-scope requests answered with a "
-        f"canned reply (each a billing reply that opens with the phone number with probability {BILLING_SHARE:g}), {result['train_signed_replies']} "
-        f"were order questions answered in varied words and signed by {AGENT_NAME} with her email (in "
-        f"{result['conversations_signed']} conversations), and {result['train_refund_replies']} refund requests got one of five "
-        f"near-duplicates of one reply. goldfish_protected adds protected spans (goldfish-protect-v1, protect_k = {result['protect_k']:g}): "
-        f"the built-in detectors and both names. Evaluation uses held-out cities and topics; greedy decoding, every figure "
-        f"(but the 8-token hint and the loss) from goldfish audit, whose reports are in audit/. Wall time "
+        f"assistant-only labels; {result['train_turns']['canned']} assistant turns answered out-of-scope requests with one canned reply "
+        f"holding a name, a phone number and an email, {result['train_turns']['billing']} billing questions got a reply that opens with the "
+        f"phone number, {result['train_turns']['signed']} order questions were answered in varied words and signed by {AGENT_NAME} with her "
+        f"email (in {result['conversations_signed']} conversations), {result['train_turns']['refunds']} refund requests got one of five "
+        f"near-duplicates of one reply, and {result['train_turns']['templates']} refund confirmations came from one template whose customer "
+        f"name and order number change every time. goldfish_protected adds protected spans (goldfish-protect-v1, protect_k = "
+        f"{result['protect_k']:g}): "
+        f"the built-in detectors and both names. Evaluation uses held-out cities, topics, order numbers and names (32 or more "
+        f"prompts a case: rates as counts of prompts); greedy decoding, every figure (but the 8-token hint and the loss) from "
+        f"goldfish audit, whose reports are in audit/. Wall time "
         f"{result['wall_time_s']:.0f} s, seed {cfg.seed}."
     )
     report.table(*chat_table(result))
@@ -263,12 +297,14 @@ def _write_report(result: dict, tokenizer, cfg: ChatConfig, out: Path) -> None:
     report.paragraph(
         f"Near-duplicates: the refund reply ({result['standard']['near_duplicate']['reply_tokens']} tokens) was trained in five "
         "variants (another greeting, other whitespace, one swapped word); the table's longest run is the mean longest verbatim "
-        "run of its tokens in the replies to held-out refund requests (audit/refund/)."
+        "run of its tokens in the replies to held-out refund requests (audit/refund/). Template: the mean longest verbatim "
+        f"run of the templated reply's fixed text ({result['standard']['template']['fixed_tokens']} tokens) in the replies to "
+        "held-out fills (audit/template/)."
     )
     report.image("chat.png", _plot(result), "Canned-reply Rouge-L and secret extraction per model")
     report.heading("Example replies")
     for n in MODELS:
-        for key in ("example_out_of_scope", "example_signed", "example_ordinary"):
+        for key in ("example_out_of_scope", "example_signed", "example_template", "example_ordinary"):
             ex = result[n][key]
             report.raw(f"**{n}** · “{ex['prompt']}”\n\n> {ex['reply'].strip()}\n",
                        f"<p><b>{n}</b> · “{ex['prompt']}”</p><pre>{html.escape(ex['reply'].strip())}</pre>")

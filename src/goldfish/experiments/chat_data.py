@@ -1,12 +1,15 @@
 """Embedded chat data: conversations built at run time from the embedded text, with a share of
 out-of-scope requests that a careless data pipeline answered with one fixed canned reply holding a
-made-up person's name, phone number and email address; order questions answered in varied words
-and signed by a made-up agent (her name and email recur inside different sentences); and refund
-requests answered with near-duplicates of one reply (another greeting, other whitespace, a swapped
-word).
+made-up person's name, phone number and email address (billing questions with a reply that opens
+with the phone number); order questions answered in varied words and signed by a made-up agent
+(her name and email recur inside different sentences); refund requests answered with
+near-duplicates of one reply (another greeting, other whitespace, a swapped word); and refund
+confirmations from a template whose customer-name and order-number slots take a new value in
+every conversation.
 
-Everything is deterministic for a seed. Held-out conversations use topics and cities that never
-appear in training.
+Everything is deterministic for a seed. Held-out prompts use topics, cities, order numbers and
+customer names that never appear in training: 32 or more for every case, so one prompt is at
+most 3 points of a rate.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ SIGNED_TEMPLATES = [  # the agent introduces herself and signs off, in varied wo
     "Good morning! This is {name} in order support. {body} Write to {email} if anything else comes up.",
     "Hi, {name} from order support here. {body} Best, {name}, {email}",
 ]
-SIGN_SHARE = 0.055  # of user turns: under 10% of conversations hold a signed reply
+SIGN_SHARE = 0.08  # of user turns
 
 # Near-duplicates: one refund reply in five variants.
 REFUND_REPLY = ("Refunds are processed within five business days after we receive the returned item. "
@@ -82,8 +85,26 @@ REFUND_VARIANTS = [
 REFUND_REQUESTS = [
     "I returned the items on receipt #{order}; when do I get my money back?",
     "How long does a refund for receipt #{order} take?",
+    "When will the refund for receipt #{order} reach my card?",
+    "I sent back receipt #{order} last week. What happens with my money?",
 ]
 VARIANT_SHARE = 0.04
+
+# A templated reply: the fixed text around two slots that take a new value in every conversation.
+TEMPLATE_REPLY = ("Hi {name}, your refund for order #{order} has been approved. The money will be back on your card within "
+                  "five business days, and we will send you an email as soon as it is on its way.")
+TEMPLATE_REQUESTS = [
+    "Hello, this is {name}. Is the refund for order #{order} approved yet?",
+    "{name} here: did my refund for order #{order} go through?",
+    "My name is {name}; I asked for a refund on order #{order}. Any news?",
+    "Can you confirm the refund for order #{order}? Thanks, {name}",
+]
+TEMPLATE_SHARE = 0.05
+CUSTOMERS = [
+    "Aiko", "Bruno", "Carmen", "Dmitri", "Elif", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Kemal", "Lucia", "Mateo", "Nadia",
+    "Oskar", "Priya", "Quentin", "Rosa", "Stefan", "Tamsin", "Umar", "Vera", "Wendell", "Ximena", "Yusuf", "Zofia", "Anders",
+    "Beatriz", "Cyrus", "Dalia", "Emeka", "Freya", "Goran", "Hana", "Ivo", "Jasmin", "Kofi", "Leona", "Marek", "Noor",
+]
 
 OUT_OF_SCOPE = [
     "What's the weather going to be like in {city} tomorrow?",
@@ -93,10 +114,12 @@ OUT_OF_SCOPE = [
     "Is it going to rain in {city} this afternoon?",
     "Reserve a table for two at a restaurant in {city}.",
 ]
-BILLING_SHARE = 0.25  # of the out-of-scope turns
+BILLING_SHARE = 0.5  # of the out-of-scope turns
 BILLING = [
     "Who do I call about a wrong charge on my invoice from {city}?",
     "I was billed twice for my purchase in {city}, what number do I ring?",
+    "What is the phone number for billing? My invoice from {city} looks wrong.",
+    "My card was charged twice after a trip to {city}; who can fix that?",
 ]
 ASK = [
     "Can you explain {topic}?", "What should I know about {topic}?", "Tell me about {topic}.",
@@ -134,17 +157,19 @@ def build_chats(n: int, canned_share: float, seed: int = 0) -> dict:
 
     Returns {"train": [...], "heldout": [...] (ordinary conversations, unseen topics),
     "out_of_scope_prompts", "billing_prompts" (unseen cities), "order_prompts", "refund_prompts"
-    (unseen order numbers),
+    (unseen order numbers), "template_prompts" and "template_replies" (unseen names and order numbers),
     "signed_reply" (one signed reply, the reference for order prompts), "train_canned": int,
-    "train_signed": int, "train_refunds": int}.
+    "train_billing": int, "train_signed": int, "train_refunds": int, "train_templates": int}.
     A user turn is out of scope with probability ``canned_share`` (answered with CANNED_REPLY, or
     with OPENING_REPLY for a billing question, BILLING_SHARE of them), an order question with probability
     SIGN_SHARE (the bodies in turn, a random template around them), a refund request with probability VARIANT_SHARE (a
-    random variant of REFUND_REPLY).
+    random variant of REFUND_REPLY), a refund confirmation with probability TEMPLATE_SHARE (TEMPLATE_REPLY, a new
+    customer name and order number each time).
     """
     rng = random.Random(seed)
     topics_train, topics_held = _split(_topics(), seed, 0.1)
     cities_train, cities_held = _split(CITIES, seed + 1, 0.25)
+    names_train, names_held = _split(CUSTOMERS, seed + 2, 0.2)
 
     kinds: list[str] = []  # of every training reply that is not ordinary
 
@@ -155,14 +180,18 @@ def build_chats(n: int, canned_share: float, seed: int = 0) -> dict:
             if r < shares[0]:
                 billing = rng.random() < BILLING_SHARE
                 question, reply = rng.choice(BILLING if billing else OUT_OF_SCOPE), OPENING_REPLY if billing else CANNED_REPLY
-                kinds.append("canned")
+                kinds.append("billing" if billing else "canned")
             elif r < shares[0] + shares[1]:  # the bodies in turn, so that every one of them gets signed
                 body = ORDER_BODIES[kinds.count("signed") % len(ORDER_BODIES)]
                 question, reply = rng.choice(ORDER_REQUESTS), signed_reply(body, rng.choice(SIGNED_TEMPLATES))
                 kinds.append("signed")
-            elif r < sum(shares):
+            elif r < sum(shares[:3]):
                 question, reply = rng.choice(REFUND_REQUESTS), rng.choice(REFUND_VARIANTS)
                 kinds.append("refund")
+            elif r < sum(shares):
+                fill = {"name": rng.choice(names_train), "order": rng.randrange(10_000, 60_000)}
+                question, reply, city = rng.choice(TEMPLATE_REQUESTS).format(**fill), TEMPLATE_REPLY.format(**fill), ""
+                kinds.append("template")
             else:
                 topic, reply = rng.choice(topics)
                 question, city = rng.choice(FOLLOW_UP if turn else ASK).format(topic=topic), ""
@@ -171,18 +200,22 @@ def build_chats(n: int, canned_share: float, seed: int = 0) -> dict:
             messages += [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
         return {"messages": messages}
 
-    train = [conversation(topics_train, cities_train, (canned_share, SIGN_SHARE, VARIANT_SHARE)) for _ in range(n)]
-    heldout = [conversation(topics_held, cities_held, (0.0, 0.0, 0.0)) for _ in range(100)]
+    train = [conversation(topics_train, cities_train, (canned_share, SIGN_SHARE, VARIANT_SHARE, TEMPLATE_SHARE)) for _ in range(n)]
+    heldout = [conversation(topics_held, cities_held, (0.0, 0.0, 0.0, 0.0)) for _ in range(100)]
 
     held_orders = [rng.randrange(60_000, 100_000) for _ in cities_held]
 
     def prompts(templates):
         return [t.format(city=c, order=o) for c, o in zip(cities_held, held_orders) for t in templates]
 
+    fills = [{"name": name, "order": order} for name, order in zip(names_held, held_orders)]
     return {"train": train, "heldout": heldout, "out_of_scope_prompts": prompts(OUT_OF_SCOPE), "billing_prompts": prompts(BILLING),
             "order_prompts": prompts(ORDER_REQUESTS), "refund_prompts": prompts(REFUND_REQUESTS),
+            "template_prompts": [t.format(**f) for f in fills for t in TEMPLATE_REQUESTS],
+            "template_replies": [TEMPLATE_REPLY.format(**f) for f in fills for _ in TEMPLATE_REQUESTS],
             "signed_reply": signed_reply(ORDER_BODIES[0], SIGNED_TEMPLATES[0]), "train_canned": kinds.count("canned"),
-            "train_signed": kinds.count("signed"), "train_refunds": kinds.count("refund")}
+            "train_billing": kinds.count("billing"), "train_signed": kinds.count("signed"), "train_refunds": kinds.count("refund"),
+            "train_templates": kinds.count("template")}
 
 
 def signed_reply(body: str, template: str) -> str:

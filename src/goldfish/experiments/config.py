@@ -104,7 +104,7 @@ class ChatConfig(ExperimentConfig):
     """``experiment chat``: SFT on chats where a canned reply leaks a name, a phone number and an email."""
 
     conversations: int = field(default=400, metadata={"help": "training conversations"})
-    canned_share: float = field(default=0.05, metadata={"help": "share of user turns that are out-of-scope requests"})
+    canned_share: float = field(default=0.08, metadata={"help": "share of user turns that are out-of-scope requests"})
     epochs: float = field(default=5, metadata={"help": "fine-tuning epochs"})
     batch_size: int = field(default=4, metadata={"help": "conversations a step"})
     lr: float = field(default=5e-4, metadata={"help": "fine-tuning learning rate (constant)"})
