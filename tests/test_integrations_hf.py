@@ -1,5 +1,6 @@
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -111,6 +112,18 @@ def test_goldfish_labels_map_with_datasets_num_proc(tokenizer):
         else:
             want = apply_goldfish(labels, ids, GoldfishConfig(k=8) if i == 2 else CFG)
         assert ds[i]["labels"] == want.tolist()
+
+
+@pytest.mark.parametrize("column,value,message", [
+    ("goldfish_k", 1.5, "goldfish_k must be a number >= 2, got 1.5"),
+    ("goldfish_k", "4", "goldfish_k must be a number >= 2, got '4'"),
+    ("goldfish", "no", "'goldfish' must be true or false (a JSON boolean), got 'no'"),
+])
+def test_goldfish_labels_map_refuses_what_goldfish_train_refuses(tokenizer, column, value, message):
+    feats = text_examples(tokenizer, n=2, length=40)
+    batch = {"input_ids": [f["input_ids"] for f in feats], "labels": [f["labels"] for f in feats], column: [None, value]}
+    with pytest.raises(ValueError, match=re.escape(f"example 1 of a batch starting {feats[1]['input_ids'][:8]}: {message}")):
+        goldfish_labels_map(CFG)(batch)
 
 
 def _goldfish_chats(tokenizer, n: int = 12):

@@ -15,6 +15,7 @@ import torch
 from transformers import Trainer
 
 from goldfish.config import GoldfishConfig
+from goldfish.data.tokenize import document_k
 from goldfish.loss import causal_lm_loss, kept_head_loss, supervised_logits_loss
 from goldfish.mask import apply_goldfish
 
@@ -188,7 +189,8 @@ def goldfish_labels_map(config: GoldfishConfig, k_column: str = "goldfish_k", op
     """A ``datasets.map(..., batched=True)`` function that writes the masked ``labels`` column.
 
     Reads ``input_ids`` and ``labels`` (a copy of input_ids when absent); per example, an optional
-    ``goldfish_k`` column overrides k, ``goldfish == False`` opts the example out and a
+    ``goldfish_k`` column overrides k (a number >= 2), ``goldfish == False`` opts the example out
+    (``goldfish.data.tokenize.document_k``, the rule of ``goldfish train``; anything else raises) and a
     ``goldfish_protected`` column (one int a token) marks protected spans. Each example is
     masked as one document (its context starts at its first token), with NumPy: pure, picklable,
     safe with ``num_proc``. Prompt tokens (label -100) stay -100 and still feed the hash context.
@@ -199,11 +201,12 @@ def goldfish_labels_map(config: GoldfishConfig, k_column: str = "goldfish_k", op
         for i, ids in enumerate(batch["input_ids"]):
             ids = np.asarray(ids, dtype=np.int64)
             labels = np.asarray(batch["labels"][i] if "labels" in batch else ids, dtype=np.int64)
-            k = config.k
-            if k_column in batch and batch[k_column][i] is not None:
-                k = batch[k_column][i]
-            if opt_out_column in batch and batch[opt_out_column][i] is False:
-                k = math.inf
+            settings = {"goldfish": batch[opt_out_column][i] if opt_out_column in batch else None,
+                        "goldfish_k": batch[k_column][i] if k_column in batch else None}
+            try:
+                k = document_k(settings, config.k)
+            except ValueError as e:
+                raise ValueError(f"goldfish_labels_map: example {i} of a batch starting {ids[:8].tolist()}: {e}") from None
             token_k = None if k == config.k else np.full(ids.shape, float(k))
             protected = batch[protected_column][i] if protected_column in batch else None
             protected = None if protected is None else np.asarray(protected, dtype=np.int64)
