@@ -254,10 +254,13 @@ class _WithoutGoldfishColumns:
     """The base collator on features without their goldfish columns: batches with every label kept."""
 
     def __init__(self, base):
+        from goldfish.integrations.hf import GOLDFISH_FEATURES
+
         self.base = base
+        self.columns = GOLDFISH_FEATURES
 
     def __call__(self, features):
-        return self.base([{k: v for k, v in f.items() if k not in ("goldfish_k", "goldfish_protected")} for f in features])
+        return self.base([{k: v for k, v in f.items() if k not in self.columns} for f in features])
 
 
 def _protection_record(cfg: TrainConfig, counts: dict) -> dict | None:

@@ -386,14 +386,24 @@ def _slices(ds) -> list[tuple[int, object]]:
     return out
 
 
-def _example_features(protect: bool):
+# The Arrow type of each column goldfish writes, one definition for preparation and packing; a list of
+# it where a row holds one value a token (goldfish_k: one a document in examples, one a token packed).
+COLUMN_TYPES = {"input_ids": "int32", "labels": "int32", "position_ids": "int32", "goldfish_protected": "int32",
+                "goldfish_k": "float64", "length": "int32", "supervised": "int64", "dropped": "int64", "protected": "int64",
+                "protected_dropped": "int64"}
+TOKEN_COLUMNS = frozenset({"input_ids", "labels", "position_ids", "goldfish_protected"})
+
+
+def arrow_features(columns, per_token=TOKEN_COLUMNS):
+    """``datasets.Features`` of ``columns`` by COLUMN_TYPES, lists for those in ``per_token``."""
     from datasets import Features, List, Value
 
-    features = {"input_ids": List(Value("int32")), "labels": List(Value("int32")), "goldfish_k": Value("float64"),
-                "length": Value("int32"), "supervised": Value("int64"), "dropped": Value("int64")}
-    if protect:
-        features |= {"goldfish_protected": List(Value("int32")), "protected": Value("int64"), "protected_dropped": Value("int64")}
-    return Features(features)
+    return Features({c: List(Value(COLUMN_TYPES[c])) if c in per_token else Value(COLUMN_TYPES[c]) for c in columns})
+
+
+def _example_features(protect: bool):
+    protected = ["goldfish_protected", "protected", "protected_dropped"] if protect else []
+    return arrow_features(["input_ids", "labels", "goldfish_k", "length", "supervised", "dropped", *protected])
 
 
 def _counts(examples) -> dict:
@@ -412,13 +422,12 @@ def _counts(examples) -> dict:
 
 
 def _pack(examples, seq_len: int, pad_token_id: int, num_proc: int | None, tmp: Path, protect: bool):
-    from datasets import Dataset, Features, List, Value
+    from datasets import Dataset
 
     plan = pack_plan(np.asarray(examples.data.column("length")), seq_len)
     plan_ds = Dataset.from_dict({"first": [a for a, _ in plan], "end": [b for _, b in plan]})
-    features = Features({"input_ids": List(Value("int32")), "labels": List(Value("int32")),
-                         "goldfish_k": List(Value("float64")), "position_ids": List(Value("int32"))}
-                        | ({"goldfish_protected": List(Value("int32"))} if protect else {}))
+    features = arrow_features(["input_ids", "labels", "goldfish_k", "position_ids", *(["goldfish_protected"] if protect else [])],
+                              per_token=TOKEN_COLUMNS | {"goldfish_k"})
     return plan_ds.map(_PackRows(examples, seq_len, pad_token_id), batched=True, batch_size=64, remove_columns=["first", "end"],
                        num_proc=num_proc if len(plan) >= 256 else None, features=features,
                        cache_file_name=str(tmp / "packed.arrow"), desc="pack")

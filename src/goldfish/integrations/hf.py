@@ -20,6 +20,10 @@ from goldfish.loss import causal_lm_loss, kept_head_loss, supervised_logits_loss
 from goldfish.mask import apply_goldfish
 
 
+# The features' mask inputs (see GoldfishCollator), taken out before the base collator runs.
+GOLDFISH_FEATURES = ("goldfish_k", "goldfish_protected")
+
+
 class GoldfishCollator:
     """Wrap any collator that returns ``input_ids`` and ``labels``; mask the labels.
 
