@@ -98,3 +98,15 @@ def assert_grads_close(got: dict, want: dict) -> None:
     top = max(g.abs().max().item() for g in want.values())
     for name, g in want.items():
         assert torch.allclose(got[name], g, rtol=1e-4, atol=1e-6 * g.abs().max().item() + 1e-9 * top), name
+
+
+@torch.no_grad()
+def supervised_nll(model, rows: list[dict], pad_token_id: int) -> float:
+    """Mean NLL over the supervised targets (labels != -100) of rows with input_ids and labels, right-padded in one batch."""
+    from goldfish.loss import causal_lm_loss
+
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.tensor([r["input_ids"] + [pad_token_id] * (width - len(r["input_ids"])) for r in rows])
+    labels = torch.tensor([r["labels"] + [-100] * (width - len(r["labels"])) for r in rows])
+    mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows])
+    return causal_lm_loss(model(input_ids=ids, attention_mask=mask).logits, labels).item()

@@ -107,10 +107,13 @@ def test_chat_experiment_quick_pipeline(tmp_path):
         for figure in (m["canned"]["verbatim"], m["canned_secret"], m["billing_phone"], m["recurring_secret"], m["template"]["verbatim"]):
             assert figure["n"] >= 32 and 0 <= figure["count"] <= figure["n"] and figure["rate"] == figure["count"] / figure["n"]
             assert figure["ci"][0] <= figure["rate"] <= figure["ci"][1]
-        assert m["heldout_assistant_loss"] > 0 and m["example_ordinary"]["prompt"] and m["example_template"]["reply"] is not None
+        assert m["utility"]["heldout_loss"] > 0 and m["example_ordinary"]["prompt"] and m["example_template"]["reply"] is not None
         assert 0 <= m["near_duplicate"]["longest_run"]["mean"] <= m["near_duplicate"]["longest_run"]["max"]
         assert m["template"]["fixed_text_longest_run"]["n"] >= 32
     assert s["train_conversations"] == 40 and s["heldout_loss_ratio"]["goldfish_protected"] > 0
+    assert s["standard"]["utility"]["baseline"] == "standard" and s["goldfish"]["utility"]["heldout_loss_change"] is not None
+    assert set(s["benchmarks"]["scores"]) == {"base", "standard", "goldfish", "goldfish_protected"}
+    assert all(0 <= t["score"] <= 1 for r in s["benchmarks"]["scores"].values() for t in r.values())
     html = (out / "report.html").read_text()
     assert 'class="drop"' in html and 'class="protect"' in html and "data:image/png;base64," in html
     record = json.loads((out / "models" / "goldfish_protected" / "goldfish.json").read_text())

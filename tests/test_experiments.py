@@ -1,4 +1,8 @@
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +122,30 @@ def test_base_model_is_cached_and_keyed(monkeypatch):
     assert base_model_dir(cfg, "extreme") == first == base_cache_path(cfg, "extreme")
     assert base_cache_path(_config("extreme", "--preset", "test", "--seed", "1"), "extreme") != first  # other settings, other key
     assert base_cache_path(_config("extreme", "--preset", "test", "--base-steps", "7"), "extreme") != first
+
+
+def _figures(summary: dict) -> dict:
+    """Every number of a summary but the timings (wall time, throughput), by dotted path."""
+    from goldfish.experiments.seeds import _leaves
+
+    return {".".join(p): v for p, v in _leaves(summary) if not any(w in ".".join(p) for w in ("wall_time", "runtime", "per_second"))}
+
+
+@pytest.mark.slow
+def test_seeds_aggregate_and_a_seed_reruns_identically_in_another_process(tmp_path):
+    out = tmp_path / "seeds"
+    assert main(["demo", "--preset", "test", "--seeds", "2", "--out", str(out)]) == 0
+    s = _summary(out)
+    assert s["seeds"] == [0, 1] and set(s["runs"]) == {"0", "1"}
+    a = s["aggregate"]["goldfish.rouge_l_mean"]
+    assert a["values"] == [s["runs"][k]["goldfish"]["rouge_l_mean"] for k in ("0", "1")]
+    assert a["min"] <= a["mean"] <= a["max"] and a["mean"] == pytest.approx(sum(a["values"]) / 2)
+    assert "mean [min, max]" in (out / "report.md").read_text()
+    # seed 0 again, alone, in a fresh process (its base is the seeds' shared one, built with the first seed): the
+    # same figures, to the last bit
+    again = tmp_path / "again"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    subprocess.run([sys.executable, "-m", "goldfish.cli", "demo", "--preset", "test", "--seed", "0", "--out", str(again)],
+                   check=True, env=env, capture_output=True)
+    want, got = _figures(_summary(out / "seed-0")), _figures(_summary(again))
+    assert want and got == want

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from chat_styles import chat_model_folder, chat_tokenizer
+from helpers import supervised_nll
 
 from goldfish import GoldfishConfig
 from goldfish.cli import main
@@ -80,7 +81,6 @@ def test_lora_adapter_merge_reload_and_audit(tmp_path, chatml_model, capsys):
     assert main(args) == 0
     assert (out / "adapter_config.json").is_file() and (out / "merged" / "config.json").is_file()
     assert not (out / "model.safetensors").exists()  # the adapter, not a full copy
-    from goldfish.audit.extraction import mean_supervised_nll
     from goldfish.models import load_model
 
     adapted, tok = load_model(str(out), "cpu", "float32")
@@ -91,7 +91,7 @@ def test_lora_adapter_merge_reload_and_audit(tmp_path, chatml_model, capsys):
         a, m, b = (x(input_ids=ids).logits for x in (adapted, merged, base))
     assert torch.allclose(a, m, atol=1e-5) and not torch.allclose(a, b, atol=1e-3)
     examples = build_examples(CHATS, tok, 128, 4)
-    assert mean_supervised_nll(adapted, examples, tok.pad_token_id) < mean_supervised_nll(base, examples, tok.pad_token_id) - 0.2
+    assert supervised_nll(adapted, examples, tok.pad_token_id) < supervised_nll(base, examples, tok.pad_token_id) - 0.2
     assert main(["audit", "--model", str(out), "--data", data, "--out", str(tmp_path / "audit"), "--no-progress",
                  "--max-documents", "4"]) == 0
     assert (tmp_path / "audit" / "summary.json").is_file()

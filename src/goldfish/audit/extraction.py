@@ -114,33 +114,3 @@ def token_logprobs(model, sequences: list[list[int]], batch_size: int = 8, progr
             n = len(sequences[i]) - 1
             out[i] = tuple(np.asarray(t[row, :n].cpu(), dtype=np.float64) for t in (target, mu, sigma))
     return out
-
-
-@torch.no_grad()
-def mean_supervised_nll(model, rows: list[dict], pad_token_id: int, batch_size: int = 16) -> float:
-    """Mean NLL (the standard loss, nothing dropped) over the supervised targets of ``rows``.
-
-    A row has ``input_ids`` and ``labels`` (-100 where not supervised), and ``position_ids`` when
-    packed (then it is passed on and no attention mask is, so attention stays within documents);
-    otherwise rows are right-padded per batch and masked to their own tokens. The model is put in
-    eval mode for the call and restored after.
-    """
-    from goldfish.loss import causal_lm_loss
-
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    total = count = 0.0
-    for i in range(0, len(rows), batch_size):
-        chunk = rows[i : i + batch_size]
-        ids, mask = pad_batch([r["input_ids"] for r in chunk], pad_token_id, left=False)
-        labels, _ = pad_batch([r["labels"] for r in chunk], -100, left=False)
-        if "position_ids" in chunk[0]:
-            inputs = {"position_ids": pad_batch([r["position_ids"] for r in chunk], 0, left=False)[0].to(device)}
-        else:
-            inputs = {"attention_mask": mask.to(device)}
-        n = int((labels[:, 1:] != -100).sum())
-        total += causal_lm_loss(model(input_ids=ids.to(device), **inputs).logits, labels.to(device)).item() * n
-        count += n
-    model.train(was_training)
-    return total / count

@@ -21,11 +21,10 @@ import torch
 from transformers import AutoTokenizer
 
 from goldfish.audit import AuditConfig, run_audit
-from goldfish.audit.extraction import generate_suffixes, mean_supervised_nll
+from goldfish.audit.extraction import generate_suffixes
 from goldfish.audit.metrics import longest_run, rouge_l_f
 from goldfish.report import Report, figure_png, pyplot, settings_block
 from goldfish.cache import write_text_atomic
-from goldfish.data import build_examples
 from goldfish.data.tokenize import encode_document
 from goldfish.experiments.base import base_model_dir
 from goldfish.experiments.chat_data import (
@@ -46,8 +45,9 @@ from goldfish.experiments.chat_data import (
 )
 from goldfish.experiments.config import ChatConfig
 from goldfish.experiments.documents import gap_closed
-from goldfish.experiments.reporting import closing_line, write_summary
+from goldfish.experiments.reporting import closing_line, utility_table, write_summary
 from goldfish.experiments.training import finetune, goldfish_config
+from goldfish.experiments.utility import benchmarks, utility_figures
 from goldfish.models import load_model
 from goldfish.secrets import load_secrets
 from goldfish.stats import mean_ci
@@ -126,7 +126,11 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ChatConfig, out: Path, to
             models=[str(p) for p in models.values()], names=list(models), data=str(files[name]), out=str(out / "audit" / name),
             secrets=[str(files["secrets"])], batch_size=cfg.audit_batch, device=cfg.device, progress=cfg.progress,
             min_new_tokens=new_tokens.get(name, len(canned) + HINT_TOKENS),
-            assistant_turns="last" if name == "ordinary" else "all"))  # ordinary: one turn a conversation
+            assistant_turns="last" if name == "ordinary" else "all",  # ordinary: one turn a conversation
+            # utility, as a user audits it: the canned-reply prompts are the members whose generations must not degenerate,
+            # the held-out conversations the non-members whose assistant tokens give the held-out loss
+            **({"non_members": str(files["ordinary"]), "baseline": "standard"} if name == "out_of_scope" else {})))
+    utility = utility_figures(audits["out_of_scope"])
     segments = _template_segments(tokenizer)
     results = {}
     for name, path in models.items():
@@ -157,8 +161,7 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ChatConfig, out: Path, to
                              [max(longest_run(r["generated_ids"], seg) for seg in segments) for r in rows["template"]]),
                          "verbatim": rate(r["exact_match"] for r in rows["template"]),
                          "fixed_tokens": sum(len(seg) for seg in segments)},
-            "heldout_assistant_loss": mean_supervised_nll(model, build_examples(data["heldout"], tokenizer, 1024, cfg.k),
-                                                          tokenizer.pad_token_id, batch_size=8),
+            "utility": utility[name],
             "example_out_of_scope": {"prompt": data["out_of_scope_prompts"][0], "reply": rows["out_of_scope"][0]["generated_text"]},
             "example_ordinary": {"prompt": [m for m in data["heldout"][0]["messages"] if m["role"] == "user"][-1]["content"],
                                  "reply": next(r for r in rows["ordinary"] if r["id"].startswith("0#"))["generated_text"]},
@@ -186,7 +189,7 @@ def run(cfg: ChatConfig) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(base)
     results = evaluate(models, data, cfg, out, tokenizer)
     r = {n: results[n]["canned"]["rouge_l"] for n in models}
-    loss = {n: results[n]["heldout_assistant_loss"] for n in models}
+    loss = {n: results[n]["utility"]["heldout_loss"] for n in models}
     runs = [n for n, _, _ in RUNS[1:]]
     result = {"experiment": "chat", **results, "train_conversations": len(data["train"]),
               "train_turns": {k: data[f"train_{k}"] for k in ("canned", "billing", "signed", "refunds", "templates")},
@@ -194,6 +197,7 @@ def run(cfg: ChatConfig) -> dict:
               "protect": protect, "protect_k": cfg.protect_k,
               "rouge_gap_closed": {n: gap_closed(r["base"], r["standard"], r[n]) for n in runs},
               "heldout_loss_ratio": {n: loss[n] / loss["standard"] for n in runs},
+              "benchmarks": benchmarks(cfg, models, "standard", out),
               "wall_time_s": round(time.time() - start, 1), "settings": cfg.to_dict() | {"base_model": str(base)}}
     _write_report(result, tokenizer, cfg, out)
     return result
@@ -214,7 +218,7 @@ CHAT_COLUMNS = [
     ("agent name/email in a signed reply", lambda m: _count(m["recurring_secret"])),
     ("near-duplicate longest run", lambda m: m["near_duplicate"]["longest_run"]["mean"]),
     ("template fixed-text longest run", lambda m: m["template"]["fixed_text_longest_run"]["mean"]),
-    ("held-out assistant loss", lambda m: m["heldout_assistant_loss"]),
+    ("held-out assistant loss", lambda m: m["utility"]["heldout_loss"]),
 ]
 BASE = "chat"  # the base model the seeds share (experiments.base)
 HEADLINE = [(f"{run} {label}", f"{run}.{path}") for run in ("standard", "goldfish", "goldfish_protected") for label, path in (
@@ -222,7 +226,9 @@ HEADLINE = [(f"{run} {label}", f"{run}.{path}") for run in ("standard", "goldfis
     ("recurring secret rate", "recurring_secret.rate"), ("canned verbatim rate", "canned.verbatim.rate"),
     ("near-duplicate longest run", "near_duplicate.longest_run.mean"), ("template fixed-text longest run",
                                                                          "template.fixed_text_longest_run.mean"),
-    ("held-out assistant loss", "heldout_assistant_loss"))]
+    ("held-out assistant loss", "utility.heldout_loss"))] + [
+    (f"{run} {task} score", f"benchmarks.scores.{run}.goldfish_{task}.score") for run in ("standard", "goldfish", "goldfish_protected")
+    for task in ("word_order", "cloze")]
 MODELS = ("base", *(n for n, _, _ in RUNS))
 
 
@@ -284,11 +290,18 @@ def _write_report(result: dict, tokenizer, cfg: ChatConfig, out: Path) -> None:
         f"name and order number change every time. goldfish_protected adds protected spans (goldfish-protect-v1, protect_k = "
         f"{result['protect_k']:g}): "
         f"the built-in detectors and both names. Evaluation uses held-out cities, topics, order numbers and names (32 or more "
-        f"prompts a case: rates as counts of prompts); greedy decoding, every figure (but the 8-token hint and the loss) from "
+        f"prompts a case: rates as counts of prompts); greedy decoding, every figure (but the 8-token hint and the benchmarks) from "
         f"goldfish audit, whose reports are in audit/. Wall time "
         f"{result['wall_time_s']:.0f} s, seed {cfg.seed}."
     )
     report.table(*chat_table(result))
+    report.paragraph(
+        "What the models still know, beside what they memorized: held-out loss per assistant token of the held-out "
+        "conversations (95% bootstrap interval over them) and its change against standard; repeated 4-grams of the replies "
+        "to the out-of-scope prompts (of the canned reply itself: "
+        f"{result['standard']['utility']['true_repeated_4grams']:.3f}); accuracy ± stderr on the embedded benchmark tasks "
+        "(goldfish eval, report in benchmarks/). A run clearly worse than standard is flagged (README, Audit).")
+    report.table(*utility_table(result, list(MODELS)))
     for n, gap in result["rouge_gap_closed"].items():
         report.paragraph(
             (f"{n} removes {100 * gap:.0f}% of the standard-vs-base canned-reply Rouge-L gap; " if gap is not None else f"{n}: ")
@@ -324,4 +337,4 @@ def _write_report(result: dict, tokenizer, cfg: ChatConfig, out: Path) -> None:
 
 
 def lines(result: dict) -> list:
-    return [chat_table(result), closing_line(result)]
+    return [chat_table(result), utility_table(result, list(MODELS)), closing_line(result)]
