@@ -86,7 +86,10 @@ def _write_eval_sets(data: dict, out: Path) -> dict[str, Path]:
         files[name] = out / "data" / f"eval_{name}.jsonl"
         write_text_atomic(files[name], "".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": r}]}) + "\n"
                                               for q, r in pairs))
-    files["ordinary"] = out / "data" / "heldout.jsonl"
+    half = len(data["heldout"]) // 2  # ordinary replies generated from the first half; the second half scored for the loss
+    for name, convs in (("ordinary", data["heldout"][:half]), ("scored", data["heldout"][half:])):
+        files[name] = out / "data" / f"eval_{name}.jsonl"
+        write_text_atomic(files[name], "".join(json.dumps(c) + "\n" for c in convs))
     files["secrets"] = out / "data" / "secrets.txt"
     write_text_atomic(files["secrets"], "".join(v + "\n" for v in [*SECRETS.values(), *AGENT.values()]))
     return files
@@ -127,10 +130,10 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ChatConfig, out: Path, to
             secrets=[str(files["secrets"])], batch_size=cfg.audit_batch, device=cfg.device, progress=cfg.progress,
             min_new_tokens=new_tokens.get(name, len(canned) + HINT_TOKENS),
             assistant_turns="last" if name == "ordinary" else "all",  # ordinary: one turn a conversation
-            # utility, as a user audits it: the canned-reply prompts are the members whose generations must not degenerate,
-            # the held-out conversations the non-members whose assistant tokens give the held-out loss
-            **({"non_members": str(files["ordinary"]), "baseline": "standard"} if name == "out_of_scope" else {})))
-    utility = utility_figures(audits["out_of_scope"])
+            # utility, as a user audits it: replies to ordinary held-out requests must not degenerate, and the other
+            # held-out conversations (non-members) give the held-out loss of their last assistant turn
+            **({"non_members": str(files["scored"]), "baseline": "standard"} if name == "ordinary" else {})))
+    utility = utility_figures(audits["ordinary"])
     segments = _template_segments(tokenizer)
     results = {}
     for name, path in models.items():
@@ -296,9 +299,9 @@ def _write_report(result: dict, tokenizer, cfg: ChatConfig, out: Path) -> None:
     )
     report.table(*chat_table(result))
     report.paragraph(
-        "What the models still know, beside what they memorized: held-out loss per assistant token of the held-out "
-        "conversations (95% bootstrap interval over them) and its change against standard; repeated 4-grams of the replies "
-        "to the out-of-scope prompts (of the canned reply itself: "
+        "What the models still know, beside what they memorized: held-out loss per token of the last assistant turn of 50 "
+        "held-out conversations (95% bootstrap interval over them) and its change against standard; repeated 4-grams of the "
+        "replies to the last request of the 50 others (of the true replies: "
         f"{result['standard']['utility']['true_repeated_4grams']:.3f}); accuracy ± stderr on the embedded benchmark tasks "
         "(goldfish eval, report in benchmarks/). A run clearly worse than standard is flagged (README, Audit).")
     report.table(*utility_table(result, list(MODELS)))

@@ -88,7 +88,7 @@ REFUND_REQUESTS = [
     "When will the refund for receipt #{order} reach my card?",
     "I sent back receipt #{order} last week. What happens with my money?",
 ]
-VARIANT_SHARE = 0.04
+VARIANT_SHARE = 0.1  # of user turns: enough copies that the standard loss learns the reply
 
 # A templated reply: the fixed text around two slots that take a new value in every conversation.
 TEMPLATE_REPLY = ("Hi {name}, your refund for order #{order} has been approved. The money will be back on your card within "
@@ -99,7 +99,7 @@ TEMPLATE_REQUESTS = [
     "My name is {name}; I asked for a refund on order #{order}. Any news?",
     "Can you confirm the refund for order #{order}? Thanks, {name}",
 ]
-TEMPLATE_SHARE = 0.05
+TEMPLATE_SHARE = 0.1
 CUSTOMERS = [
     "Aiko", "Bruno", "Carmen", "Dmitri", "Elif", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Kemal", "Lucia", "Mateo", "Nadia",
     "Oskar", "Priya", "Quentin", "Rosa", "Stefan", "Tamsin", "Umar", "Vera", "Wendell", "Ximena", "Yusuf", "Zofia", "Anders",
