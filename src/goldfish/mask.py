@@ -76,13 +76,17 @@ def _thresholds(cfg: GoldfishConfig, token_k, like):
     return np.floor(_TWO32 / token_k.astype(np.float64)).astype(np.int64)
 
 
-def _hash_mask(input_ids, starts, cfg, token_k):
+def _hash_mask(input_ids, starts, cfg, token_k, aligned):
     ctx = position_in_document(starts)
     if _is_torch(input_ids):
         ids, ctx = input_ids.long(), torch.clamp(ctx, max=cfg.h)
     else:
         ids, ctx = input_ids.astype(np.int64), np.minimum(ctx, cfg.h)
-    return context_hashes(ids, ctx, cfg.h, cfg.seed) < _thresholds(cfg, token_k, input_ids)
+    hashes = context_hashes(ids, ctx, cfg.h, cfg.seed)
+    if aligned is not None:  # goldfish-align-v1: a representative's hash where one is given
+        aligned = aligned.long() if _is_torch(aligned) else aligned.astype(np.int64)
+        hashes = torch.where(aligned >= 0, aligned, hashes) if _is_torch(aligned) else np.where(aligned >= 0, aligned, hashes)
+    return hashes < _thresholds(cfg, token_k, input_ids)
 
 
 def _static_mask(input_ids, starts, cfg, token_k, supervised):
@@ -154,6 +158,7 @@ def goldfish_mask(
     labels=None,
     token_k=None,
     protected=None,
+    aligned=None,
     generator: torch.Generator | None = None,
 ):
     """Bool mask, same shape/type/device as ``input_ids``: True = the target at that position is dropped.
@@ -165,6 +170,10 @@ def goldfish_mask(
     protected: optional per-token marker (int or bool, same shape): 0/False = not protected, else the
         number of the protected span the token belongs to. Protected targets follow the rule
         goldfish-protect-v1 at rate 1/cfg.protect_k (``goldfish.protect``), whatever the strategy.
+    aligned: optional per-token int64 (same shape), the ``goldfish_aligned`` column of
+        goldfish-align-v1 (``goldfish.align``): where >= 0, that hash replaces the position's own
+        hash-v1 hash in the threshold test (with the position's own k); -1 keeps its own. "hash" only.
+        Protected targets still follow goldfish-protect-v1.
     generator: torch generator for "random" (default: torch's global RNG on the input's device).
     """
     _check_ids(input_ids)
@@ -174,21 +183,24 @@ def goldfish_mask(
     labels = _check_like("labels", labels, input_ids)
     token_k = _check_like("token_k", token_k, input_ids)
     protected = _check_like("protected", protected, input_ids)
+    aligned = _check_like("aligned", aligned, input_ids)
+    if aligned is not None and cfg.strategy != "hash" and bool((aligned >= 0).any()):
+        raise ValueError(f"aligned hashes (goldfish-align-v1) replace hash-v1 hashes: they need strategy 'hash', not {cfg.strategy!r}")
     if token_k is not None and bool((token_k < 2).any()):
         raise ValueError("token_k values must be >= 2 (drop rate 1/k) or inf (never drop)")
     starts = document_starts(input_ids, position_ids, doc_ids, attention_mask, cu_seqlens)
-    drop = _strategy_mask(input_ids, starts, cfg, token_k, labels, generator)
+    drop = _strategy_mask(input_ids, starts, cfg, token_k, labels, aligned, generator)
     if protected is None or not bool((protected != 0).any()):
         return drop
     inside = protected != 0
     return (drop & ~inside) | protected_drops(input_ids, protected, starts, cfg.protect_k, cfg.h, cfg.seed)
 
 
-def _strategy_mask(input_ids, starts, cfg, token_k, labels, generator):
+def _strategy_mask(input_ids, starts, cfg, token_k, labels, aligned, generator):
     if cfg.strategy == "none":
         return torch.zeros_like(input_ids, dtype=torch.bool) if _is_torch(input_ids) else np.zeros(input_ids.shape, bool)
     if cfg.strategy == "hash":
-        return _hash_mask(input_ids, starts, cfg, token_k)
+        return _hash_mask(input_ids, starts, cfg, token_k, aligned)
     if cfg.strategy == "static":
         supervised = labels != cfg.ignore_index if labels is not None else starts | True
         return _static_mask(input_ids, starts, cfg, token_k, supervised)
