@@ -112,7 +112,7 @@ def test_chat_experiment_quick_pipeline(tmp_path):
         assert m["template"]["fixed_text_longest_run"]["n"] >= 32
     assert s["train_conversations"] == 40 and s["heldout_loss_ratio"]["goldfish_protected"] > 0
     assert s["standard"]["utility"]["baseline"] == "standard" and s["goldfish"]["utility"]["heldout_loss_change"] is not None
-    assert set(s["benchmarks"]["scores"]) == {"base", "standard", "goldfish", "goldfish_protected"}
+    assert set(s["benchmarks"]["scores"]) == {"base", "standard", "goldfish", "goldfish_protected", "goldfish_aligned"}
     assert all(0 <= t["score"] <= 1 for r in s["benchmarks"]["scores"].values() for t in r.values())
     html = (out / "report.html").read_text()
     assert 'class="drop"' in html and 'class="protect"' in html and "data:image/png;base64," in html
