@@ -85,3 +85,101 @@ def ref_protect_mask(ids: list[int], marker: list[int], protect_k: float, h: int
         if not any(out[c] for c in candidates):
             out[min(candidates, key=lambda c: (hashes[c], c))] = True
     return out
+
+
+# goldfish-align-v1 (goldfish.align's spec), pure Python
+ALIGN_MIN_TOKENS, ALIGN_SHINGLE, ALIGN_PERM, ALIGN_BANDS, ALIGN_MAX_REPS = 16, 3, 64, 16, 64
+SHINGLE_SEED, MINHASH_SALT = 0x53484E47, 0x4D494E48
+
+
+def ref_lcs_table(b: list, a: list) -> list[list[int]]:
+    """L[j][i]: the LCS length of b[:j] and a[:i]."""
+    table = [[0] * (len(a) + 1) for _ in range(len(b) + 1)]
+    for j in range(1, len(b) + 1):
+        for i in range(1, len(a) + 1):
+            table[j][i] = table[j - 1][i - 1] + 1 if b[j - 1] == a[i - 1] else max(table[j - 1][i], table[j][i - 1])
+    return table
+
+
+def ref_alignment(r: list, p: list) -> list[tuple[int, int]]:
+    """(position in r, position in p) of every matched pair, by the spec's walk."""
+    pre = 0
+    while pre < min(len(r), len(p)) and r[pre] == p[pre]:
+        pre += 1
+    suf = 0
+    while suf < min(len(r), len(p)) - pre and r[len(r) - 1 - suf] == p[len(p) - 1 - suf]:
+        suf += 1
+    a, b = r[pre : len(r) - suf], p[pre : len(p) - suf]
+    table = ref_lcs_table(b, a)
+    pairs = [(t, t) for t in range(pre)] + [(len(r) - suf + t, len(p) - suf + t) for t in range(suf)]
+    i, j = len(a), len(b)
+    while i > 0 and j > 0:
+        if table[j][i] == table[j][i - 1]:
+            i -= 1
+        else:
+            j -= 1
+            if not (j > 0 and table[j][i] > table[j][i - 1]):
+                pairs.append((pre + i - 1, pre + j))
+                i -= 1
+    return sorted(pairs)
+
+
+def ref_aligned(examples: list[tuple[list[int], list[int]]], h: int, seed: int, ignore_index: int = -100) -> list[list[int]]:
+    """The ``goldfish_aligned`` column of each example (ids, labels) of a training set."""
+    found = []  # (example, a, e)
+    for n, (_, labels) in enumerate(examples):
+        t = 0
+        while t < len(labels):
+            if labels[t] == ignore_index:
+                t += 1
+                continue
+            e = t
+            while e < len(labels) and labels[e] != ignore_index:
+                e += 1
+            if e - t >= ALIGN_MIN_TOKENS:
+                found.append((n, t, e))
+            t = e
+    tokens = [examples[n][0][a:e] for n, a, e in found]
+    lead = [examples[n][0][max(0, a - h) : a] for n, a, e in found]
+    salts = [ref_mix32(MINHASH_SALT ^ (((q + 1) * 0x9E3779B9) & M32)) for q in range(ALIGN_PERM)]
+    sigs = []
+    for p in tokens:
+        shingles = [ref_hash(SHINGLE_SEED, p[i : i + ALIGN_SHINGLE]) for i in range(len(p) - ALIGN_SHINGLE + 1)]
+        sigs.append([min(ref_mix32(g ^ s) for g in shingles) for s in salts])
+    parent = list(range(len(found)))
+
+    def root(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    rows = ALIGN_PERM // ALIGN_BANDS
+    for x in range(len(found)):
+        for y in range(x):
+            if any(sigs[x][rows * b : rows * (b + 1)] == sigs[y][rows * b : rows * (b + 1)] for b in range(ALIGN_BANDS)):
+                parent[root(x)] = root(y)
+    out = [[-1] * len(ids) for ids, _ in examples]
+    for comp in {root(x) for x in range(len(found))}:
+        members = [x for x in range(len(found)) if root(x) == comp]
+        copies = {}
+        for x in members:
+            copies[tuple(tokens[x])] = copies.get(tuple(tokens[x]), 0) + 1
+        order = sorted(members, key=lambda x: (-copies[tuple(tokens[x])], tokens[x], lead[x]))
+        placed = set()
+        for _ in range(ALIGN_MAX_REPS):
+            free = [x for x in order if x not in placed]
+            if not free:
+                break
+            rep = free[0]
+            cluster = [rep] + [x for x in free[1:]
+                               if 10 * ref_lcs_table(tokens[x], tokens[rep])[-1][-1] >= 3 * (len(tokens[x]) + len(tokens[rep]))]
+            placed.update(cluster)
+            if len(cluster) == 1:
+                continue
+            rn, ra, _ = found[rep]
+            rids = examples[rn][0]
+            for x in cluster[1:]:
+                n, a, _ = found[x]
+                for s, c in ref_alignment(tokens[rep], tokens[x]):
+                    out[n][a + c] = ref_hash(seed, rids[max(0, ra + s - h) : ra + s])
+    return out

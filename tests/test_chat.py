@@ -101,7 +101,7 @@ def test_chat_experiment_quick_pipeline(tmp_path):
     out = tmp_path / "chat"
     assert main(["experiment", "chat", "--preset", "test", "--out", str(out)]) == 0
     s = json.loads((out / "summary.json").read_text())
-    for name in ("base", "standard", "goldfish", "goldfish_protected"):
+    for name in ("base", "standard", "goldfish", "goldfish_protected", "goldfish_aligned"):
         m = s[name]
         assert 0 <= m["canned"]["rouge_l"] <= 1 and set(m["canned_secret_each"]) == {"name", "phone", "email"}
         for figure in (m["canned"]["verbatim"], m["canned_secret"], m["billing_phone"], m["recurring_secret"], m["template"]["verbatim"]):
@@ -112,10 +112,13 @@ def test_chat_experiment_quick_pipeline(tmp_path):
         assert m["template"]["fixed_text_longest_run"]["n"] >= 32
     assert s["train_conversations"] == 40 and s["heldout_loss_ratio"]["goldfish_protected"] > 0
     assert s["standard"]["utility"]["baseline"] == "standard" and s["goldfish"]["utility"]["heldout_loss_change"] is not None
-    assert set(s["benchmarks"]["scores"]) == {"base", "standard", "goldfish", "goldfish_protected"}
+    assert set(s["benchmarks"]["scores"]) == {"base", "standard", "goldfish", "goldfish_protected", "goldfish_aligned"}
     assert all(0 <= t["score"] <= 1 for r in s["benchmarks"]["scores"].values() for t in r.values())
     html = (out / "report.html").read_text()
     assert 'class="drop"' in html and 'class="protect"' in html and "data:image/png;base64," in html
     record = json.loads((out / "models" / "goldfish_protected" / "goldfish.json").read_text())
     assert record["protection"]["protected_targets"] > 0 and record["protection"]["protect"][0] == "builtin"
     assert json.loads((out / "models" / "goldfish" / "goldfish.json").read_text())["protection"] is None
+    aligned = s["near_duplicates"]["goldfish_aligned"]
+    assert aligned["rule"] == "goldfish-align-v1" and aligned["clusters"] >= 1 and aligned["aligned_targets"] > 0
+    assert "goldfish-align-v1" in html

@@ -33,3 +33,24 @@ def test_mask_file_and_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "k must be a finite number >= 2" in err and "exactly one of TEXT" in err
     assert "INDEX in 0.." in err and "not a HF tokenizer folder" in err
+
+
+def test_mask_near_duplicates_side_by_side(capsys):
+    """--near-duplicates align: two fills of one template drop the same tokens after their slots."""
+    fills = ("Ana", "40213"), ("Bartholomew", "7")
+    texts = [f"Hi {n}, your refund for order #{o} has been approved. The money will be back on your card within five business days."
+             for n, o in fills]
+    tails = {}
+    for rule in ("off", "align"):
+        assert main(["mask", *texts, "--near-duplicates", rule, "--plain"]) == 0
+        out = capsys.readouterr().out
+        shown = [line for line in out.splitlines() if line.startswith("Hi ")]
+        assert len(shown) == 2
+        tails[rule] = [line.split("order #", 1)[1].split(" has", 1)[1] for line in shown]
+    assert tails["align"][0] == tails["align"][1] and tails["off"][0] != tails["off"][1]
+    assert "goldfish-align-v1 on these 2 texts: 1 clusters of 2 texts" in out
+
+
+def test_mask_near_duplicates_wants_two_texts(capsys):
+    assert main(["mask", "one text only, long enough to be a passage of its own", "--near-duplicates", "align"]) == 2
+    assert "two or more TEXTs" in capsys.readouterr().err

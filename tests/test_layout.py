@@ -27,7 +27,7 @@ def test_nothing_below_the_recipes_imports_experiments():
 
 
 def test_core_imports_torch_and_numpy_only():
-    for name in ("config.py", "hashing.py", "mask.py", "protect.py", "loss.py", "secrets.py"):
+    for name in ("config.py", "hashing.py", "documents.py", "mask.py", "protect.py", "loss.py", "secrets.py"):
         third_party = {m.split(".")[0] for m in _imports(ROOT / name)} - {"goldfish", "__future__"}
         assert third_party <= {"torch", "numpy", "math", "dataclasses", "functools", "contextlib", "logging", "re", "pathlib", "typing", "weakref"}, name
 
@@ -39,3 +39,10 @@ def test_recipes_do_not_import_each_other():
     for module in recipes:
         path = ROOT / (module.removeprefix("goldfish.").replace(".", "/") + ".py")
         assert not (_imports(path) & (recipes - {module})), module
+
+
+def test_mask_rules_build_on_documents_not_on_each_other():
+    """mask.py composes the rules; the rules (protect.py, ...) import the boundary helpers, never mask.py."""
+    assert "goldfish.documents" in _imports(ROOT / "protect.py")
+    assert "goldfish.mask" not in _imports(ROOT / "protect.py")
+    assert "goldfish.documents" in _imports(ROOT / "mask.py")

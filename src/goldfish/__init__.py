@@ -3,7 +3,8 @@
 from goldfish.config import GoldfishConfig
 from goldfish.hashing import HASH_VERSION
 from goldfish.loss import causal_lm_loss, goldfish_loss, supervised_logits_loss
-from goldfish.mask import apply_goldfish, document_starts, goldfish_mask
+from goldfish.documents import document_starts
+from goldfish.mask import apply_goldfish, goldfish_mask
 from goldfish.protect import PROTECT_VERSION
 
 __version__ = "0.1.0"

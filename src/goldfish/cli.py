@@ -13,6 +13,7 @@ import dataclasses
 import gc
 import sys
 from dataclasses import dataclass, field
+from typing import Literal
 from pathlib import Path
 
 COMMANDS = {
@@ -55,7 +56,7 @@ def print_line(line) -> None:
 def _mask_parser(prog: str):
     from goldfish.arguments import ArgumentParser, field_like
     from goldfish.config import GoldfishConfig
-    from goldfish.train_config import ProtectionArguments
+    from goldfish.train_config import GoldfishArguments, ProtectionArguments
 
     @dataclass
     class MaskArguments:
@@ -67,27 +68,32 @@ def _mask_parser(prog: str):
         max_tokens: int | None = field(default=None, metadata={"help": "show only the first N tokens"})
         plain: bool = field(default=False, metadata={"help": "plain [[markers]] even in a terminal"})
         protect: list[str] = field_like(ProtectionArguments, "protect")
+        near_duplicates: Literal["off", "align"] = field_like(GoldfishArguments, "near_duplicates", help=(
+            "align: the TEXTs are masked by goldfish-align-v1 as one training set (each text all supervised) and shown one "
+            "under another: near-duplicates drop the same tokens where they agree; off: each text by itself"))
 
     parser = ArgumentParser([MaskArguments, GoldfishConfig], aliases={"--goldfish-seed": "--seed"}, config=False, prog=prog,
                             description="Show which tokens of a text the goldfish mask drops (and which are protected).")
-    parser.add_argument("text", nargs="?", help="the text to show (or --file / --embedded)")
+    parser.add_argument("text", nargs="*", help="the text(s) to show (or --file / --embedded)")
     return parser
 
 
-def _mask_text(args, text: str | None) -> str:
-    given = [x is not None for x in (text, args.file, args.embedded)]
+def _mask_texts(args, texts: list[str]) -> list[str]:
+    given = [bool(texts), args.file is not None, args.embedded is not None]
     if sum(given) != 1:
-        raise ValueError("give exactly one of TEXT, --file PATH or --embedded PART:INDEX")
-    if text is not None:
-        return text
+        raise ValueError("give exactly one of TEXT [TEXT ...], --file PATH or --embedded PART:INDEX")
+    if args.near_duplicates == "align" and len(texts) < 2:
+        raise ValueError("--near-duplicates align shows the rule on near-duplicates: give two or more TEXTs")
+    if texts:
+        return texts
     if args.file is not None:
-        return Path(args.file).read_text(encoding="utf-8")
+        return [Path(args.file).read_text(encoding="utf-8")]
     from goldfish.embedded.corpus import corpus_part
 
     part, _, index = args.embedded.partition(":")
     docs = corpus_part(part)
     try:
-        return docs[int(index or 0)]["text"]
+        return [docs[int(index or 0)]["text"]]
     except (ValueError, IndexError):
         raise ValueError(f"--embedded wants PART:INDEX with INDEX in 0..{len(docs) - 1}, got {args.embedded!r}") from None
 
@@ -115,29 +121,47 @@ def cmd_mask(argv: list[str], prog: str) -> int:
 
     (args, cfg), extra = _mask_parser(prog).parse(argv)
     secrets = load_secrets(args.protect)
-    text = _mask_text(args, extra.text)
+    texts = _mask_texts(args, extra.text)
     tokenizer = _load_tokenizer(args.tokenizer)
-    ids, pieces, offsets = token_pieces(tokenizer, text, args.max_tokens)
-    if not ids:
+    shown = [token_pieces(tokenizer, text, args.max_tokens) for text in texts]
+    if not all(ids for ids, _, _ in shown):
         raise ValueError("the text has no tokens")
-    marker = marker_for(text, offsets, secrets) if secrets else None
-    dropped = goldfish_mask(np.asarray(ids, dtype=np.int64), cfg, protected=None if marker is None else np.asarray(marker)).tolist()
+    aligned = None
+    if args.near_duplicates == "align":
+        from goldfish.data.near_duplicates import aligned_examples
+
+        if cfg.strategy != "hash":
+            raise ValueError(f"--near-duplicates align hands out hash-v1 hashes: it needs --strategy hash, not {cfg.strategy}")
+        aligned = aligned_examples([ids for ids, _, _ in shown], [ids for ids, _, _ in shown], cfg.h, cfg.seed)
     console = Console(highlight=False, soft_wrap=True)
     colour = console.is_terminal and not args.plain
-    n = sum(dropped)
-    summary = (f"\ndropped {n} of {len(ids)} targets ({100 * n / len(ids):.1f}%; expected {100 / cfg.k:.1f}%), "
-               f"strategy={cfg.strategy} k={cfg.k:g} h={cfg.h} seed={cfg.seed}")
-    if marker is not None:
-        inside = [d for d, m in zip(dropped, marker) if m]
-        summary += (f"; protected {len(inside)} tokens in {len(set(marker) - {0})} spans, {sum(inside)} dropped "
-                    f"(protect_k={cfg.protect_k:g})")
-    if colour:
-        console.print(render_rich(pieces, dropped, marker))
-        console.print(summary + f"; [{DROP_STYLE}]dropped[/] targets are left out of the loss"
-                      + (f", [{PROTECT_STYLE}]protected[/] spans follow goldfish-protect-v1" if marker else ""))
-    else:
-        print(render_plain(pieces, dropped, marker))
-        print(summary + "; [[dropped]] targets are left out of the loss" + ("; {{protected spans}}" if marker else ""))
+    for n, (text, (ids, pieces, offsets)) in enumerate(zip(texts, shown)):
+        marker = marker_for(text, offsets, secrets) if secrets else None
+        column = None if aligned is None else aligned.column(n, len(ids))
+        dropped = goldfish_mask(np.asarray(ids, dtype=np.int64), cfg, protected=None if marker is None else np.asarray(marker),
+                                aligned=column).tolist()
+        d = sum(dropped)
+        summary = (f"\ndropped {d} of {len(ids)} targets ({100 * d / len(ids):.1f}%; expected {100 / cfg.k:.1f}%), "
+                   f"strategy={cfg.strategy} k={cfg.k:g} h={cfg.h} seed={cfg.seed}")
+        if marker is not None:
+            inside = [x for x, m in zip(dropped, marker) if m]
+            summary += (f"; protected {len(inside)} tokens in {len(set(marker) - {0})} spans, {sum(inside)} dropped "
+                        f"(protect_k={cfg.protect_k:g})")
+        if column is not None:
+            summary += (f"; goldfish-align-v1: {int((column >= 0).sum())} targets take their cluster representative's decisions"
+                        if (column >= 0).any() else "; goldfish-align-v1: its own decisions (a representative, or in no cluster)")
+        if len(texts) > 1:
+            print(f"text {n + 1}:")
+        if colour:
+            console.print(render_rich(pieces, dropped, marker))
+            console.print(summary + f"; [{DROP_STYLE}]dropped[/] targets are left out of the loss"
+                          + (f", [{PROTECT_STYLE}]protected[/] spans follow goldfish-protect-v1" if marker else ""))
+        else:
+            print(render_plain(pieces, dropped, marker))
+            print(summary + "; [[dropped]] targets are left out of the loss" + ("; {{protected spans}}" if marker else ""))
+    if aligned is not None:
+        print(f"\ngoldfish-align-v1 on these {len(texts)} texts: {aligned.clusters} clusters of {aligned.passages} texts, "
+              f"{aligned.aligned_targets} aligned targets (the same drops as the representative's tokens they align to)")
     return 0
 
 

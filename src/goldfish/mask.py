@@ -7,13 +7,8 @@ NumPy) of shape (T,) or (B, T). ``hash`` and ``static`` compute natively on both
 integer/float64 arithmetic; ``random`` and ``paper-table`` are defined by torch generators, so
 NumPy input goes through torch on the CPU.
 
-Document boundaries (a context never crosses one), from whichever is given:
-    position_ids    a document starts where position_ids[t] != position_ids[t-1] + 1 (HF packing
-                    resets to 0; left padding in HF gives pads their own segments)
-    doc_ids         a document starts where the id changes
-    attention_mask  a document starts at the first attended token after an unattended one
-    cu_seqlens      cumulative document lengths of a flattened (T,) or (1, T) row (flash-attn style)
-and always at t = 0 of each row.
+Document boundaries (a context never crosses one): ``goldfish.documents``, from position_ids,
+doc_ids, attention_mask or cu_seqlens, and always at t = 0 of each row.
 """
 
 from __future__ import annotations
@@ -25,7 +20,9 @@ import numpy as np
 import torch
 
 from goldfish.config import GoldfishConfig
+from goldfish.documents import document_starts, last_start_index, position_in_document
 from goldfish.hashing import context_hashes
+from goldfish.protect import protected_drops
 
 PAPER_TABLE_SIZE = 1_000_003
 PAPER_TABLE_SEED = 2971215073
@@ -70,49 +67,6 @@ def _check_like(name, value, input_ids):
     return np.asarray(value.cpu() if _is_torch(value) else value)
 
 
-def document_starts(input_ids, position_ids=None, doc_ids=None, attention_mask=None, cu_seqlens=None):
-    """Bool array/tensor (B, T) (or (T,)): True where a document starts (see module docstring)."""
-    like = input_ids
-    if _is_torch(like):
-        starts = torch.zeros(like.shape, dtype=torch.bool, device=like.device)
-    else:
-        starts = np.zeros(like.shape, dtype=bool)
-    starts[..., 0] = True
-    if position_ids is not None:
-        starts[..., 1:] |= position_ids[..., 1:] != position_ids[..., :-1] + 1
-    if doc_ids is not None:
-        starts[..., 1:] |= doc_ids[..., 1:] != doc_ids[..., :-1]
-    if attention_mask is not None:
-        attended = attention_mask != 0
-        starts[..., 1:] |= attended[..., 1:] & ~attended[..., :-1]
-        starts |= ~attended
-    if cu_seqlens is not None:
-        if like.ndim == 2 and like.shape[0] != 1:
-            raise ValueError("cu_seqlens describes one flattened row: input_ids must be (T,) or (1, T)")
-        offsets = [int(o) for o in cu_seqlens]
-        if offsets[0] != 0 or offsets != sorted(offsets) or offsets[-1] > like.shape[-1]:
-            raise ValueError(f"cu_seqlens must rise from 0 to at most the row length {like.shape[-1]}, got {offsets}")
-        for o in offsets[:-1]:
-            starts[..., o] = True
-    return starts
-
-
-def _last_start_index(starts):
-    """For each position, the index of the start of its document."""
-    if _is_torch(starts):
-        idx = torch.arange(starts.shape[-1], device=starts.device).expand(starts.shape)
-        return torch.cummax(torch.where(starts, idx, torch.zeros_like(idx)), dim=-1).values
-    idx = np.broadcast_to(np.arange(starts.shape[-1]), starts.shape)
-    return np.maximum.accumulate(np.where(starts, idx, 0), axis=-1)
-
-
-def _position_in_document(starts):
-    """int64: how many tokens of the same document precede each position."""
-    if _is_torch(starts):
-        return torch.arange(starts.shape[-1], device=starts.device) - _last_start_index(starts)
-    return np.arange(starts.shape[-1]) - _last_start_index(starts)
-
-
 def _thresholds(cfg: GoldfishConfig, token_k, like):
     """Integer drop thresholds floor(2**32 / k) (scalar, or per token where token_k is given)."""
     if token_k is None:
@@ -122,13 +76,17 @@ def _thresholds(cfg: GoldfishConfig, token_k, like):
     return np.floor(_TWO32 / token_k.astype(np.float64)).astype(np.int64)
 
 
-def _hash_mask(input_ids, starts, cfg, token_k):
-    ctx = _position_in_document(starts)
+def _hash_mask(input_ids, starts, cfg, token_k, aligned):
+    ctx = position_in_document(starts)
     if _is_torch(input_ids):
         ids, ctx = input_ids.long(), torch.clamp(ctx, max=cfg.h)
     else:
         ids, ctx = input_ids.astype(np.int64), np.minimum(ctx, cfg.h)
-    return context_hashes(ids, ctx, cfg.h, cfg.seed) < _thresholds(cfg, token_k, input_ids)
+    hashes = context_hashes(ids, ctx, cfg.h, cfg.seed)
+    if aligned is not None:  # goldfish-align-v1: a representative's hash where one is given
+        aligned = aligned.long() if _is_torch(aligned) else aligned.astype(np.int64)
+        hashes = torch.where(aligned >= 0, aligned, hashes) if _is_torch(aligned) else np.where(aligned >= 0, aligned, hashes)
+    return hashes < _thresholds(cfg, token_k, input_ids)
 
 
 def _static_mask(input_ids, starts, cfg, token_k, supervised):
@@ -136,13 +94,13 @@ def _static_mask(input_ids, starts, cfg, token_k, supervised):
     if _is_torch(input_ids):
         sup = supervised.to(torch.int64)
         count = torch.cumsum(sup, dim=-1)
-        before_doc = torch.gather(count - sup, -1, _last_start_index(starts))
+        before_doc = torch.gather(count - sup, -1, last_start_index(starts))
         n = (count - before_doc).to(torch.float64)
         k = cfg.k if token_k is None else token_k.to(torch.float64)
         return supervised & (torch.floor(n / k) > torch.floor((n - 1) / k))
     sup = supervised.astype(np.int64)
     count = np.cumsum(sup, axis=-1)
-    before_doc = np.take_along_axis(count - sup, _last_start_index(starts), axis=-1)
+    before_doc = np.take_along_axis(count - sup, last_start_index(starts), axis=-1)
     n = (count - before_doc).astype(np.float64)
     k = cfg.k if token_k is None else token_k.astype(np.float64)
     return supervised & (np.floor(n / k) > np.floor((n - 1) / k))
@@ -185,7 +143,7 @@ def _paper_table_mask(input_ids, starts, cfg, token_k):
     key = torch.remainder(prod, PAPER_TABLE_SIZE)
     k = cfg.k if token_k is None else torch.as_tensor(token_k, device=ids.device).to(torch.float64)
     table = _paper_table_on(str(ids.device))
-    drop = (table[key].to(torch.float64) < 1.0 / k) & (_position_in_document(starts) >= cfg.h - 1)
+    drop = (table[key].to(torch.float64) < 1.0 / k) & (position_in_document(starts) >= cfg.h - 1)
     return drop if _is_torch(input_ids) else drop.numpy()
 
 
@@ -200,6 +158,7 @@ def goldfish_mask(
     labels=None,
     token_k=None,
     protected=None,
+    aligned=None,
     generator: torch.Generator | None = None,
 ):
     """Bool mask, same shape/type/device as ``input_ids``: True = the target at that position is dropped.
@@ -211,6 +170,10 @@ def goldfish_mask(
     protected: optional per-token marker (int or bool, same shape): 0/False = not protected, else the
         number of the protected span the token belongs to. Protected targets follow the rule
         goldfish-protect-v1 at rate 1/cfg.protect_k (``goldfish.protect``), whatever the strategy.
+    aligned: optional per-token int64 (same shape), the ``goldfish_aligned`` column of
+        goldfish-align-v1 (``goldfish.align``): where >= 0, that hash replaces the position's own
+        hash-v1 hash in the threshold test (with the position's own k); -1 keeps its own. "hash" only.
+        Protected targets still follow goldfish-protect-v1.
     generator: torch generator for "random" (default: torch's global RNG on the input's device).
     """
     _check_ids(input_ids)
@@ -220,23 +183,24 @@ def goldfish_mask(
     labels = _check_like("labels", labels, input_ids)
     token_k = _check_like("token_k", token_k, input_ids)
     protected = _check_like("protected", protected, input_ids)
+    aligned = _check_like("aligned", aligned, input_ids)
+    if aligned is not None and cfg.strategy != "hash" and bool((aligned >= 0).any()):
+        raise ValueError(f"aligned hashes (goldfish-align-v1) replace hash-v1 hashes: they need strategy 'hash', not {cfg.strategy!r}")
     if token_k is not None and bool((token_k < 2).any()):
         raise ValueError("token_k values must be >= 2 (drop rate 1/k) or inf (never drop)")
     starts = document_starts(input_ids, position_ids, doc_ids, attention_mask, cu_seqlens)
-    drop = _strategy_mask(input_ids, starts, cfg, token_k, labels, generator)
+    drop = _strategy_mask(input_ids, starts, cfg, token_k, labels, aligned, generator)
     if protected is None or not bool((protected != 0).any()):
         return drop
-    from goldfish.protect import protected_drops  # here: goldfish.protect builds on this module's helpers
-
     inside = protected != 0
     return (drop & ~inside) | protected_drops(input_ids, protected, starts, cfg.protect_k, cfg.h, cfg.seed)
 
 
-def _strategy_mask(input_ids, starts, cfg, token_k, labels, generator):
+def _strategy_mask(input_ids, starts, cfg, token_k, labels, aligned, generator):
     if cfg.strategy == "none":
         return torch.zeros_like(input_ids, dtype=torch.bool) if _is_torch(input_ids) else np.zeros(input_ids.shape, bool)
     if cfg.strategy == "hash":
-        return _hash_mask(input_ids, starts, cfg, token_k)
+        return _hash_mask(input_ids, starts, cfg, token_k, aligned)
     if cfg.strategy == "static":
         supervised = labels != cfg.ignore_index if labels is not None else starts | True
         return _static_mask(input_ids, starts, cfg, token_k, supervised)

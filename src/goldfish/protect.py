@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from goldfish.hashing import context_hashes
-from goldfish.mask import _last_start_index
+from goldfish.documents import last_start_index
 
 PROTECT_VERSION = "goldfish-protect-v1"
 PROTECT_SALT = 0x50524F54  # "PROT": protected windows never share hashes with ordinary contexts
@@ -75,7 +75,7 @@ def protected_drops(input_ids, marker, starts, protect_k: float, h: int, seed: i
     prot = marker != 0
     prev = torch.nn.functional.pad(marker[..., :-1], (1, 0))
     run_start = prot & (starts | (marker != prev))
-    offset = torch.arange(ids.shape[-1], device=ids.device) - _last_start_index(run_start)
+    offset = torch.arange(ids.shape[-1], device=ids.device) - last_start_index(run_start)
     window = torch.where(offset == 0, torch.ones_like(offset), torch.clamp(offset, max=h))
     # the hash of the window ending at i is the v1 hash of the context of position i + 1
     ext_ids = torch.nn.functional.pad(ids, (0, 1))

@@ -103,7 +103,7 @@ def prepare_data(cfg: TrainConfig, tokenizer):
     from goldfish.data.prepare import prepare_dataset
     from goldfish.secrets import load_secrets, secret_line
 
-    settings = cfg.data.settings(tuple(secret_line(s) for s in load_secrets(cfg.protection.protect)))
+    settings = cfg.data.settings(tuple(secret_line(s) for s in load_secrets(cfg.protection.protect)), cfg.mask.near_duplicates)
     return prepare_dataset(cfg.data.data, tokenizer, settings, cfg.goldfish, num_proc=cfg.data.num_proc,
                            progress=not cfg.training.disable_tqdm, cache=cfg.data.data_cache)
 
@@ -184,6 +184,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         "seed": args.seed,
         "tokens_per_epoch": {k: counts[k] for k in ("input_tokens", "supervised_targets", "dropped_targets", "kept_targets", "drop_rate")},
         "protection": _protection_record(cfg, counts),
+        "near_duplicates": counts.get("near_duplicates"),
         "documents": counts["documents"],
         "examples": counts["examples"],
         "rows": counts["rows"],

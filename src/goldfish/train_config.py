@@ -29,6 +29,7 @@ class DataArguments(DataSettings):
 
     _argument_group_name = "data"
     protect: tuple[str, ...] = field(default=(), init=False)  # set from --protect by the protection group
+    near_duplicates: str = field(default="off", init=False)  # set from --near-duplicates by the mask group
     data: list[str] = field(default_factory=list, metadata={
         "repeatable": True,
         "help": "training data: .jsonl/.json/.parquet/.csv (text, messages or prompt/completion records), .txt, a folder, a "
@@ -45,10 +46,10 @@ class DataArguments(DataSettings):
         "help": "flatten each batch into one row, no padding (position_ids restart per example; same batches and loss as "
                 "padded ones, less compute when lengths vary)"})
 
-    def settings(self, protect: tuple[str, ...]) -> DataSettings:
-        """The ``DataSettings`` part of these arguments, with the secrets to protect."""
-        return DataSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DataSettings) if f.name != "protect"},
-                            protect=protect)
+    def settings(self, protect: tuple[str, ...], near_duplicates: str = "off") -> DataSettings:
+        """The ``DataSettings`` part of these arguments, with the secrets to protect and the near-duplicate rule."""
+        return DataSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DataSettings)
+                               if f.name not in ("protect", "near_duplicates")}, protect=protect, near_duplicates=near_duplicates)
 
 
 @dataclass
@@ -85,6 +86,9 @@ class GoldfishArguments:
     h: int = field_like(GoldfishConfig, "h")
     goldfish_seed: int = field_like(GoldfishConfig, "seed")
     goldfish_start_step: int = field(default=0, metadata={"help": "train with the standard loss before this optimizer step"})
+    near_duplicates: Literal["off", "align"] = field(default="off", metadata={
+        "help": "align: near-duplicate replies (template fills, edited copies) found when the data is prepared drop the "
+                "same tokens wherever they agree (goldfish-align-v1; needs --strategy hash); off: hash-v1 alone"})
 
 
 @dataclass
@@ -166,7 +170,7 @@ class GoldfishTrainingArguments(TrainingArguments):
     dataloader_pin_memory: bool | None = _hf("dataloader_pin_memory", None, "pin the batches' memory (None: when CUDA is "
                                                                             "available)")
     remove_unused_columns: bool = _hf("remove_unused_columns", False, "owned by goldfish: must stay false (the collator "
-                                                                      "reads goldfish_k / goldfish_protected)")
+                                                                      "reads the goldfish_* columns)")
 
     def __post_init__(self):
         if self.save_steps == 0:
@@ -180,7 +184,7 @@ class GoldfishTrainingArguments(TrainingArguments):
 
 # TrainingArguments fields goldfish sets itself: name -> (the value it must keep, why).
 OWNED_FIELDS = {
-    "remove_unused_columns": (False, "the goldfish collator reads the goldfish_k and goldfish_protected columns"),
+    "remove_unused_columns": (False, "the goldfish collator reads the goldfish_k, goldfish_protected and goldfish_aligned columns"),
     "resume_from_checkpoint": (None, "use --resume [CHECKPOINT]"),
 }
 # The short flags goldfish had before the HF names, kept as documented aliases.
@@ -285,6 +289,8 @@ class TrainConfig:
             raise ValueError("give --epochs > 0 or --max-steps >= 1")
         if self.mask.goldfish_start_step < 0:
             raise ValueError("--goldfish-start-step must be >= 0")
+        if self.mask.near_duplicates == "align" and gcfg.strategy != "hash":
+            raise ValueError(f"--near-duplicates align hands out hash-v1 hashes: it needs --strategy hash, not {gcfg.strategy}")
         out, resume = Path(t.output_dir), self.run.resume
         if resume is None and out.exists() and any(out.iterdir()) and not self.run.overwrite:
             raise ValueError(f"--out {t.output_dir} exists and is not empty; pass --overwrite or --resume")

@@ -51,7 +51,7 @@ from goldfish.data.tokenize import (
 )
 from goldfish.secrets import parse_secret
 
-PREPARE_VERSION = "prepare-v5"  # bump when the examples or the cache layout change
+PREPARE_VERSION = "prepare-v6"  # bump when the examples or the cache layout change
 SLICE_BYTES = 128 * 2**20  # a source is tokenized in contiguous slices of about this much Arrow data
 logger = logging.getLogger("goldfish")
 
@@ -61,6 +61,8 @@ class DataSettings:
     """How documents become training rows (``goldfish train`` flags of the same names).
 
     ``protect``: the secrets to protect, one secrets-file line each (``goldfish.secrets.secret_line``).
+    ``near_duplicates``: "align" gives every example a ``goldfish_aligned`` column (goldfish-align-v1,
+    ``goldfish.align``; needs the hash strategy), "off" none.
     """
 
     seq_len: int = field(default=512, metadata={"help": "tokens a row; a longer document is split into chunks, each masked as "
@@ -76,6 +78,7 @@ class DataSettings:
         "help": "a chat longer than --seq-len: truncate it after the last assistant turn that fits (every kept reply keeps "
                 "its prompt), drop it, or split it into chunks like text"})
     protect: tuple[str, ...] = ()
+    near_duplicates: Literal["off", "align"] = "off"
 
 
 @dataclass
@@ -178,7 +181,9 @@ def _target_counts(examples: list[dict], lengths: np.ndarray, gcfg: GoldfishConf
 
         generator = torch.Generator().manual_seed(gcfg.seed * 1_000_003 + first_index)
     marker = np.concatenate([e["goldfish_protected"] for e in examples]).astype(np.int64) if protected else None
-    drop = goldfish_mask(ids, gcfg, doc_ids=doc_ids, labels=labels, token_k=token_k, protected=marker, generator=generator)
+    aligned = np.concatenate([e["goldfish_aligned"] for e in examples]).astype(np.int64) if "goldfish_aligned" in examples[0] else None
+    drop = goldfish_mask(ids, gcfg, doc_ids=doc_ids, labels=labels, token_k=token_k, protected=marker, aligned=aligned,
+                         generator=generator)
     offsets = np.cumsum(lengths) - lengths
     sup = labels != IGNORE_INDEX
     sup[offsets] = False  # an example's first token is no target
@@ -200,8 +205,38 @@ class _PackRows:
         return {k: [r[k] for r in rows] for k in rows[0]}
 
 
-_EXAMPLE_COLUMNS = ("input_ids", "labels", "goldfish_k", "goldfish_protected")
-TRAIN_COLUMNS = ("input_ids", "labels", "goldfish_k", "position_ids", "goldfish_protected")
+class _AddAligned:
+    """Batched map: each example gains its ``goldfish_aligned`` column, and its drop counts follow it."""
+
+    def __init__(self, aligned, gcfg: GoldfishConfig):
+        self.aligned, self.gcfg = aligned, gcfg
+
+    def __call__(self, batch: dict, indices: list[int]) -> dict:
+        examples = [{k: batch[k][i] for k in batch} for i in range(len(indices))]
+        for n, e in zip(indices, examples):
+            e["goldfish_aligned"] = self.aligned.column(n, len(e["input_ids"]))
+        lengths = np.asarray([len(e["input_ids"]) for e in examples], dtype=np.int64)
+        return {"goldfish_aligned": [e["goldfish_aligned"] for e in examples],
+                **_target_counts(examples, lengths, self.gcfg, indices[0] if indices else 0)}
+
+
+def _align(examples, gcfg: GoldfishConfig, num_proc: int | None, tmp: Path, protect: bool):
+    """(examples with a ``goldfish_aligned`` column, the rule's record for ``prepared.json``)."""
+    from goldfish.align import ALIGN_VERSION
+    from goldfish.data.near_duplicates import aligned_dataset
+
+    if gcfg.strategy != "hash":
+        raise ValueError(f"near-duplicate alignment (goldfish-align-v1) hands out hash-v1 hashes: it needs strategy 'hash', "
+                         f"not {gcfg.strategy!r}")
+    aligned = aligned_dataset(examples, gcfg.h, gcfg.seed, gcfg.ignore_index, num_proc, str(tmp / "signatures.arrow"))
+    examples = examples.map(_AddAligned(aligned, gcfg), batched=True, batch_size=1000, with_indices=True,
+                            num_proc=num_proc if len(examples) >= 512 else None, features=_example_features(protect, True),
+                            cache_file_name=str(tmp / "aligned.arrow"), desc="near-duplicates: align")
+    return examples, {"rule": ALIGN_VERSION, **aligned.stats()}
+
+
+_EXAMPLE_COLUMNS = ("input_ids", "labels", "goldfish_k", "goldfish_protected", "goldfish_aligned")
+TRAIN_COLUMNS = ("input_ids", "labels", "goldfish_k", "position_ids", "goldfish_protected", "goldfish_aligned")
 
 
 def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg: GoldfishConfig,
@@ -265,10 +300,14 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
         examples = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
         if len(examples) == 0:
             raise ValueError("no training examples: every document is empty or has no supervised tokens")
-        counts = _counts(examples)
+        near_duplicates = None
+        if settings.near_duplicates == "align":
+            examples, near_duplicates = _align(examples, gcfg, num_proc, tmp, protect)
+        counts = _counts(examples) | {"near_duplicates": near_duplicates}
         counts["documents"] = _fitted(fit_dir, settings)
         shutil.rmtree(fit_dir)
-        rows = _pack(examples, settings.seq_len, tokenizer.pad_token_id, num_proc, tmp, protect) if settings.pack else examples
+        rows = (_pack(examples, settings.seq_len, tokenizer.pad_token_id, num_proc, tmp, protect, near_duplicates is not None)
+                if settings.pack else examples)
         # The map outputs are the prepared dataset (no copy: the main process never reads the token
         # columns, so its memory stays flat however large the corpus); the rest is removed.
         files = [Path(f["filename"]).name for f in rows.cache_files]
@@ -390,8 +429,8 @@ def _slices(ds) -> list[tuple[int, object]]:
 # it where a row holds one value a token (goldfish_k: one a document in examples, one a token packed).
 COLUMN_TYPES = {"input_ids": "int32", "labels": "int32", "position_ids": "int32", "goldfish_protected": "int32",
                 "goldfish_k": "float64", "length": "int32", "supervised": "int64", "dropped": "int64", "protected": "int64",
-                "protected_dropped": "int64"}
-TOKEN_COLUMNS = frozenset({"input_ids", "labels", "position_ids", "goldfish_protected"})
+                "protected_dropped": "int64", "goldfish_aligned": "int64"}
+TOKEN_COLUMNS = frozenset({"input_ids", "labels", "position_ids", "goldfish_protected", "goldfish_aligned"})
 
 
 def arrow_features(columns, per_token=TOKEN_COLUMNS):
@@ -401,9 +440,10 @@ def arrow_features(columns, per_token=TOKEN_COLUMNS):
     return Features({c: List(Value(COLUMN_TYPES[c])) if c in per_token else Value(COLUMN_TYPES[c]) for c in columns})
 
 
-def _example_features(protect: bool):
+def _example_features(protect: bool, aligned: bool = False):
     protected = ["goldfish_protected", "protected", "protected_dropped"] if protect else []
-    return arrow_features(["input_ids", "labels", "goldfish_k", "length", "supervised", "dropped", *protected])
+    return arrow_features(["input_ids", "labels", "goldfish_k", "length", "supervised", "dropped", *protected,
+                           *(["goldfish_aligned"] if aligned else [])])
 
 
 def _counts(examples) -> dict:
@@ -421,13 +461,13 @@ def _counts(examples) -> dict:
     return counts
 
 
-def _pack(examples, seq_len: int, pad_token_id: int, num_proc: int | None, tmp: Path, protect: bool):
+def _pack(examples, seq_len: int, pad_token_id: int, num_proc: int | None, tmp: Path, protect: bool, aligned: bool):
     from datasets import Dataset
 
     plan = pack_plan(np.asarray(examples.data.column("length")), seq_len)
     plan_ds = Dataset.from_dict({"first": [a for a, _ in plan], "end": [b for _, b in plan]})
-    features = arrow_features(["input_ids", "labels", "goldfish_k", "position_ids", *(["goldfish_protected"] if protect else [])],
-                              per_token=TOKEN_COLUMNS | {"goldfish_k"})
+    features = arrow_features(["input_ids", "labels", "goldfish_k", "position_ids", *(["goldfish_protected"] if protect else []),
+                               *(["goldfish_aligned"] if aligned else [])], per_token=TOKEN_COLUMNS | {"goldfish_k"})
     return plan_ds.map(_PackRows(examples, seq_len, pad_token_id), batched=True, batch_size=64, remove_columns=["first", "end"],
                        num_proc=num_proc if len(plan) >= 256 else None, features=features,
                        cache_file_name=str(tmp / "packed.arrow"), desc="pack")

@@ -218,25 +218,26 @@ def pack_row(examples: list[dict], seq_len: int, pad_token_id: int) -> dict:
 
     ``position_ids`` restart at 0 for each example (HF packing convention: the model then attends
     within documents only, and the goldfish mask sees the boundaries); ``goldfish_k`` becomes one
-    float a token; the tail is padding with label -100 and k = inf.
+    float a token; the tail is padding with label -100 and k = inf (``goldfish_protected`` 0,
+    ``goldfish_aligned`` -1).
     """
-    protected = "goldfish_protected" in examples[0]
-    row = {"input_ids": [], "labels": [], "goldfish_k": [], "position_ids": []} | ({"goldfish_protected": []} if protected else {})
+    carried = [(c, pad) for c, pad in (("goldfish_protected", 0), ("goldfish_aligned", -1)) if c in examples[0]]
+    row = {"input_ids": [], "labels": [], "goldfish_k": [], "position_ids": []} | {c: [] for c, _ in carried}
     for ex in examples:
         n = len(ex["input_ids"])
         row["input_ids"] += ex["input_ids"]
         row["labels"] += ex["labels"]
         row["goldfish_k"] += [float(ex["goldfish_k"])] * n
         row["position_ids"] += range(n)
-        if protected:
-            row["goldfish_protected"] += ex["goldfish_protected"]
+        for c, _ in carried:
+            row[c] += list(ex[c])
     pad = seq_len - len(row["input_ids"])
     row["input_ids"] += [pad_token_id] * pad
     row["labels"] += [IGNORE_INDEX] * pad
     row["goldfish_k"] += [math.inf] * pad
     row["position_ids"] += range(pad)
-    if protected:
-        row["goldfish_protected"] += [0] * pad
+    for c, value in carried:
+        row[c] += [value] * pad
     return row
 
 

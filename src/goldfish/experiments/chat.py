@@ -54,7 +54,8 @@ from goldfish.stats import mean_ci
 
 HINT_TOKENS = 8
 CONFIG = ChatConfig
-RUNS = (("standard", "none", False), ("goldfish", "hash", False), ("goldfish_protected", "hash", True))  # name, strategy, protect
+RUNS = (("standard", "none", False, "off"), ("goldfish", "hash", False, "off"), ("goldfish_protected", "hash", True, "off"),
+        ("goldfish_aligned", "hash", False, "align"))  # name, strategy, protect, near_duplicates (goldfish-align-v1)
 
 
 def _prompt_ids(tokenizer, user_text: str) -> list[int]:
@@ -184,20 +185,23 @@ def run(cfg: ChatConfig) -> dict:
     write_text_atomic(out / "data" / "heldout.jsonl", "".join(json.dumps(c) + "\n" for c in data["heldout"]))
     models = {"base": base}
     protect = protect_specs(out)
-    for name, strategy, protected in RUNS:
+    for name, strategy, protected, near_duplicates in RUNS:
         models[name] = out / "models" / name
         # padding-free: the chats' lengths vary (56-334 tokens, mean 161), so padded batches compute ~1.5x the tokens
         finetune(cfg, base, train_file, goldfish_config(cfg, strategy, protect_k=cfg.protect_k), models[name], cfg.epochs,
-                 cfg.lr, cfg.batch_size, seq_len=512, protect=protect if protected else [], padding_free=True)
+                 cfg.lr, cfg.batch_size, seq_len=512, protect=protect if protected else [], padding_free=True,
+                 near_duplicates=near_duplicates)
     tokenizer = AutoTokenizer.from_pretrained(base)
     results = evaluate(models, data, cfg, out, tokenizer)
     r = {n: results[n]["canned"]["rouge_l"] for n in models}
     loss = {n: results[n]["utility"]["heldout_loss"] for n in models}
-    runs = [n for n, _, _ in RUNS[1:]]
+    runs = [n for n, *_ in RUNS[1:]]
     result = {"experiment": "chat", **results, "train_conversations": len(data["train"]),
               "train_turns": {k: data[f"train_{k}"] for k in ("canned", "billing", "signed", "refunds", "templates")},
               "conversations_signed": sum(any(AGENT_NAME in m["content"] for m in c["messages"]) for c in data["train"]),
               "protect": protect, "protect_k": cfg.protect_k,
+              "near_duplicates": {n: json.loads((models[n] / "goldfish.json").read_text())["near_duplicates"]
+                                  for n, *_, nd in RUNS if nd != "off"},
               "rouge_gap_closed": {n: gap_closed(r["base"], r["standard"], r[n]) for n in runs},
               "heldout_loss_ratio": {n: loss[n] / loss["standard"] for n in runs},
               "benchmarks": benchmarks(cfg, models, "standard", out),
@@ -224,15 +228,15 @@ CHAT_COLUMNS = [
     ("held-out assistant loss", lambda m: m["utility"]["heldout_loss"]),
 ]
 BASE = "chat"  # the base model the seeds share (experiments.base)
-HEADLINE = [(f"{run} {label}", f"{run}.{path}") for run in ("standard", "goldfish", "goldfish_protected") for label, path in (
+HEADLINE = [(f"{run} {label}", f"{run}.{path}") for run, *_ in RUNS for label, path in (
     ("canned secret rate", "canned_secret.rate"), ("billing phone rate", "billing_phone.rate"),
     ("recurring secret rate", "recurring_secret.rate"), ("canned verbatim rate", "canned.verbatim.rate"),
     ("near-duplicate longest run", "near_duplicate.longest_run.mean"), ("template fixed-text longest run",
                                                                          "template.fixed_text_longest_run.mean"),
     ("held-out assistant loss", "utility.heldout_loss"))] + [
-    (f"{run} {task} score", f"benchmarks.scores.{run}.goldfish_{task}.score") for run in ("standard", "goldfish", "goldfish_protected")
+    (f"{run} {task} score", f"benchmarks.scores.{run}.goldfish_{task}.score") for run, *_ in RUNS
     for task in ("word_order", "cloze")]
-MODELS = ("base", *(n for n, _, _ in RUNS))
+MODELS = ("base", *(n for n, *_ in RUNS))
 
 
 def chat_table(result: dict) -> tuple[list[str], list[list]]:
@@ -246,7 +250,7 @@ def _plot(result: dict) -> bytes:
               ("agent name/email in a signed reply", lambda m: m["recurring_secret"]["rate"])]
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.4), dpi=110)
     for ax, (title, f) in zip(axes, panels):
-        ax.bar([n.replace("_", "\n") for n in MODELS], [f(result[n]) for n in MODELS], color=["tab:gray", "tab:red", "tab:olive", "tab:green"])
+        ax.bar([n.replace("_", "\n") for n in MODELS], [f(result[n]) for n in MODELS], color=["tab:gray", "tab:red", "tab:olive", "tab:green", "tab:blue"])
         ax.set_ylim(0, 1.05)
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", labelsize=8)
@@ -257,6 +261,7 @@ def _plot(result: dict) -> bytes:
 def _drop_views(report: Report, tokenizer, cfg: ChatConfig, protect: list[str]) -> None:
     """Each run's mask (what its training drops) on one secret in two different contexts: the billing
     reply after two questions, and the agent's name and email in two different replies."""
+    from goldfish.data.near_duplicates import aligned_examples
     from goldfish.mask import goldfish_mask
     from goldfish.render import render_html, render_plain
 
@@ -265,13 +270,16 @@ def _drop_views(report: Report, tokenizer, cfg: ChatConfig, protect: list[str]) 
                 ("Where is my order #21871? It was due yesterday.", signed_reply(ORDER_BODIES[0], SIGNED_TEMPLATES[3])),
                 ("How long does shipping take for order #40711?", signed_reply(ORDER_BODIES[4], SIGNED_TEMPLATES[3]))]
     secrets = load_secrets(protect)
-    for name, strategy, protected in RUNS:
+    for name, strategy, protected, near_duplicates in RUNS:
         gcfg = goldfish_config(cfg, strategy, protect_k=cfg.protect_k)
         report.raw(f"**{name}**\n", f"<h3>{name}</h3>")
-        for prompt, reply in examples:
-            doc = {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]}
-            ids, labels, marker = encode_document(doc, tokenizer, secrets=secrets if protected else None)
-            drop = goldfish_mask(torch.tensor(ids), gcfg, protected=None if marker is None else torch.tensor(marker)).tolist()
+        docs = [encode_document({"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]},
+                                tokenizer, secrets=secrets if protected else None) for prompt, reply in examples]
+        # goldfish_aligned: the rule on these four chats as a corpus of their own
+        aligned = aligned_examples([d[0] for d in docs], [d[1] for d in docs], gcfg.h, gcfg.seed) if near_duplicates != "off" else None
+        for n, ((prompt, _), (ids, labels, marker)) in enumerate(zip(examples, docs)):
+            drop = goldfish_mask(torch.tensor(ids), gcfg, protected=None if marker is None else torch.tensor(marker),
+                                 aligned=None if aligned is None else torch.tensor(aligned.column(n, len(ids)))).tolist()
             pieces = [tokenizer.decode([i]) for i in ids]
             shown = [d and lab != -100 for d, lab in zip(drop, labels)]
             start = next(i for i, lab in enumerate(labels) if lab != -100)
@@ -317,6 +325,18 @@ def _write_report(result: dict, tokenizer, cfg: ChatConfig, out: Path) -> None:
         f"run of the templated reply's fixed text ({result['standard']['template']['fixed_tokens']} tokens) in the replies to "
         "held-out fills (audit/template/)."
     )
+    for n, nd in result["near_duplicates"].items():
+        report.paragraph(
+            f"{n} adds goldfish-align-v1 (--near-duplicates align): when the data was prepared it found {nd['clusters']} clusters "
+            f"of near-duplicate replies ({nd['passages_clustered']} replies) and gave {nd['aligned_targets']} targets their "
+            "cluster representative's decision, so every copy and every template fill drops the same tokens where it agrees "
+            f"with the representative; its held-out assistant loss is "
+            f"{100 * (result[n]['utility']['heldout_loss'] / result['goldfish']['utility']['heldout_loss'] - 1):+.1f}% relative to "
+            "goldfish (hash-v1 alone).")
+    report.paragraph("Template against one exact form: the templated reply's fixed-text longest run over the canned reply's "
+                     "longest run (the canned reply is trained in one exact form): " + "; ".join(
+                         f"{n} {result[n]['template']['fixed_text_longest_run']['mean']:.1f} / "
+                         f"{result[n]['canned']['longest_run']['mean']:.1f}" for n in MODELS[1:]) + ".")
     report.image("chat.png", _plot(result), "Canned-reply Rouge-L and secret extraction per model")
     report.heading("Example replies")
     for n in MODELS:

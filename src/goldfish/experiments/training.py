@@ -36,11 +36,13 @@ def pretrain(cfg: ExperimentConfig, data: list[str], gcfg: GoldfishConfig, out: 
 
 
 def finetune(cfg: ExperimentConfig, base: Path, data: Path, gcfg: GoldfishConfig, out: Path, epochs: float, lr: float,
-             batch_size: int, seq_len: int, protect: list[str] = (), padding_free: bool = False) -> Path:
+             batch_size: int, seq_len: int, protect: list[str] = (), padding_free: bool = False,
+             near_duplicates: str = "off") -> Path:
     """Continue training ``base`` on ``data`` at a constant learning rate; returns the saved HF folder.
     ``protect``: secret specs to protect (``goldfish train --protect``); ``padding_free``: flatten each
-    batch into one row (``--padding-free``: the same training, less compute on examples of mixed lengths)."""
+    batch into one row (``--padding-free``: the same training, less compute on examples of mixed lengths);
+    ``near_duplicates``: ``goldfish train --near-duplicates`` (off, or align: goldfish-align-v1)."""
     return _train(cfg, gcfg, out, {
         "data": [str(data)], "model": str(base), "seq_len": seq_len, "num_train_epochs": epochs,
         "per_device_train_batch_size": batch_size, "learning_rate": lr, "lr_scheduler_type": "constant",
-        "logging_steps": 50, "protect": list(protect), "padding_free": padding_free})
+        "logging_steps": 50, "protect": list(protect), "padding_free": padding_free, "near_duplicates": near_duplicates})

@@ -21,7 +21,7 @@ from goldfish.mask import apply_goldfish
 
 
 # The features' mask inputs (see GoldfishCollator), taken out before the base collator runs.
-GOLDFISH_FEATURES = ("goldfish_k", "goldfish_protected")
+GOLDFISH_FEATURES = ("goldfish_k", "goldfish_protected", "goldfish_aligned")
 
 
 class GoldfishCollator:
@@ -30,10 +30,11 @@ class GoldfishCollator:
     The hash reads the collated ``input_ids`` (prompt tokens labelled -100 included) and the
     document boundaries from ``position_ids`` (packing collators) or ``attention_mask`` (padding).
     Features may carry ``goldfish_k`` (one float for the whole feature, or one float per token;
-    ``inf`` = never drop) and ``goldfish_protected`` (the protection marker of ``goldfish.protect``,
-    one int per token): they are taken out before the base collator runs and laid out like the
-    batch (rows padded on the tokenizer's padding side, or concatenated when the base collator
-    flattens the batch into one row).
+    ``inf`` = never drop), ``goldfish_protected`` (the protection marker of ``goldfish.protect``,
+    one int per token) and ``goldfish_aligned`` (goldfish-align-v1's representative hashes, one
+    int per token, -1 = the token's own hash; ``goldfish.align``): they are taken out before the
+    base collator runs and laid out like the batch (rows padded on the tokenizer's padding side, or
+    concatenated when the base collator flattens the batch into one row).
     With ``keep_full_labels=True`` the unmasked labels are returned too, as ``goldfish_full_labels``
     (``GoldfishTrainer`` uses them before ``goldfish_start_step``).
     """
@@ -48,6 +49,7 @@ class GoldfishCollator:
         features = [dict(f) for f in features]  # never mutate the dataset's rows
         token_k = [f.pop("goldfish_k", None) for f in features]
         protected = [f.pop("goldfish_protected", None) for f in features]
+        aligned = [f.pop("goldfish_aligned", None) for f in features]
         lengths = [len(f["input_ids"]) for f in features]
         batch = self.base_collator(features)
         if "labels" not in batch:
@@ -63,6 +65,8 @@ class GoldfishCollator:
             kwargs["token_k"] = self._layout(rows, ids, torch.float64, math.inf)
         if any(p is not None for p in protected):
             kwargs["protected"] = self._layout([[0] * n if p is None else p for p, n in zip(protected, lengths)], ids, torch.int64, 0)
+        if any(a is not None for a in aligned):
+            kwargs["aligned"] = self._layout([[-1] * n if a is None else a for a, n in zip(aligned, lengths)], ids, torch.int64, -1)
         if self.keep_full_labels:
             batch["goldfish_full_labels"] = labels.clone()
         batch["labels"] = apply_goldfish(labels, ids, self.config, **kwargs)
