@@ -48,7 +48,7 @@ def test_mask_near_duplicates_side_by_side(capsys):
         assert len(shown) == 2
         tails[rule] = [line.split("order #", 1)[1].split(" has", 1)[1] for line in shown]
     assert tails["align"][0] == tails["align"][1] and tails["off"][0] != tails["off"][1]
-    assert "goldfish-align-v1 on these 2 texts: 1 clusters of 2 texts" in out
+    assert "goldfish-align-v1 on these 2 texts: 1 cluster(s) holding 2 of them" in out
 
 
 def test_mask_near_duplicates_wants_two_texts(capsys):

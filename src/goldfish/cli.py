@@ -160,7 +160,7 @@ def cmd_mask(argv: list[str], prog: str) -> int:
             print(render_plain(pieces, dropped, marker))
             print(summary + "; [[dropped]] targets are left out of the loss" + ("; {{protected spans}}" if marker else ""))
     if aligned is not None:
-        print(f"\ngoldfish-align-v1 on these {len(texts)} texts: {aligned.clusters} clusters of {aligned.passages} texts, "
+        print(f"\ngoldfish-align-v1 on these {len(texts)} texts: {aligned.clusters} cluster(s) holding {aligned.passages} of them, "
               f"{aligned.aligned_targets} aligned targets (the same drops as the representative's tokens they align to)")
     return 0
 
