@@ -148,7 +148,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     collator = GoldfishCollator(base, gcfg, keep_full_labels=cfg.mask.goldfish_start_step > 0)
     with args.main_process_first(desc="data preparation"):  # the others then load the main process's cache
         data = prepare_data(cfg, tokenizer)
-        eval_data = prepare_eval_data(cfg, tokenizer)
+        held_out = eval_sources(cfg)
+        eval_data = prepare_eval_data(cfg, held_out, tokenizer)
     counts = data.counts
     model = _load_model(cfg, tokenizer)
     if cfg.data.pack or cfg.data.padding_free:
@@ -194,7 +195,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         "train_loss": result.training_loss,
         "train_seconds": round(time.time() - start, 2),
         "eval": history.points,
-        "eval_data": None if eval_data is None else {"sources": eval_sources(cfg), "prepared_data": str(eval_data.path),
+        "eval_data": None if eval_data is None else {"sources": held_out, "prepared_data": str(eval_data.path),
                                                      "supervised_targets": eval_data.counts["supervised_targets"]},
         "settings": settings,
         "resumed": None if resume is None else resume.record,
@@ -226,12 +227,12 @@ def eval_sources(cfg: TrainConfig) -> list[str]:
     return []
 
 
-def prepare_eval_data(cfg: TrainConfig, tokenizer):
-    """The eval rows (prepared as the training rows are, nothing dropped or protected), or None without eval data."""
+def prepare_eval_data(cfg: TrainConfig, sources: list[str], tokenizer):
+    """The eval rows of ``sources`` (``eval_sources``), prepared as the training rows are, nothing
+    dropped or protected; None without sources."""
     from goldfish.config import GoldfishConfig
     from goldfish.data.prepare import prepare_dataset
 
-    sources = eval_sources(cfg)
     if not sources:
         return None
     return prepare_dataset(sources, tokenizer, cfg.data.settings(()), GoldfishConfig(strategy="none"), num_proc=cfg.data.num_proc,

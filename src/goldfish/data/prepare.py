@@ -225,9 +225,6 @@ def _align(examples, gcfg: GoldfishConfig, num_proc: int | None, tmp: Path, prot
     from goldfish.align import ALIGN_VERSION
     from goldfish.data.near_duplicates import aligned_dataset
 
-    if gcfg.strategy != "hash":
-        raise ValueError(f"near-duplicate alignment (goldfish-align-v1) hands out hash-v1 hashes: it needs strategy 'hash', "
-                         f"not {gcfg.strategy!r}")
     aligned = aligned_dataset(examples, gcfg.h, gcfg.seed, gcfg.ignore_index, num_proc, str(tmp / "signatures.arrow"))
     examples = examples.map(_AddAligned(aligned, gcfg), batched=True, batch_size=1000, with_indices=True,
                             num_proc=num_proc if len(examples) >= 512 else None, features=_example_features(protect, True),
@@ -249,6 +246,9 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
 
     from goldfish.cache import atomic_dir, cache_dir, fingerprint, remove_stale_temps
 
+    if settings.near_duplicates == "align" and gcfg.strategy != "hash":
+        raise ValueError(f"near-duplicate alignment (goldfish-align-v1) hands out hash-v1 hashes: it needs strategy 'hash', "
+                         f"not {gcfg.strategy!r}")
     start = time.time()
     for source in sources:
         if (src := resolve_source(source)).split is not None:

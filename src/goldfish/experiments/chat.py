@@ -104,6 +104,7 @@ def rate(hits) -> dict:
 
 
 def mean_over_prompts(values) -> dict:
+    """The mean of one figure over prompts, with its bootstrap 95% interval, count and maximum."""
     value, low, high = mean_ci(values)
     return {"mean": value, "ci": [low, high], "n": len(values), "max": max(values)}
 
@@ -182,7 +183,6 @@ def run(cfg: ChatConfig) -> dict:
     data = build_chats(cfg.conversations, cfg.canned_share, cfg.seed)
     train_file = out / "data" / "train.jsonl"
     write_text_atomic(train_file, "".join(json.dumps(c) + "\n" for c in data["train"]))
-    write_text_atomic(out / "data" / "heldout.jsonl", "".join(json.dumps(c) + "\n" for c in data["heldout"]))
     models = {"base": base}
     protect = protect_specs(out)
     for name, strategy, protected, near_duplicates in RUNS:
