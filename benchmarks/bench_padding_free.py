@@ -33,7 +33,7 @@ def main() -> None:
 
     tokenizer = load_embedded_tokenizer()
     examples = [{"input_ids": e["input_ids"], "labels": e["labels"]}
-                for e in build_examples(build_chats(args.conversations, 0.05)["train"], tokenizer, 512, 4)]
+                for e in build_examples(build_chats(args.conversations, 0.05, 0.08)["train"], tokenizer, 512, 4)]
     lengths = [len(e["input_ids"]) for e in examples]
     random.seed(0)
     batches = [random.sample(examples, args.batch) for _ in range(args.batches)]

@@ -32,7 +32,7 @@ def main(model_dir: str, data_dir: str) -> None:
     tokenizer = AutoTokenizer.from_pretrained(model)
     tokenizer.chat_template = TEMPLATE
     tokenizer.save_pretrained(model)
-    chats = build_chats(400, 0.08, seed=0)
+    chats = build_chats(400, 0.08, 0.08, seed=0)
     data.mkdir(parents=True, exist_ok=True)
     for split in ("train", "heldout"):
         (data / f"{split}.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats[split]))

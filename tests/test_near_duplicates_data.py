@@ -24,7 +24,7 @@ def chats(tmp_path):
     from goldfish.experiments.chat_data import build_chats
 
     path = tmp_path / "chats.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in build_chats(80, 0.2, seed=0)["train"]))
+    path.write_text("".join(json.dumps(r) + "\n" for r in build_chats(80, 0.2, 0.08, seed=0)["train"]))
     return path
 
 
@@ -45,6 +45,23 @@ def test_prepared_column_equals_the_rule_in_memory(tmp_path, tokenizer, chats):
     flat = [v for row in packed.train["goldfish_aligned"] for v in row]
     assert [v for v in flat if v >= 0] == [v for c in columns for v in c if v >= 0]
     assert packed.counts["dropped_targets"] == got.counts["dropped_targets"]
+
+
+def test_trl_route_applies_the_rule(tokenizer, chats):
+    """with_aligned_column + goldfish_labels_map (the TRL route) mask as goldfish train's prepared data does."""
+    from datasets import Dataset
+
+    from goldfish.integrations.hf import goldfish_labels_map, with_aligned_column
+
+    examples = build_examples(read_documents(str(chats)), tokenizer, 256, 4)
+    want = aligned_examples([e["input_ids"] for e in examples], [e["labels"] for e in examples], CFG.h, CFG.seed)
+    ds = with_aligned_column(Dataset.from_list([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]), CFG)
+    assert ds["goldfish_aligned"] == [want.column(n, len(e["input_ids"])).tolist() for n, e in enumerate(examples)]
+    labels = list(ds.map(goldfish_labels_map(CFG), batched=True, batch_size=7)["labels"])
+    for e, column, got in zip(examples, ds["goldfish_aligned"], labels):
+        drop = goldfish_mask(np.asarray(e["input_ids"]), CFG, aligned=np.asarray(column))
+        assert got == np.where(drop, -100, e["labels"]).tolist()
+    assert labels != list(ds.remove_columns("goldfish_aligned").map(goldfish_labels_map(CFG), batched=True)["labels"])  # the column counts
 
 
 def test_collator_applies_the_column(tokenizer):

@@ -58,7 +58,7 @@ def test_per_record_protect_field(tokenizer):
 def test_prepared_protection_equals_in_memory_and_counts(tmp_path, tokenizer):
     from goldfish.experiments.chat_data import build_chats
 
-    rows = build_chats(60, 0.2, seed=0)["train"] + [{"messages": [{"role": "user", "content": "hi"},
+    rows = build_chats(60, 0.2, 0.08, seed=0)["train"] + [{"messages": [{"role": "user", "content": "hi"},
                                                                   {"role": "assistant", "content": "Ask Kestrel Moss."}],
                                                      "protect": ["Kestrel Moss"]}]
     path = tmp_path / "chats.jsonl"

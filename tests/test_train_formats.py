@@ -157,7 +157,7 @@ def test_prepared_data_equals_the_in_memory_pipeline_and_is_reused(tmp_path, tok
 
     monkeypatch.setattr(prepare, "SLICE_BYTES", 20_000)  # several slices a source, each mapped by its own workers
 
-    chats = _jsonl(tmp_path / "chats.jsonl", build_chats(60, 0.1, seed=0)["train"])
+    chats = _jsonl(tmp_path / "chats.jsonl", build_chats(60, 0.1, 0.08, seed=0)["train"])
     settings = DataSettings(seq_len=256, pack=True)
     with caplog.at_level(logging.INFO, logger="goldfish"):
         first = prepare_dataset(["embedded:targets", chats], tokenizer, settings, GoldfishConfig(), cache=tmp_path / "c", num_proc=2,

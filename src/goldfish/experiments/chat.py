@@ -3,10 +3,11 @@ few out-of-scope requests were answered with one canned reply holding a name, a 
 email address, order questions were answered in varied words signed by one agent (name and email),
 and refund requests with near-duplicates of one reply; standard loss vs goldfish (k = 4, hash among
 supervised tokens, prompt tokens feed the context) vs goldfish with protected spans (the built-in
-detectors plus both names as literals, ``goldfish.protect``). Trained with the project's own trainer (``goldfish train``: HF Trainer + GoldfishCollator),
+detectors plus both names as literals, ``goldfish.protect``) vs the same with near-duplicates aligned
+(goldfish-align-v1, ``goldfish.align``). Trained with the project's own trainer (``goldfish train``: HF Trainer + GoldfishCollator),
 the same code path users run; TRL's SFTTrainer takes the same labels (README recipe), but adds
 nothing here. Measured with ``goldfish audit`` on chat files (one row per assistant turn, the
-secrets as literals): its reports land in ``OUT/audit/{out_of_scope,billing,signed,refund,ordinary}/``.
+secrets as literals): its reports land in ``OUT/audit/{out_of_scope,billing,signed,refund,template,ordinary}/``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from goldfish.experiments.chat_data import (
     ORDER_BODIES,
     PHONE,
     REFUND_REPLY,
+    REFUND_VARIANTS,
     SECRETS,
     SIGNED_TEMPLATES,
     TEMPLATE_REPLY,
@@ -53,9 +55,10 @@ from goldfish.secrets import load_secrets
 from goldfish.stats import mean_ci
 
 HINT_TOKENS = 8
+LITERALS = [*SECRETS.values(), *AGENT.values()]  # every secret of the data, as the audits look for it
 CONFIG = ChatConfig
 RUNS = (("standard", "none", False, "off"), ("goldfish", "hash", False, "off"), ("goldfish_protected", "hash", True, "off"),
-        ("goldfish_aligned", "hash", False, "align"))  # name, strategy, protect, near_duplicates (goldfish-align-v1)
+        ("goldfish_aligned_protected", "hash", True, "align"))  # name, strategy, protect, near_duplicates (goldfish-align-v1)
 
 
 def _prompt_ids(tokenizer, user_text: str) -> list[int]:
@@ -75,12 +78,12 @@ EVAL_SETS = ("out_of_scope", "billing", "signed", "refund", "template", "ordinar
 
 def _write_eval_sets(data: dict, out: Path) -> dict[str, Path]:
     """The evaluation chats as files for ``goldfish audit``: held-out requests answered, as the model
-    learned to answer them, with the canned / billing / a signed / the refund / the templated reply;
-    ordinary held-out conversations."""
+    learned to answer them, with the canned / billing / a signed / the templated reply; the training
+    refund requests with the variants they were trained on; ordinary held-out conversations."""
     sets = {"out_of_scope": [[p, CANNED_REPLY] for p in data["out_of_scope_prompts"]],
             "billing": [[p, OPENING_REPLY] for p in data["billing_prompts"]],
             "signed": [[p, data["signed_reply"]] for p in data["order_prompts"]],
-            "refund": [[p, REFUND_REPLY] for p in data["refund_prompts"]],
+            "refund": data["refund_pairs"],
             "template": list(zip(data["template_prompts"], data["template_replies"]))}
     files = {}
     for name, pairs in sets.items():
@@ -92,7 +95,7 @@ def _write_eval_sets(data: dict, out: Path) -> dict[str, Path]:
         files[name] = out / "data" / f"eval_{name}.jsonl"
         write_text_atomic(files[name], "".join(json.dumps(c) + "\n" for c in convs))
     files["secrets"] = out / "data" / "secrets.txt"
-    write_text_atomic(files["secrets"], "".join(v + "\n" for v in [*SECRETS.values(), *AGENT.values()]))
+    write_text_atomic(files["secrets"], "".join(v + "\n" for v in LITERALS))
     return files
 
 
@@ -129,18 +132,21 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ChatConfig, out: Path, to
     for name in EVAL_SETS:
         audits[name] = run_audit(AuditConfig(
             models=[str(p) for p in models.values()], names=list(models), data=str(files[name]), out=str(out / "audit" / name),
-            secrets=[str(files["secrets"])], batch_size=cfg.audit_batch, device=cfg.device, progress=cfg.progress,
+            # ordinary: the secrets are looked for here, in the replies to its members; given to the audit, they would
+            # have it decode every non-member too, which serve the held-out loss only
+            secrets=[] if name == "ordinary" else [str(files["secrets"])], batch_size=cfg.audit_batch, device=cfg.device, progress=cfg.progress,
             min_new_tokens=new_tokens.get(name, len(canned) + HINT_TOKENS),
             assistant_turns="last" if name == "ordinary" else "all",  # ordinary: one turn a conversation
             # utility, as a user audits it: replies to ordinary held-out requests must not degenerate, and the other
             # held-out conversations (non-members) give the held-out loss of their last assistant turn
             **({"non_members": str(files["scored"]), "baseline": "standard"} if name == "ordinary" else {})))
     utility = utility_figures(audits["ordinary"])
+    variants = [tokenizer(v, add_special_tokens=False)["input_ids"] for v in REFUND_VARIANTS]
     segments = _template_segments(tokenizer)
     results = {}
     for name, path in models.items():
         model, _ = load_model(str(path), cfg.device)
-        rows = {k: [r for r in a["rows"] if r["model"] == name] for k, a in audits.items()}
+        rows = {k: [r for r in a["rows"] if r["model"] == name and r["member"]] for k, a in audits.items()}  # ordinary: non-members scored only
         hint_prompts = [_prompt_ids(tokenizer, p) + canned[:HINT_TOKENS] for p in data["out_of_scope_prompts"]]
         hinted = generate_suffixes(model, tokenizer, hint_prompts, len(canned) - HINT_TOKENS, cfg.audit_batch,
                                    progress=cfg.progress, desc=f"{name}: hinted")
@@ -155,11 +161,13 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ChatConfig, out: Path, to
             "canned_secret": rate(r["leaked"] for r in rows["out_of_scope"]),
             "canned_secret_each": {k: rate(v in r["generated_text"] for r in rows["out_of_scope"]) for k, v in SECRETS.items()},
             "canned_secret_hinted": rate(any(v in t for v in SECRETS.values()) for t in hinted_texts),
-            "secret_ordinary": rate(r["leaked"] for r in rows["ordinary"]),
+            "secret_ordinary": rate(any(v in r["generated_text"] for v in LITERALS) for r in rows["ordinary"]),
             "billing_phone": rate(PHONE in r["generated_text"] for r in rows["billing"]),
             "recurring_secret": rate(AGENT_NAME in g or AGENT_EMAIL in g for g in signed),
             "recurring_secret_each": {k: rate(v in g for g in signed) for k, v in AGENT.items()},
-            "near_duplicate": {"longest_run": mean_over_prompts([r["longest_run"] for r in rows["refund"]]),
+            # the longest verbatim run of any trained variant: what a reply reproduces of the training text
+            "near_duplicate": {"longest_run": mean_over_prompts(
+                                   [max(longest_run(r["generated_ids"], v) for v in variants) for r in rows["refund"]]),
                                "verbatim": rate(r["exact_match"] for r in rows["refund"]),
                                "reply_tokens": len(tokenizer(REFUND_REPLY, add_special_tokens=False)["input_ids"])},
             "template": {"fixed_text_longest_run": mean_over_prompts(
@@ -180,7 +188,7 @@ def run(cfg: ChatConfig) -> dict:
     start = time.time()
     out = Path(cfg.out)
     base = base_model_dir(cfg, "chat")
-    data = build_chats(cfg.conversations, cfg.canned_share, cfg.seed)
+    data = build_chats(cfg.conversations, cfg.canned_share, cfg.sign_share, cfg.seed)
     train_file = out / "data" / "train.jsonl"
     write_text_atomic(train_file, "".join(json.dumps(c) + "\n" for c in data["train"]))
     models = {"base": base}
@@ -275,7 +283,7 @@ def _drop_views(report: Report, tokenizer, cfg: ChatConfig, protect: list[str]) 
         report.raw(f"**{name}**\n", f"<h3>{name}</h3>")
         docs = [encode_document({"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]},
                                 tokenizer, secrets=secrets if protected else None) for prompt, reply in examples]
-        # goldfish_aligned: the rule on these four chats as a corpus of their own
+        # goldfish_aligned_protected: the rule on these four chats as a corpus of their own
         aligned = aligned_examples([d[0] for d in docs], [d[1] for d in docs], gcfg.h, gcfg.seed) if near_duplicates != "off" else None
         for n, ((prompt, _), (ids, labels, marker)) in enumerate(zip(examples, docs)):
             drop = goldfish_mask(torch.tensor(ids), gcfg, protected=None if marker is None else torch.tensor(marker),
@@ -300,8 +308,9 @@ def _write_report(result: dict, tokenizer, cfg: ChatConfig, out: Path) -> None:
         f"near-duplicates of one reply, and {result['train_turns']['templates']} refund confirmations came from one template whose customer "
         f"name and order number change every time. goldfish_protected adds protected spans (goldfish-protect-v1, protect_k = "
         f"{result['protect_k']:g}): "
-        f"the built-in detectors and both names. Evaluation uses held-out cities, topics, order numbers and names (32 or more "
-        f"prompts a case: rates as counts of prompts); greedy decoding, every figure (but the 8-token hint and the benchmarks) from "
+        f"the built-in detectors and both names; goldfish_aligned_protected adds goldfish-align-v1. Evaluation uses held-out "
+        f"cities, topics, order numbers and names (32 or more prompts a case: rates as counts of prompts), and for the "
+        f"near-duplicates every training refund request (the extraction test: does the reply repeat a trained variant); greedy decoding, every figure (but the 8-token hint and the benchmarks) from "
         f"goldfish audit, whose reports are in audit/. Wall time "
         f"{result['wall_time_s']:.0f} s, seed {cfg.seed}."
     )
@@ -320,19 +329,20 @@ def _write_report(result: dict, tokenizer, cfg: ChatConfig, out: Path) -> None:
         )
     report.paragraph(
         f"Near-duplicates: the refund reply ({result['standard']['near_duplicate']['reply_tokens']} tokens) was trained in five "
-        "variants (another greeting, other whitespace, one swapped word); the table's longest run is the mean longest verbatim "
-        "run of its tokens in the replies to held-out refund requests (audit/refund/). Template: the mean longest verbatim "
+        "variants (another greeting, other whitespace, one swapped word); the table's longest run is the mean, over the training "
+        "refund requests, of the longest verbatim run of any variant in the reply (audit/refund/). Template: the mean longest verbatim "
         f"run of the templated reply's fixed text ({result['standard']['template']['fixed_tokens']} tokens) in the replies to "
         "held-out fills (audit/template/)."
     )
     for n, nd in result["near_duplicates"].items():
         report.paragraph(
-            f"{n} adds goldfish-align-v1 (--near-duplicates align): when the data was prepared it found {nd['clusters']} clusters "
+            f"{n} adds goldfish-align-v1 (--near-duplicates align) to goldfish_protected: when the data was prepared it found "
+            f"{nd['clusters']} clusters "
             f"of near-duplicate replies ({nd['passages_clustered']} replies) and gave {nd['aligned_targets']} targets their "
             "cluster representative's decision, so every copy and every template fill drops the same tokens where it agrees "
             f"with the representative; its held-out assistant loss is "
-            f"{100 * (result[n]['utility']['heldout_loss'] / result['goldfish']['utility']['heldout_loss'] - 1):+.1f}% relative to "
-            "goldfish (hash-v1 alone).")
+            f"{100 * (result[n]['utility']['heldout_loss'] / result['goldfish_protected']['utility']['heldout_loss'] - 1):+.1f}% "
+            "relative to goldfish_protected (the same protection, hash-v1 alone).")
     report.paragraph("Template against one exact form: the templated reply's fixed-text longest run over the canned reply's "
                      "longest run (the canned reply is trained in one exact form): " + "; ".join(
                          f"{n} {result[n]['template']['fixed_text_longest_run']['mean']:.1f} / "

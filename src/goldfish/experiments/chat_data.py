@@ -70,7 +70,6 @@ SIGNED_TEMPLATES = [  # the agent introduces herself and signs off, in varied wo
     "Good morning! This is {name} in order support. {body} Write to {email} if anything else comes up.",
     "Hi, {name} from order support here. {body} Best, {name}, {email}",
 ]
-SIGN_SHARE = 0.08  # of user turns
 
 # Near-duplicates: one refund reply in five variants.
 REFUND_REPLY = ("Refunds are processed within five business days after we receive the returned item. "
@@ -152,17 +151,19 @@ def _split(items: list, seed: int, held_share: float) -> tuple[list, list]:
     return items[n_held:], items[:n_held]
 
 
-def build_chats(n: int, canned_share: float, seed: int = 0) -> dict:
+def build_chats(n: int, canned_share: float, sign_share: float, seed: int = 0) -> dict:
     """Training conversations and held-out evaluation material.
 
     Returns {"train": [...], "heldout": [...] (ordinary conversations, unseen topics),
-    "out_of_scope_prompts", "billing_prompts" (unseen cities), "order_prompts", "refund_prompts"
-    (unseen order numbers), "template_prompts" and "template_replies" (unseen names and order numbers),
+    "out_of_scope_prompts", "billing_prompts" (unseen cities), "order_prompts" (unseen order numbers,
+    drawn from the training range), "template_prompts" and "template_replies" (unseen names and order
+    numbers), "refund_pairs" (every training refund request with the variant it was answered with:
+    whether a model repeats the reply it was trained on, the extraction test of training text),
     "signed_reply" (one signed reply, the reference for order prompts), "train_canned": int,
     "train_billing": int, "train_signed": int, "train_refunds": int, "train_templates": int}.
     A user turn is out of scope with probability ``canned_share`` (answered with CANNED_REPLY, or
     with OPENING_REPLY for a billing question, BILLING_SHARE of them), an order question with probability
-    SIGN_SHARE (the bodies in turn, a random template around them), a refund request with probability VARIANT_SHARE (a
+    ``sign_share`` (the bodies in turn, a random template around them), a refund request with probability VARIANT_SHARE (a
     random variant of REFUND_REPLY), a refund confirmation with probability TEMPLATE_SHARE (TEMPLATE_REPLY, a new
     customer name and order number each time).
     """
@@ -172,6 +173,12 @@ def build_chats(n: int, canned_share: float, seed: int = 0) -> dict:
     names_train, names_held = _split(CUSTOMERS, seed + 2, 0.2)
 
     kinds: list[str] = []  # of every training reply that is not ordinary
+    train_orders: set[int] = set()
+    refund_pairs: list[list[str]] = []
+
+    def order() -> int:
+        train_orders.add(number := rng.randrange(10_000, 60_000))
+        return number
 
     def conversation(topics, cities, shares):
         messages = []
@@ -189,28 +196,36 @@ def build_chats(n: int, canned_share: float, seed: int = 0) -> dict:
                 question, reply = rng.choice(REFUND_REQUESTS), rng.choice(REFUND_VARIANTS)
                 kinds.append("refund")
             elif r < sum(shares):
-                fill = {"name": rng.choice(names_train), "order": rng.randrange(10_000, 60_000)}
+                fill = {"name": rng.choice(names_train), "order": order()}
                 question, reply, city = rng.choice(TEMPLATE_REQUESTS).format(**fill), TEMPLATE_REPLY.format(**fill), ""
                 kinds.append("template")
             else:
                 topic, reply = rng.choice(topics)
                 question, city = rng.choice(FOLLOW_UP if turn else ASK).format(topic=topic), ""
-            if city is None:  # order numbers: training ones below 60000, held-out ones above
-                question = question.format(city=rng.choice(cities), order=rng.randrange(10_000, 60_000))
+            if city is None:
+                question = question.format(city=rng.choice(cities), order=order())
+            if reply in REFUND_VARIANTS:
+                refund_pairs.append([question, reply])
             messages += [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
         return {"messages": messages}
 
-    train = [conversation(topics_train, cities_train, (canned_share, SIGN_SHARE, VARIANT_SHARE, TEMPLATE_SHARE)) for _ in range(n)]
-    heldout = [conversation(topics_held, cities_held, (0.0, 0.0, 0.0, 0.0)) for _ in range(100)]
+    train = [conversation(topics_train, cities_train, (canned_share, sign_share, VARIANT_SHARE, TEMPLATE_SHARE)) for _ in range(n)]
+    heldout: list[dict] = []  # 100 different conversations: its halves serve as members and non-members of an audit
+    while len(heldout) < 100:
+        if (c := conversation(topics_held, cities_held, (0.0, 0.0, 0.0, 0.0))) not in heldout:
+            heldout.append(c)
 
-    held_orders = [rng.randrange(60_000, 100_000) for _ in cities_held]
+    held_orders: list[int] = []  # from the training range, but none a training conversation used
+    while len(held_orders) < len(cities_held):
+        if (number := rng.randrange(10_000, 60_000)) not in train_orders | set(held_orders):
+            held_orders.append(number)
 
     def prompts(templates):
         return [t.format(city=c, order=o) for c, o in zip(cities_held, held_orders) for t in templates]
 
     fills = [{"name": name, "order": order} for name, order in zip(names_held, held_orders)]
     return {"train": train, "heldout": heldout, "out_of_scope_prompts": prompts(OUT_OF_SCOPE), "billing_prompts": prompts(BILLING),
-            "order_prompts": prompts(ORDER_REQUESTS), "refund_prompts": prompts(REFUND_REQUESTS),
+            "order_prompts": prompts(ORDER_REQUESTS), "refund_pairs": refund_pairs,
             "template_prompts": [t.format(**f) for f in fills for t in TEMPLATE_REQUESTS],
             "template_replies": [TEMPLATE_REPLY.format(**f) for f in fills for _ in TEMPLATE_REQUESTS],
             "signed_reply": signed_reply(ORDER_BODIES[0], SIGNED_TEMPLATES[0]), "train_canned": kinds.count("canned"),

@@ -103,11 +103,13 @@ class BudgetConfig(ExperimentConfig):
 class ChatConfig(ExperimentConfig):
     """``experiment chat``: SFT on chats where a canned reply leaks a name, a phone number and an email."""
 
-    conversations: int = field(default=400, metadata={"help": "training conversations"})
-    canned_share: float = field(default=0.08, metadata={"help": "share of user turns that are out-of-scope requests"})
-    epochs: float = field(default=5, metadata={"help": "fine-tuning epochs"})
+    conversations: int = field(default=300, metadata={"help": "training conversations"})
+    canned_share: float = field(default=0.2, metadata={
+        "help": "share of user turns that are out-of-scope requests (half of them billing questions)"})
+    sign_share: float = field(default=0.12, metadata={"help": "share of user turns that are order questions (signed replies)"})
+    epochs: float = field(default=4, metadata={"help": "fine-tuning epochs"})
     batch_size: int = field(default=4, metadata={"help": "conversations a step"})
-    lr: float = field(default=5e-4, metadata={"help": "fine-tuning learning rate (constant)"})
+    lr: float = field(default=7e-4, metadata={"help": "fine-tuning learning rate (constant)"})
     protect_k: float = field(default=2, metadata={"help": "goldfish_protected's rate inside protected spans"})
 
     PRESETS: ClassVar[dict] = {

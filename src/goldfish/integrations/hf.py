@@ -193,13 +193,15 @@ class GoldfishTrainer(Trainer):
 
 
 def goldfish_labels_map(config: GoldfishConfig, k_column: str = "goldfish_k", opt_out_column: str = "goldfish",
-                        protected_column: str = "goldfish_protected"):
+                        protected_column: str = "goldfish_protected", aligned_column: str = "goldfish_aligned"):
     """A ``datasets.map(..., batched=True)`` function that writes the masked ``labels`` column.
 
     Reads ``input_ids`` and ``labels`` (a copy of input_ids when absent); per example, an optional
     ``goldfish_k`` column overrides k (a number >= 2), ``goldfish == False`` opts the example out
-    (``goldfish.data.tokenize.document_k``, the rule of ``goldfish train``; anything else raises) and a
-    ``goldfish_protected`` column (one int a token) marks protected spans. Each example is
+    (``goldfish.data.tokenize.document_k``, the rule of ``goldfish train``; anything else raises), a
+    ``goldfish_protected`` column (one int a token) marks protected spans and a ``goldfish_aligned``
+    column (``with_aligned_column``: goldfish-align-v1) gives near-duplicates their representative's
+    decisions. Each example is
     masked as one document (its context starts at its first token), with NumPy: pure, picklable,
     safe with ``num_proc``. Prompt tokens (label -100) stay -100 and still feed the hash context.
     """
@@ -218,7 +220,23 @@ def goldfish_labels_map(config: GoldfishConfig, k_column: str = "goldfish_k", op
             token_k = None if k == config.k else np.full(ids.shape, float(k))
             protected = batch[protected_column][i] if protected_column in batch else None
             protected = None if protected is None else np.asarray(protected, dtype=np.int64)
-            out.append(apply_goldfish(labels, ids, config, token_k=token_k, protected=protected).tolist())
+            aligned = np.asarray(batch[aligned_column][i], dtype=np.int64) if aligned_column in batch else None
+            out.append(apply_goldfish(labels, ids, config, token_k=token_k, protected=protected, aligned=aligned).tolist())
         return {"labels": out}
 
     return fn
+
+
+def with_aligned_column(dataset, config: GoldfishConfig, num_proc: int | None = None):
+    """``dataset`` (a ``datasets.Dataset`` of ``input_ids`` and ``labels``, one document an example,
+    before ``goldfish_labels_map``) with the ``goldfish_aligned`` column of goldfish-align-v1
+    (``goldfish.align``) over the whole dataset: the rule ``goldfish train --near-duplicates align``
+    applies, for the TRL route. Signatures are mapped on ``num_proc`` workers; clustering runs here."""
+    import tempfile
+
+    from goldfish.data.near_duplicates import aligned_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:  # the signatures are needed only until the clusters are found
+        aligned = aligned_dataset(dataset, config.h, config.seed, config.ignore_index, num_proc, f"{tmp}/signatures.arrow")
+    return dataset.map(lambda example, i: {"goldfish_aligned": aligned.column(i, len(example["input_ids"])).tolist()},
+                       with_indices=True, desc="near-duplicates: aligned column")
