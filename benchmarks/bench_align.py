@@ -1,7 +1,7 @@
 """goldfish-align-v1 at scale: the whole rule (signatures on ``--num-proc`` workers, bands,
 components, clusters, alignment) on a synthetic training set of N examples, each one supervised
-passage of 48-96 random tokens, a share of them near-duplicate copies of 100 templates (a few
-tokens swapped, a slot filled); prints the time, passages a second, the clusters found and the
+passage of 48-96 random tokens, a share of them near-duplicate copies of 100 templates (3 tokens
+swapped); prints the time, passages a second, the clusters found and the
 peak memory above the start.
 
 Usage: python benchmarks/bench_align.py [--examples N] [--near-share S] [--num-proc P]
@@ -26,8 +26,8 @@ def synthetic(n: int, near_share: float, seed: int = 0) -> Dataset:
     rng = np.random.default_rng(seed)
     templates = [rng.integers(0, 32_000, rng.integers(48, 97)) for _ in range(100)]
 
-    def rows(start: int, stop: int):
-        for i in range(start, stop):
+    def rows():
+        for _ in range(n):
             prompt = rng.integers(0, 32_000, 12)
             if rng.random() < near_share:
                 reply = templates[rng.integers(100)].copy()
@@ -37,7 +37,7 @@ def synthetic(n: int, near_share: float, seed: int = 0) -> Dataset:
             ids = np.concatenate([prompt, reply])
             yield {"input_ids": ids.tolist(), "labels": [-100] * 12 + reply.tolist()}
 
-    return Dataset.from_generator(lambda: rows(0, n))
+    return Dataset.from_generator(rows)
 
 
 def main() -> None:
