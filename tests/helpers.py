@@ -1,7 +1,6 @@
 """Small builders shared by the tests: tiny models, a deterministic Trainer setup, a read-only folder."""
 
 import os
-import socket
 import tempfile
 from pathlib import Path
 
@@ -42,13 +41,6 @@ def text_examples(tokenizer, n: int = 8, length: int = 48, prompt: int = 0):
         ids = tokenizer(doc["text"], add_special_tokens=False)["input_ids"][: length - 3 * i]
         out.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
     return out
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now (for torchrun's rendezvous)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_only_folder(tmp_path: Path) -> Path:

@@ -1,11 +1,8 @@
 import json
-import os
-import subprocess
 import sys
 
 import pytest
 import torch
-from helpers import free_port
 
 from goldfish.audit import AuditConfig, run_audit
 from goldfish.audit.extraction import generate_suffixes
@@ -77,23 +74,6 @@ def test_bad_input_gives_clear_errors_and_writes_nothing(memorized, tmp_path, ca
     assert main(["audit", "--model", str(no_tok), "--data", str(members), "--out", str(out)]) == 2
     assert "has no tokenizer" in capsys.readouterr().err
     assert not out.exists()
-
-
-@pytest.mark.slow
-def test_sharded_audit_with_two_processes_merges_one_report(memorized, tmp_path):
-    model_dir, members, non_members = memorized
-    args = ["audit", "--model", str(model_dir), "--data", str(members), "--non-members", str(non_members),
-            "--suffix-len", "16", "--prefix-len", "32", "--no-progress", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    sharded = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-                              "-m", "goldfish.cli", *args, "--out", str(tmp_path / "sharded")], env=env, capture_output=True, text=True, timeout=300)
-    assert sharded.returncode == 0, sharded.stderr[-3000:]
-    assert main([*args, "--out", str(tmp_path / "single")]) == 0
-    a = json.loads((tmp_path / "single" / "summary.json").read_text())["models"]
-    b = json.loads((tmp_path / "sharded" / "summary.json").read_text())["models"]
-    assert a == b
-    rows = (tmp_path / "sharded" / "results.jsonl").read_text().splitlines()
-    assert len(rows) == 16
 
 
 def test_rouge_l_is_undefined_without_words_and_left_out_of_the_mean():

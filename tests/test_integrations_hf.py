@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import assert_grads_close, free_port, micro_model, seq2seq_collator, sgd_args, text_examples
+from helpers import assert_grads_close, micro_model, seq2seq_collator, sgd_args, text_examples
 from transformers import Trainer
 
 from goldfish import GoldfishConfig, apply_goldfish, causal_lm_loss, goldfish_loss, goldfish_mask
@@ -219,7 +219,7 @@ def run_one_and_two_ranks(worker: str, tmp_path, single_args: list[str], rank_ar
     single = subprocess.run([sys.executable, script, str(tmp_path / "single"), *single_args], env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
     ranks = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), script,
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script,
          str(tmp_path / "ranks"), *rank_args],
         env=env, capture_output=True, text=True, timeout=300,
     )

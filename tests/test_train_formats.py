@@ -194,26 +194,6 @@ def test_unreadable_files_name_file_and_line(tmp_path, capsys, content, message)
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.slow
-def test_torchrun_main_process_prepares_and_the_other_loads_its_cache(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    from helpers import free_port
-
-    data = _jsonl(tmp_path / "chats.jsonl", CHATS)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "goldfish.cli",
-         *TRAIN, "--init", "micro", "--data", data, "--out", str(tmp_path / "out"), "--max-steps", "2", "--data-cache", str(tmp_path / "c")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stderr.count("cached at") == 1 and run.stderr.count("reusing the cache") == 1
-    assert json.loads((tmp_path / "out" / "goldfish.json").read_text())["global_steps"] == 2
-
-
 def test_lora_without_peft_installed_says_how_to_get_it(tmp_path, chatml_model, capsys, monkeypatch):
     import sys
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import sys
 from dataclasses import dataclass, field
 from typing import Literal
 from pathlib import Path
+
+from goldfish.distributed import close_process_group, rank_label, world_size
 
 COMMANDS = {
     "train": "train or fine-tune a causal LM with the goldfish loss (HF Trainer)",
@@ -375,27 +376,27 @@ def main(argv=None) -> int:
         try:
             return HANDLERS[command](argv[1:], prog)
         except (ValueError, FileNotFoundError) as e:
-            print(f"{prog}: error: {e}", file=sys.stderr)
+            print(f"{prog}: error: {rank_label()}{e}", file=sys.stderr)
             return 2
+        except RuntimeError as e:
+            if (message := _collective_failure(e)) is None:
+                raise
+            print(f"{prog}: error: {message}", file=sys.stderr)
+            return 1
         finally:
-            _close_process_group()
+            close_process_group()
     except SystemExit as e:  # argparse: --help / --version (0) or a usage error (2), already printed
         return e.code if isinstance(e.code, int) else 2
 
 
-def _close_process_group() -> None:
-    """Destroy the torch.distributed group a run under torchrun/accelerate opened, and join gloo's threads.
-
-    Trainer never does this. Left to interpreter exit, a gloo worker thread can still be releasing the
-    last collective's tensors while Python finalizes, and the rank aborts ("terminate called without
-    an active exception", SIGABRT) after its work is done. destroy_process_group drops the registry's
-    reference; collecting the garbage (a DDP wrapper in a reference cycle) drops the last one, and the
-    group's destructor then drains its work queue and joins the threads.
-    """
-    dist = sys.modules.get("torch.distributed")  # never import torch just to find nothing to close
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-        gc.collect()
+def _collective_failure(e: BaseException) -> str | None:
+    """The one-line error for a collective with the other ranks that failed or timed out, else None."""
+    dist = sys.modules.get("torch.distributed")
+    if world_size() <= 1 or dist is None or not (isinstance(e, getattr(dist, "DistError", ())) or "gloo" in str(e)):
+        return None
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return (f"{rank_label()}a collective with the other ranks failed ({first}): a peer rank died or stopped answering; "
+            f"collectives wait at most --ddp-timeout seconds")
 
 
 if __name__ == "__main__":

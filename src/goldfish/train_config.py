@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +20,7 @@ from transformers import TrainingArguments
 from goldfish.arguments import ArgumentParser, field_like
 from goldfish.config import STRATEGIES, GoldfishConfig
 from goldfish.data.prepare import DataSettings
+from goldfish.distributed import open_cpu_process_group
 from goldfish.embedded.tiny import TINY_CONFIGS
 from goldfish.models import DTYPES
 
@@ -180,6 +182,11 @@ class GoldfishTrainingArguments(TrainingArguments):
 
             self.dataloader_pin_memory = torch.cuda.is_available()
         super().__post_init__()
+
+    @cached_property
+    def _setup_devices(self):
+        open_cpu_process_group(self.ddp_timeout)  # HF gives gloo no timeout on the CPU: --ddp-timeout bounds every collective
+        return TrainingArguments._setup_devices.func(self)
 
 
 # TrainingArguments fields goldfish sets itself: name -> (the value it must keep, why).

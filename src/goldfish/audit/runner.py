@@ -14,6 +14,7 @@ from goldfish.audit.extraction import generate_suffixes, max_context, token_logp
 from goldfish.audit.metrics import degeneration_metrics, extraction_metrics, mia_scores
 from goldfish.audit.probes import Probe, chat_probes, text_probes
 from goldfish.audit.summary import compare_to_baseline, secret_summary, summarize
+from goldfish.distributed import world_size
 from goldfish.models import DTYPES, check_model_folder, display_names, load_model
 from goldfish.secrets import load_secrets
 
@@ -73,6 +74,9 @@ class AuditConfig:
         "help": "audit even when --data and --non-members share records (membership inference and the held-out loss "
                 "then read members as non-members)"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
+    ddp_timeout: float = field(default=1800, metadata={
+        "help": "under torchrun / accelerate: seconds a rank waits in a collective for its peers before it stops with "
+                "an error (as goldfish train's --ddp-timeout)"})
 
 
 def _validate(cfg: AuditConfig) -> list:
@@ -91,6 +95,8 @@ def _validate(cfg: AuditConfig) -> list:
         raise ValueError("--offsets needs --prefix-len and offsets >= 0 (e.g. --offsets 0,16 --prefix-len 32)")
     if cfg.batch_size < 1 or cfg.beams < 1:
         raise ValueError("--batch-size and --beam must be >= 1")
+    if not cfg.ddp_timeout > 0:
+        raise ValueError(f"--ddp-timeout must be > 0 seconds, got {cfg.ddp_timeout}")
     names = display_names(cfg.models, cfg.names)
     if cfg.baseline is not None and cfg.baseline not in names:
         raise ValueError(f"--baseline {cfg.baseline}: not one of the models ({', '.join(names)})")
@@ -148,14 +154,15 @@ def _gather(rows: list, state) -> list:
     return gather_object(rows)
 
 
-def _distributed_state():
+def _distributed_state(timeout_s: float):
     import os
+    from datetime import timedelta
 
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if world_size() <= 1:
         return None
     from accelerate import PartialState
 
-    return PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"))
+    return PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"), timeout=timedelta(seconds=timeout_s))
 
 
 def _probes(docs: list[dict], tokenizer, cfg: AuditConfig, kind: str, member: bool, context: int, extract: bool):
@@ -212,7 +219,7 @@ def run_audit(cfg: AuditConfig) -> dict:
         _refuse_overlap(docs, non_members, cfg)
     if secrets and kind != "chat":
         raise ValueError("--secrets scans assistant replies: give chat data (messages or prompt/completion records)")
-    state = _distributed_state()
+    state = _distributed_state(cfg.ddp_timeout)
     my_docs, my_non = _shard(docs, state), _shard(non_members, state)
     score = bool(non_members)
     reference_nll = {}
