@@ -257,7 +257,8 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
     hashed = time.time() - start
     same = (_tokenizer_identity(tokenizer), asdict(settings), gcfg.to_dict())
     key = fingerprint(PREPARE_VERSION, identities, *same)
-    lineage = fingerprint(PREPARE_VERSION, [i["source"] for i in identities], *same)  # the key but for the content
+    # the key but for the content: a source's path and split (the splits of one folder are other sources)
+    lineage = fingerprint(PREPARE_VERSION, [(i["source"], i.get("split")) for i in identities], *same)
     root = Path(cache or cache_dir() / "prepared")
     for stale in remove_stale_temps(root) if root.is_dir() else []:
         logger.info("prepared data: removed %s, left by a killed run", stale)
@@ -398,7 +399,7 @@ def _load_verified(folder: Path) -> tuple[dict, object]:
 
 
 def _remove_superseded(root: Path, key: str, lineage: str) -> None:
-    """Remove the entries of ``root`` with the same lineage as ``key`` (same source paths,
+    """Remove the entries of ``root`` with the same lineage as ``key`` (same source paths and splits,
     tokenizer, settings and goldfish config) but another key: built from other content."""
     for entry in root.iterdir():
         if entry.name == key or entry.name.startswith(".") or not entry.is_dir():
