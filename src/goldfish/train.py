@@ -15,8 +15,6 @@ import logging
 import time
 from pathlib import Path
 
-from transformers import TrainerCallback
-
 from goldfish.cache import write_text_atomic
 from goldfish.checkpoints import (
     RunRecorder,
@@ -154,7 +152,6 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     model = _load_model(cfg, tokenizer)
     if cfg.data.pack or cfg.data.padding_free:
         check_attends_within_documents(model, "--pack" if cfg.data.pack else "--padding-free")
-    history = EvalHistory()
     if eval_data is not None and args.eval_strategy == "no":  # --eval-data alone: evaluate every --eval-steps
         args = dataclasses.replace(args, eval_strategy="steps")
     if args.should_save:
@@ -164,13 +161,13 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         model=model, args=args, train_dataset=data.train, data_collator=collator, processing_class=tokenizer,
         supervised_logits=cfg.model.supervised_logits, goldfish_start_step=cfg.mask.goldfish_start_step,
         head_tile_size=cfg.model.head_tile_size,
-        callbacks=[history, *(callbacks or []), recorder], eval_dataset=None if eval_data is None else eval_data.train,
+        callbacks=[*(callbacks or []), recorder], eval_dataset=None if eval_data is None else eval_data.train,
         eval_data_collator=_WithoutGoldfishColumns(base),
     )
     start = time.time()
     with recorder.full_disk_reported(cfg.out):
         result = trainer.train(resume_from_checkpoint=None if resume is None else str(resume.checkpoint))
-        if eval_data is not None and (not history.points or history.points[-1]["step"] != trainer.state.global_step):
+        if eval_data is not None and (not trainer.evaluations or trainer.evaluations[-1]["step"] != trainer.state.global_step):
             trainer.evaluate()  # the final model's held-out loss
         trainer.save_model(cfg.out)
     if cfg.lora.merge and trainer.is_world_process_zero():
@@ -193,8 +190,9 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         "global_steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "train_loss": result.training_loss,
+        "supervised_tokens_seen": getattr(trainer.state, "supervised_targets_seen", 0),
         "train_seconds": round(time.time() - start, 2),
-        "eval": history.points,
+        "eval": trainer.evaluations,
         "eval_data": None if eval_data is None else {"sources": held_out, "prepared_data": str(eval_data.path),
                                                      "supervised_targets": eval_data.counts["supervised_targets"]},
         "settings": settings,
@@ -237,19 +235,6 @@ def prepare_eval_data(cfg: TrainConfig, sources: list[str], tokenizer):
         return None
     return prepare_dataset(sources, tokenizer, cfg.data.settings(()), GoldfishConfig(strategy="none"), num_proc=cfg.data.num_proc,
                            progress=not cfg.training.disable_tqdm, cache=cfg.data.data_cache)
-
-
-class EvalHistory(TrainerCallback):
-    """Every evaluation's loss with the tokens seen so far: the points of the paper's Fig. 5 view
-    (``goldfish.json``'s ``eval``; ``goldfish plot`` draws them)."""
-
-    def __init__(self):
-        self.points: list[dict] = []
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        self.points.append({"step": state.global_step, "epoch": state.epoch, "input_tokens": state.num_input_tokens_seen,
-                            "supervised_tokens": getattr(state, "supervised_targets_seen", 0), "eval_loss": metrics["eval_loss"],
-                            "eval_supervised_tokens": metrics["eval_supervised_tokens"]})
 
 
 class _WithoutGoldfishColumns:
