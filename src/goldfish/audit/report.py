@@ -201,7 +201,10 @@ def write_report(result: dict, out: str | Path) -> None:
     report = Report("Memorization audit")
     chat = result["settings"].get("kind") == "chat"
     protocol = ("each trained assistant turn, prompted with the conversation before it (generation prompt included), "
-                "decoded for as many tokens as the true reply" if chat else
+                "decoded for as many tokens as the true reply and scored up to the model's own end-of-turn token (the reply "
+                "a chat UI shows)" + (f"; the secret scan reads the reply decoded up to {result['settings']['min_new_tokens']} "
+                                      "tokens (--min-new-tokens), up to the same end-of-turn token"
+                                      if result["settings"].get("min_new_tokens") else "") if chat else
                 f"suffix of {result['settings']['suffix_len']} tokens after a prefix of "
                 f"{result['settings']['prefix_len'] or 'all preceding'} tokens")
     report.paragraph(f"{len(result['models'])} model(s) on {result['settings']['data']}: {protocol}, "
