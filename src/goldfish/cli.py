@@ -168,7 +168,7 @@ def cmd_mask(argv: list[str], prog: str) -> int:
 # ---- goldfish train ----
 
 def cmd_train(argv: list[str], prog: str) -> int:
-    from goldfish.train import train
+    from goldfish.train import near_duplicates_line, train
     from goldfish.train_config import TrainConfig
 
     record = train(TrainConfig.from_args(argv, prog))
@@ -179,6 +179,7 @@ def cmd_train(argv: list[str], prog: str) -> int:
         f"({100 * t['drop_rate']:.1f}%)"
         + (f"; {record['protection']['protected_targets']} protected targets, {record['protection']['protected_dropped']} dropped"
            if record.get("protection") else "")
+        + (f"; near-duplicates: {near_duplicates_line(record['near_duplicates'])}" if record.get("near_duplicates") else "")
     )
     return 0
 

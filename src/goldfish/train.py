@@ -149,6 +149,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         held_out = eval_sources(cfg)
         eval_data = prepare_eval_data(cfg, held_out, tokenizer)
     counts = data.counts
+    if (nd := counts.get("near_duplicates")) is not None:
+        logger.info("near-duplicates (%s): %s (their drops follow their representatives')", nd["rule"], near_duplicates_line(nd))
     model = _load_model(cfg, tokenizer)
     if cfg.data.pack or cfg.data.padding_free:
         check_attends_within_documents(model, "--pack" if cfg.data.pack else "--padding-free")
@@ -204,6 +206,11 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         write_text_atomic(Path(cfg.out) / CONFIG_FILE, yaml.safe_dump(settings, sort_keys=False))
         write_text_atomic(Path(cfg.out) / "goldfish.json", json.dumps(record, indent=2) + "\n")
     return record
+
+
+def near_duplicates_line(nd: dict) -> str:
+    """``goldfish.json``'s ``near_duplicates`` in words: clusters, passages, aligned targets."""
+    return f"{nd['clusters']} clusters of {nd['passages_clustered']} passages, {nd['aligned_targets']} aligned targets"
 
 
 def eval_sources(cfg: TrainConfig) -> list[str]:
