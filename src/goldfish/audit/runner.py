@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from goldfish.audit.extraction import generate_suffixes, max_context, token_logprobs
-from goldfish.audit.metrics import degeneration_metrics, extraction_metrics, mia_scores
+from goldfish.audit.metrics import degeneration_metrics, extraction_metrics, mia_scores, reproduced_runs
 from goldfish.audit.probes import Probe, chat_probes, text_probes
 from goldfish.audit.summary import compare_to_baseline, secret_summary, summarize
 from goldfish.models import DTYPES, check_model_folder, display_names, load_model
@@ -187,6 +187,8 @@ def audit_model(model, tokenizer, name: str, probes: list[Probe], cfg: AuditConf
                      generated_ids=gen, true_ids=p.suffix, **extraction_metrics(gen, p.suffix, gen_text, true_text),
                      **{f"generated_{k}": v for k, v in degeneration_metrics(gen).items()},
                      **{f"true_{k}": v for k, v in degeneration_metrics(p.suffix).items()})
+            runs = reproduced_runs(gen, p.suffix)
+            r["reproduced"] = {"generated": char_spans(tokenizer, gen, runs[0]), "true": char_spans(tokenizer, p.suffix, runs[1])}
             if kind == "chat":  # the whole reply, up to --min-new-tokens of it (for the secret scan)
                 r.update(generated_text=tokenizer.decode(decoded, skip_special_tokens=True), true_text=p.text)
     if score and probes:
@@ -196,6 +198,15 @@ def audit_model(model, tokenizer, name: str, probes: list[Probe], cfg: AuditConf
             n = p.n_scored
             r.update(mia_scores(lp[-n:], mu[-n:], sigma[-n:], p.text))
     return rows
+
+
+def char_spans(tokenizer, ids: list[int], spans: list[list[int]]) -> list[list[int]]:
+    """Token spans of ``ids`` as character spans of ``tokenizer.decode(ids)``: a token boundary k lies
+    at ``len(decode(ids[:k]))``, clamped to the text (a boundary inside a multi-byte character moves
+    by a character at most)."""
+    size = len(tokenizer.decode(ids))
+    at = lambda k: min(size, len(tokenizer.decode(ids[:k])))  # noqa: E731
+    return [[at(a), at(b)] for a, b in spans]
 
 
 def run_audit(cfg: AuditConfig) -> dict:
