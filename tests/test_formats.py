@@ -124,6 +124,7 @@ def test_splits_of_a_dataset_dict_and_a_hub_folder(tmp_path, tokenizer, caplog):
     caplog.set_level("INFO", "goldfish")
     prepare_dataset([str(tmp_path / "dsdict")], tokenizer, DataSettings(seq_len=64), GoldfishConfig(), cache=tmp_path / "c", progress=False)
     assert "split 'train' (not read: test, validation)" in caplog.text
+    assert f"data: {tmp_path / 'dsdict'} read as text records" in caplog.text
 
 
 def test_members_and_non_members_that_share_records_are_refused(tmp_path, capsys):
