@@ -119,6 +119,19 @@ def test_unreadable_model_dir_and_non_empty_out(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_no_progress_silences_every_bar(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "goldfish.cli", *BASE, *SEQ, "--data", "embedded:targets", "--max-steps", "1", "--save-steps", "0"]
+    quiet = subprocess.run([*cmd, "--out", str(tmp_path / "quiet")], capture_output=True, text=True, check=True)
+    loud = subprocess.run([*[c for c in cmd if c != "--no-progress"], "--out", str(tmp_path / "loud")], capture_output=True,
+                          text=True, check=True)
+    assert "Writing model shards" in loud.stderr and "it/s]" in loud.stderr
+    assert "it/s]" not in quiet.stderr and "Writing model shards" not in quiet.stderr
+
+
 def test_resume_of_a_finished_run_changes_nothing(tmp_path, caplog):
     args = [*BASE, *SEQ, "--data", "embedded:targets", "--max-steps", "2", "--save-steps", "2", "--out", str(tmp_path / "run")]
     assert main(args) == 0

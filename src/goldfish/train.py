@@ -9,6 +9,7 @@ TensorBoard logs in ``runs/``. Data preparation is ``goldfish.data.prepare`` (Ar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -128,6 +129,26 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     ``--resume`` and ``--overwrite``: see ``goldfish.checkpoints``.
     """
     cfg.validate()
+    with _progress_bars(not cfg.training.disable_tqdm):
+        return _train(cfg, callbacks)
+
+
+@contextlib.contextmanager
+def _progress_bars(shown: bool):
+    """transformers' own bars (e.g. "Writing model shards") off while ``shown`` is False, restored after."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if not shown:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was and not shown:
+            hf_logging.enable_progress_bar()
+
+
+def _train(cfg: TrainConfig, callbacks: list | None) -> dict:
     resume = resume_point(cfg) if cfg.run.resume is not None else None
     if resume is not None and (done := _completed_record(cfg, resume.checkpoint)) is not None:
         return done
