@@ -268,3 +268,12 @@ def test_gradient_checkpointing_keeps_loss_and_gradients(tokenizer, lora):
     assert torch.allclose(l0, l1, rtol=1e-5) and g0.keys() == g1.keys() and g0
     for name in g0:
         assert torch.allclose(g0[name], g1[name], rtol=1e-4, atol=1e-7 * g0[name].abs().max().item()), name
+
+
+def test_gradient_checkpointing_goes_by_its_new_name_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        cfg = TrainConfig.from_args(["--init", "micro", "--data", "embedded:targets", "--out", "o", "--gradient-checkpointing"])
+    assert cfg.training.activation_checkpointing is True and cfg.training.gradient_checkpointing is True

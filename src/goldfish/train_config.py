@@ -179,6 +179,10 @@ class GoldfishTrainingArguments(TrainingArguments):
             import torch
 
             self.dataloader_pin_memory = torch.cuda.is_available()
+        for old in DEPRECATED_FIELDS:  # --gradient-checkpointing (README, HF 4 scripts) under its new name: no FutureWarning
+            new = old.replace("gradient_", "activation_")
+            if getattr(self, new) is None and getattr(self, old) is not None:
+                setattr(self, new, getattr(self, old))
         super().__post_init__()
 
 
