@@ -67,7 +67,8 @@ def _mask_parser(prog: str):
         tokenizer: str | None = field(default=None, metadata={"help": "HF tokenizer folder (None: the embedded BPE tokenizer)"})
         max_tokens: int | None = field(default=None, metadata={"help": "show only the first N tokens"})
         plain: bool = field(default=False, metadata={"help": "plain [[markers]] even in a terminal"})
-        protect: list[str] = field_like(ProtectionArguments, "protect")
+        # one value a --protect, so `--protect builtin "TEXT"` leaves TEXT a text (repeat the flag for more)
+        protect: list[str] = field_like(ProtectionArguments, "protect", argparse={"nargs": None})
         near_duplicates: Literal["off", "align"] = field_like(GoldfishArguments, "near_duplicates", help=(
             "align: the TEXTs are masked by goldfish-align-v1 as one training set (each text all supervised) and shown one "
             "under another: near-duplicates drop the same tokens where they agree; off: each text by itself"))
