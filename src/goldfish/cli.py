@@ -237,13 +237,14 @@ def eval_parser(prog: str = "goldfish eval"):
 
 
 def cmd_eval(argv: list[str], prog: str) -> int:
-    from goldfish.eval import run_eval, score_rows
+    from goldfish.eval import run_eval, score_rows, verdict_line
 
     (cfg,), _ = eval_parser(prog).parse(argv)
     if cfg.out is None:
         raise ValueError("give the report folder: --out DIR")
     result = run_eval(cfg)
     print_line(score_rows(result))
+    print(f"verdict: {verdict_line(result)}")
     print(f"report: {Path(cfg.out) / 'report.html'}")
     return 0
 
