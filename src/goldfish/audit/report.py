@@ -8,7 +8,6 @@ import html
 import json
 from pathlib import Path
 
-from goldfish.audit.metrics import MIN_RUN
 from goldfish.audit.summary import DEGENERATION_FLAG, LOSS_FLAG
 from goldfish.cache import atomic_dir, check_writable
 from goldfish.report import (
@@ -87,7 +86,7 @@ def summary_rows(models: dict) -> tuple[list[str], list[list]]:
 
 def add_examples(report: Report, rows: list[dict], per_model: int = 3) -> None:
     """The most-memorized documents of each model, generated vs true, every reproduced run of
-    ``MIN_RUN`` or more tokens marked in both."""
+    ``goldfish.audit.metrics.MIN_RUN`` or more tokens marked in both."""
     by_model: dict[str, list[dict]] = {}
     for r in rows:
         if r["member"] and "generated" in r:
