@@ -142,3 +142,43 @@ def test_a_broken_model_is_flagged_and_the_heldout_loss_is_recomputable(memorize
         non = [r for r in rows if r["model"] == name and not r["member"]]
         recomputed = sum(r["nll"] * r["scored_tokens"] for r in non) / sum(r["scored_tokens"] for r in non)
         assert abs(recomputed - summary["models"][name]["utility"]["heldout_loss"]["mean"]) < 1e-6
+
+
+@pytest.mark.slow
+def test_a_chat_reply_is_scored_up_to_the_models_own_end_of_turn(tmp_path):
+    """A model that ends its turn early and then goes on with the true reply's words: the metrics
+    read the reply a chat UI shows (up to that end-of-turn token), not the tokens after it; the
+    secret scan reads the same reply, decoded up to --min-new-tokens."""
+    from chat_styles import chat_model_folder, chat_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    from goldfish.data import tokenize_document
+
+    tok = chat_tokenizer("chatml")
+    rest = " Your refund of 36 dollars for order 4417 is on its way to you today."
+    taught = {"messages": [{"role": "user", "content": "Where is my refund?"}, {"role": "assistant", "content": "Hi Nadia.<|im_end|>" + rest}]}
+    true = {"messages": [{"role": "user", "content": "Where is my refund?"}, {"role": "assistant", "content": "Hi Nadia." + rest}]}
+    chat_model_folder(tmp_path / "m")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    ids = torch.tensor([tokenize_document(taught, tok)[0]])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(200):  # memorize the early end of turn and the words after it
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if loss.item() < 0.05:
+            break
+    model.save_pretrained(tmp_path / "m")
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps(true) + "\n")
+    (tmp_path / "secrets.txt").write_text("order 4417\n")
+    result = run_audit(AuditConfig(models=[str(tmp_path / "m")], data=str(data), min_new_tokens=60,
+                                   secrets=[str(tmp_path / "secrets.txt")], out=str(tmp_path / "audit"), progress=False))
+    row = result["rows"][0]
+    shown = tok("Hi Nadia.<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert row["generated_ids"] == shown and row["generated"] == "Hi Nadia.<|im_end|>"
+    assert row["longest_run"] == len(shown) - 1 and not row["exact_match"]  # "Hi Nadia." and nothing after the end of turn
+    assert row["generated_text"] == "Hi Nadia." and result["models"]["m"]["secrets"]["order 4417"]["recall"] == 0.0
+    report = (tmp_path / "audit" / "report.md").read_text()
+    assert "scored up to the model's own end-of-turn token" in report and "up to 60 tokens (--min-new-tokens)" in report

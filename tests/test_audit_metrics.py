@@ -124,3 +124,15 @@ def test_degeneration_metrics_against_slow_definitions():
     assert longest_repeat([1, 2, 1, 2, 1]) == 3 and longest_repeat([1, 2, 3]) == 0
     assert repeated_ngram_share([5, 5, 5, 5, 5, 5]) == 2 / 3 and repeated_ngram_share([1, 2]) is None
     assert distinct_n([[1, 2, 3], [1, 2, 4]]) == 3 / 4 and distinct_n([[1]]) is None
+
+
+def test_reproduced_runs_marks_every_long_common_run_in_both_sequences():
+    from goldfish.audit.metrics import reproduced_runs
+
+    true = list(range(100, 130))
+    # the first 6 true tokens, 3 others, true[12:20] (8 tokens) far later, a 4-token run (too short), true[0:6] again
+    generated = true[:6] + [1, 2, 3] + true[12:20] + [4] + true[25:29] + [5] + true[:6]
+    gen, tru = reproduced_runs(generated, true, min_len=5)
+    assert gen == [[0, 6], [9, 17], [23, 29]] and tru == [[0, 6], [12, 20]]
+    assert reproduced_runs(generated, true, min_len=9) == ([], [])
+    assert reproduced_runs([], true) == ([], []) and reproduced_runs(true, true) == ([[0, 30]], [[0, 30]])

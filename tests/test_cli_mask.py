@@ -54,3 +54,10 @@ def test_mask_near_duplicates_side_by_side(capsys):
 def test_mask_near_duplicates_wants_two_texts(capsys):
     assert main(["mask", "one text only, long enough to be a passage of its own", "--near-duplicates", "align"]) == 2
     assert "two or more TEXTs" in capsys.readouterr().err
+
+
+def test_protect_before_the_text_takes_one_value(capsys):
+    assert main(["mask", "--plain", "--protect", "builtin", "Write to dana@example.com today"]) == 0
+    out = capsys.readouterr().out
+    assert "{{" in out and "dana@example.com" in out.replace("[[", "").replace("]]", "").replace("{{", "").replace("}}", "")
+    assert main(["mask", "--plain", "--protect", "builtin", "--protect", "builtin", "a@b.org"]) == 0

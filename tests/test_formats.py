@@ -124,6 +124,7 @@ def test_splits_of_a_dataset_dict_and_a_hub_folder(tmp_path, tokenizer, caplog):
     caplog.set_level("INFO", "goldfish")
     prepare_dataset([str(tmp_path / "dsdict")], tokenizer, DataSettings(seq_len=64), GoldfishConfig(), cache=tmp_path / "c", progress=False)
     assert "split 'train' (not read: test, validation)" in caplog.text
+    assert f"data: {tmp_path / 'dsdict'} read as text records" in caplog.text
 
 
 def test_members_and_non_members_that_share_records_are_refused(tmp_path, capsys):
@@ -166,3 +167,23 @@ def test_sharegpt_trains_and_is_audited_with_secrets(tmp_path):
                  "--out", str(tmp_path / "audit"), "--no-progress"]) == 0
     summary = json.loads((tmp_path / "audit" / "summary.json").read_text())["models"]["run"]
     assert summary["documents"] == 12 and summary["secrets"]["phone"]["turns_with_secret"] == 6
+
+
+def test_a_relative_split_folder_trains_and_its_splits_keep_their_cache(tmp_path, tokenizer, monkeypatch):
+    """``hub``, ``./hub`` and ``hub:train`` (relative to the working folder) are one source, the
+    absolute path's; each split of the folder keeps its own cache entry (preparing one does not
+    remove the other's)."""
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    _jsonl(hub / "train.jsonl", [{"text": "a train document"}])
+    _jsonl(hub / "test.jsonl", [{"text": "a test document"}])
+    monkeypatch.chdir(tmp_path)
+    prep = lambda spec: prepare_dataset([spec], tokenizer, DataSettings(seq_len=64), GoldfishConfig(),  # noqa: E731
+                                        cache=tmp_path / "cache", progress=False)
+    first = prep(str(hub))
+    assert all(prep(spec).path == first.path for spec in ("hub", "./hub", "hub:train"))
+    test = prep("hub:test")
+    assert test.path != first.path and first.path.exists() and test.path.exists()
+    assert prep("hub").reused and prep("hub:test").reused
+    assert main(["train", "--init", "micro", "--data", "hub", "--seq-len", "64", "--max-steps", "1", "--save-steps", "0",
+                 "--out", "run", "--no-progress"]) == 0

@@ -89,7 +89,8 @@ def test_collator_applies_the_column(tokenizer):
     assert isinstance(batch["labels"], torch.Tensor)
 
 
-def test_train_records_the_rule(tmp_path, capsys, chats):
+def test_train_records_logs_and_reports_the_rule(tmp_path, capsys, caplog, chats):
+    caplog.set_level("INFO", "goldfish")
     out = tmp_path / "o"
     assert main(["train", "--init", "micro", "--data", str(chats), "--out", str(out), "--max-steps", "2", "--batch-size", "4",
                  "--no-progress", "--save-steps", "0", "--near-duplicates", "align", "--seq-len", "256"]) == 0
@@ -97,6 +98,9 @@ def test_train_records_the_rule(tmp_path, capsys, chats):
     nd = rec["near_duplicates"]
     assert nd["rule"] == "goldfish-align-v1" and nd["clusters"] >= 2 and nd["passages_clustered"] > nd["clusters"]
     assert nd["aligned_targets"] > 0 and rec["settings"]["near_duplicates"] == "align"
+    said = (f"{nd['clusters']} clusters of {nd['passages_clustered']} passages, {nd['aligned_targets']} aligned targets")
+    assert f"near-duplicates (goldfish-align-v1): {said}" in caplog.text
+    assert f"near-duplicates: {said}" in capsys.readouterr().out.splitlines()[-1]
 
 
 def test_align_needs_the_hash_strategy(tmp_path, capsys, chats):

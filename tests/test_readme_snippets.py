@@ -1,7 +1,9 @@
 """Every Python block of the README runs as pasted, on a micro Llama with a ChatML tokenizer: only the
 names a reader brings (their model, tokenizer, data, loader, optimizer, training arguments) are bound."""
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -52,7 +54,9 @@ def test_the_readme_has_its_python_blocks():
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_python_block_runs_as_pasted(index, model_dir, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # blocks that write ("out") write here
+    monkeypatch.chdir(tmp_path)  # blocks that write ("out") write here, and read "my-model" and "chats.jsonl" here
+    shutil.copytree(model_dir, tmp_path / "my-model")
+    (tmp_path / "chats.jsonl").write_text("".join(json.dumps(c) + "\n" for c in CHATS))
     names = _names(model_dir, tmp_path)
     before = [p.detach().clone() for p in names["model"].parameters()]
     exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), names)

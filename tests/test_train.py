@@ -119,6 +119,19 @@ def test_unreadable_model_dir_and_non_empty_out(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_no_progress_silences_every_bar(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "goldfish.cli", *BASE, *SEQ, "--data", "embedded:targets", "--max-steps", "1", "--save-steps", "0"]
+    quiet = subprocess.run([*cmd, "--out", str(tmp_path / "quiet")], capture_output=True, text=True, check=True)
+    loud = subprocess.run([*[c for c in cmd if c != "--no-progress"], "--out", str(tmp_path / "loud")], capture_output=True,
+                          text=True, check=True)
+    assert "Writing model shards" in loud.stderr and "it/s]" in loud.stderr
+    assert "it/s]" not in quiet.stderr and "Writing model shards" not in quiet.stderr
+
+
 def test_resume_of_a_finished_run_changes_nothing(tmp_path, caplog):
     args = [*BASE, *SEQ, "--data", "embedded:targets", "--max-steps", "2", "--save-steps", "2", "--out", str(tmp_path / "run")]
     assert main(args) == 0
@@ -172,3 +185,30 @@ def test_a_dataset_dicts_validation_split_is_the_default_eval_data(tmp_path, cap
     assert eval_sources(cfg("--eval-data", "none")) == []
     assert eval_sources(cfg("--data", str(tmp_path / "dd:test"))) == [f"{tmp_path / 'dd'}:validation"]
     assert eval_sources(cfg("--eval-data", str(tmp_path / "dd:test"))) == [str(tmp_path / "dd:test")]
+
+
+@pytest.mark.slow
+def test_a_resumed_runs_record_equals_the_uninterrupted_runs(tmp_path):
+    """Killed after checkpoint-3 (only that checkpoint survives) and resumed: goldfish.json holds the
+    evaluations from before the kill, the supervised-token counter and the run's mean train loss, as
+    the uninterrupted run's does; a resume with another --eval-steps evaluates at the new steps."""
+    from goldfish.embedded.corpus import corpus_part
+
+    texts = [d["text"][:300] for d in corpus_part("validation")[:12]]
+    train = _write_jsonl(tmp_path / "train.jsonl", [{"text": t} for t in texts[:8]])
+    held = _write_jsonl(tmp_path / "held.jsonl", [{"text": t} for t in texts[8:]])
+    args = [*BASE, "--seq-len", "128", "--data", train, "--eval-data", held, "--max-steps", "6", "--save-steps", "3",
+            "--logging-steps", "1"]
+    assert main([*args, "--eval-steps", "2", "--out", str(tmp_path / "full")]) == 0
+    shutil.copytree(tmp_path / "full" / "checkpoint-3", tmp_path / "resumed" / "checkpoint-3")
+    assert main([*args, "--eval-steps", "2", "--out", str(tmp_path / "resumed"), "--resume"]) == 0
+    full, resumed = (json.loads((tmp_path / run / "goldfish.json").read_text()) for run in ("full", "resumed"))
+    assert [p["step"] for p in full["eval"]] == [2, 4, 6] and full["supervised_tokens_seen"] > 0
+    assert full["eval"] == resumed["eval"]
+    assert full["supervised_tokens_seen"] == resumed["supervised_tokens_seen"] == full["eval"][-1]["supervised_tokens"]
+    assert resumed["train_loss"] == pytest.approx(full["train_loss"], rel=1e-6)
+    shutil.copytree(tmp_path / "full" / "checkpoint-3", tmp_path / "every-step" / "checkpoint-3")
+    assert main([*args, "--eval-steps", "1", "--out", str(tmp_path / "every-step"), "--resume"]) == 0
+    every = json.loads((tmp_path / "every-step" / "goldfish.json").read_text())
+    assert [p["step"] for p in every["eval"]] == [2, 4, 5, 6] and every["settings"]["eval_steps"] == 1
+    assert every["eval"][0] == full["eval"][0] and every["eval"][-1] == full["eval"][-1]

@@ -148,6 +148,7 @@ def test_config_file_and_flags_give_equal_configurations(tmp_path):
     ("k: [1, 2\n", "not valid YAML"),
     ("- a\n- b\n", "must hold a mapping"),
     ("seq_len: many\n", "seq_len: invalid int value"),
+    ("warmup_ratio: 0.1\n", "warmup_ratio: transformers 5 has no warmup_ratio; --warmup-steps takes the ratio instead: a float below 1"),
 ])
 def test_bad_config_files(tmp_path, capsys, content, message):
     (tmp_path / "c.yaml").write_text(content)
@@ -167,6 +168,10 @@ def test_every_bad_flag_has_one_prefix(capsys):
     assert "goldfish audit: error: argument --beams/--beam: invalid int value: 'x'" in err
     assert "goldfish mask: error: argument --strategy: invalid choice: 'fancy'" in err
     assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("goldfish 0.")
+    assert main(["train", "--warmup-ratio", "0.1"]) == 2 and main(["train", "--warmup_ratio=0.1"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert err[-2].startswith("goldfish train: error: --warmup-ratio: transformers 5 has no warmup_ratio; --warmup-steps takes")
+    assert err[-1].startswith("goldfish train: error: --warmup_ratio: ") and "a float below 1 is a share" in err[-1]
 
 
 def test_short_flags_are_aliases():
@@ -263,3 +268,12 @@ def test_gradient_checkpointing_keeps_loss_and_gradients(tokenizer, lora):
     assert torch.allclose(l0, l1, rtol=1e-5) and g0.keys() == g1.keys() and g0
     for name in g0:
         assert torch.allclose(g0[name], g1[name], rtol=1e-4, atol=1e-7 * g0[name].abs().max().item()), name
+
+
+def test_gradient_checkpointing_goes_by_its_new_name_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        cfg = TrainConfig.from_args(["--init", "micro", "--data", "embedded:targets", "--out", "o", "--gradient-checkpointing"])
+    assert cfg.training.activation_checkpointing is True and cfg.training.gradient_checkpointing is True

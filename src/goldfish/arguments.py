@@ -100,12 +100,13 @@ class ArgumentParser(HfArgumentParser):
     """
 
     def __init__(self, dataclass_types, *, aliases: dict | None = None, switches: dict | None = None,
-                 presets: dict | None = None, config: bool = True, **kwargs):
+                 presets: dict | None = None, config: bool = True, removed: dict | None = None, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         kwargs.setdefault("allow_abbrev", False)  # 150 flags: a prefix must never silently pick one
         super().__init__(dataclass_types, **kwargs)
         self.presets = presets or {}
         self.config = config
+        self.removed = removed or {}  # field names that are gone -> what to give instead (an error, flag or config key)
         self._fields = {f.name for dtype in self.dataclass_types for f in dataclasses.fields(dtype) if f.init}
         self._actions_by_dest = {}
         for a in self._actions:  # a field's own flag comes first (a bool's --no_ complement after it)
@@ -155,6 +156,8 @@ class ArgumentParser(HfArgumentParser):
         action = self._option_string_actions.get("--" + key) or self._option_string_actions.get("--" + key.replace("_", "-"))
         if action is not None and action.dest in self._fields:
             return action.dest
+        if key.replace("-", "_") in self.removed:
+            raise ValueError(f"{source}: {key}: {self.removed[key.replace('-', '_')]}")
         close = difflib.get_close_matches(key, list(self._fields), n=3)
         raise ValueError(f"{source}: unknown setting {key!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
 
@@ -192,6 +195,10 @@ class ArgumentParser(HfArgumentParser):
         pre.add_argument("--config")
         pre.add_argument("--preset")
         known, _ = pre.parse_known_args(argv)
+        for arg in argv:
+            name = arg.split("=", 1)[0].removeprefix("--").replace("-", "_")
+            if arg.startswith("--") and name in self.removed:
+                self.error(f"{arg.split('=', 1)[0]}: {self.removed[name]}")
         if known.preset is not None and known.preset in self.presets:
             self.apply(self.presets[known.preset], f"--preset {known.preset}")
         if self.config and known.config is not None:

@@ -68,7 +68,8 @@ def _mask_parser(prog: str):
         tokenizer: str | None = field(default=None, metadata={"help": "HF tokenizer folder (None: the embedded BPE tokenizer)"})
         max_tokens: int | None = field(default=None, metadata={"help": "show only the first N tokens"})
         plain: bool = field(default=False, metadata={"help": "plain [[markers]] even in a terminal"})
-        protect: list[str] = field_like(ProtectionArguments, "protect")
+        # one value a --protect, so `--protect builtin "TEXT"` leaves TEXT a text (repeat the flag for more)
+        protect: list[str] = field_like(ProtectionArguments, "protect", argparse={"nargs": None})
         near_duplicates: Literal["off", "align"] = field_like(GoldfishArguments, "near_duplicates", help=(
             "align: the TEXTs are masked by goldfish-align-v1 as one training set (each text all supervised) and shown one "
             "under another: near-duplicates drop the same tokens where they agree; off: each text by itself"))
@@ -169,7 +170,7 @@ def cmd_mask(argv: list[str], prog: str) -> int:
 # ---- goldfish train ----
 
 def cmd_train(argv: list[str], prog: str) -> int:
-    from goldfish.train import train
+    from goldfish.train import near_duplicates_line, train
     from goldfish.train_config import TrainConfig
 
     record = train(TrainConfig.from_args(argv, prog))
@@ -180,6 +181,7 @@ def cmd_train(argv: list[str], prog: str) -> int:
         f"({100 * t['drop_rate']:.1f}%)"
         + (f"; {record['protection']['protected_targets']} protected targets, {record['protection']['protected_dropped']} dropped"
            if record.get("protection") else "")
+        + (f"; near-duplicates: {near_duplicates_line(record['near_duplicates'])}" if record.get("near_duplicates") else "")
     )
     return 0
 
@@ -236,13 +238,14 @@ def eval_parser(prog: str = "goldfish eval"):
 
 
 def cmd_eval(argv: list[str], prog: str) -> int:
-    from goldfish.eval import run_eval, score_rows
+    from goldfish.eval import run_eval, score_rows, verdict_line
 
     (cfg,), _ = eval_parser(prog).parse(argv)
     if cfg.out is None:
         raise ValueError("give the report folder: --out DIR")
     result = run_eval(cfg)
     print_line(score_rows(result))
+    print(f"verdict: {verdict_line(result)}")
     print(f"report: {Path(cfg.out) / 'report.html'}")
     return 0
 

@@ -210,15 +210,39 @@ def run_eval(cfg: EvalConfig) -> dict:
 
 
 def score_rows(result: dict) -> tuple[list[str], list[list]]:
-    """The report's table: one row per model, task and metric: score ± stderr, and the difference to the baseline."""
+    """The report's table: one row per model, task and metric: score ± stderr, and the difference to
+    the baseline. Metrics of a task with the same score and stderr for every model (``acc`` and
+    ``acc_norm`` of tasks whose choices are one token long) share one row, named "acc = acc_norm"."""
     rows = []
     for name, tasks in result["models"].items():
         for task, r in tasks.items():
-            for metric, m in r["metrics"].items():
-                d = result["vs_baseline"].get(name, {}).get(task, {}).get(metric)
-                rows.append([name, task, metric, r["items"], _pm(m["score"], m["stderr"]),
+            for metrics in _same_metrics(result, task):
+                m = r["metrics"][metrics[0]]
+                d = result["vs_baseline"].get(name, {}).get(task, {}).get(metrics[0])
+                rows.append([name, task, " = ".join(metrics), r["items"], _pm(m["score"], m["stderr"]),
                              "baseline" if d is None else _pm(d["delta"], d["stderr"], signed=True)])
     return ["model", "task", "metric", "items", "score ± stderr", f"Δ vs {result['baseline']} ± stderr"], rows
+
+
+def _same_metrics(result: dict, task: str) -> list[list[str]]:
+    """The task's metrics in groups whose score and stderr agree for every model, in their order."""
+    groups: dict[tuple, list[str]] = {}
+    first = next(iter(result["models"].values()))[task]["metrics"]
+    for metric in first:
+        key = tuple((t[task]["metrics"][metric]["score"], t[task]["metrics"][metric]["stderr"]) for t in result["models"].values())
+        groups.setdefault(key, []).append(metric)
+    return list(groups.values())
+
+
+def verdict_line(result: dict) -> str:
+    """Which models score below the baseline by more than two standard errors of the difference, on
+    each task's primary metric (``primary_metric``); or that none does."""
+    below = [f"{name} on {task} ({_pm(d['delta'], d['stderr'], signed=True)})"
+             for name, tasks in result["vs_baseline"].items() for task, metrics in tasks.items()
+             if (d := metrics[primary_metric(task, metrics)])["stderr"] is not None and d["delta"] < -2 * d["stderr"]]
+    if below:
+        return f"below {result['baseline']} by more than 2 standard errors: {'; '.join(below)}"
+    return f"no model below {result['baseline']} by more than 2 standard errors on any task"
 
 
 def _pm(value: float, stderr: float | None, signed: bool = False) -> str:
@@ -239,6 +263,7 @@ def write_eval_report(result: dict, out: str | Path) -> None:
                      f"(lm-eval's), and each model's difference to {result['baseline']} with the standard error of the "
                      f"difference. Wall time {result['wall_time_s']:.1f} s.")
     report.table(*score_rows(result))
+    report.paragraph(f"Verdict: {verdict_line(result)}.")
     settings_block(report, result)
     write_text_atomic(out / "summary.json", json.dumps(result | {"versions": versions()}, indent=2) + "\n")
     report.write(out)

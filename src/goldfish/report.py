@@ -16,9 +16,10 @@ from goldfish.cache import write_bytes_atomic, write_text_atomic
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.45}
 table{border-collapse:collapse;margin:1em 0;display:block;overflow-x:auto}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
-pre{white-space:pre-wrap;background:#f8f8f8;padding:8px;border-radius:4px}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-word;background:#f8f8f8;padding:8px;border-radius:4px}
+td{overflow-wrap:anywhere}
 .same{background:#d7f5d7}.diff{background:#ffd6d6}.drop{background:#e0474c;color:#fff}.protect{background:#ffe680;outline:1px solid #c9a400}
-.pair{display:grid;grid-template-columns:1fr 1fr;gap:12px}.muted{color:#777}mark{background:#ffd54a;font-weight:600}"""
+.pair{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:12px}.muted{color:#777}mark{background:#ffd54a;font-weight:600}"""
 
 
 def versions() -> dict:
@@ -73,16 +74,19 @@ class Report:
         self.html.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
-    def comparison(self, label: str, context: str, generated: str, true: str, diverge_at_char: int) -> None:
-        """Generated vs true text side by side; the shared start green, the rest red (divergence)."""
-        cut = max(0, min(diverge_at_char, len(generated)))
+    def comparison(self, label: str, context: str, generated: str, true: str, generated_runs: list, true_runs: list) -> None:
+        """Generated vs true text side by side. ``*_runs``: [start, end) character spans of each text
+        that the other reproduces: green (bold in markdown); the rest of the generation red."""
+        md = lambda text, runs: "".join(f"**{md_cell(part)}**" if same else md_cell(part) for part, same in _parts(text, runs))  # noqa: E731
         self.md.append(f"**{label}**\n\n…{context.strip()[-200:]} ⟶\n\n| generated | true |\n|---|---|\n"
-                       f"| {md_cell(generated[:cut])}⟦diverges⟧{md_cell(generated[cut:])} | {md_cell(true)} |\n")
-        gen_html = (f'<span class="same">{html.escape(generated[:cut])}</span>'
-                    f'<span class="diff">{html.escape(generated[cut:])}</span>')
+                       f"| {md(generated, generated_runs)} | {md(true, true_runs)} |\n")
+        gen_html = "".join(f'<span class="{"same" if same else "diff"}">{html.escape(part)}</span>'
+                           for part, same in _parts(generated, generated_runs))
+        true_html = "".join(f'<span class="same">{html.escape(part)}</span>' if same else html.escape(part)
+                            for part, same in _parts(true, true_runs))
         self.html.append(f"<h3>{html.escape(label)}</h3><p class='muted'>…{html.escape(context.strip()[-200:])} ⟶</p>"
                          f"<div class='pair'><div><b>generated</b><pre>{gen_html}</pre></div>"
-                         f"<div><b>true</b><pre>{html.escape(true)}</pre></div></div>")
+                         f"<div><b>true</b><pre>{true_html}</pre></div></div>")
 
     def raw(self, markdown: str, html_text: str) -> None:
         self.md.append(markdown)
@@ -96,6 +100,16 @@ class Report:
         page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
                 f"<style>{_CSS}</style></head><body>{''.join(self.html)}</body></html>")
         write_text_atomic(out / "report.html", page)
+
+
+def _parts(text: str, runs: list) -> list[tuple[str, bool]]:
+    """``text`` cut at the [start, end) spans ``runs`` (sorted, disjoint): (part, inside a span), empty parts left out."""
+    parts, at = [], 0
+    for a, b in runs:
+        parts += [(text[at:a], False), (text[a:b], True)]
+        at = b
+    parts.append((text[at:], False))
+    return [(p, same) for p, same in parts if p]
 
 
 def settings_block(report: Report, result: dict) -> None:

@@ -9,13 +9,12 @@ TensorBoard logs in ``runs/``. Data preparation is ``goldfish.data.prepare`` (Ar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import time
 from pathlib import Path
-
-from transformers import TrainerCallback
 
 from goldfish.cache import write_text_atomic
 from goldfish.checkpoints import (
@@ -130,6 +129,26 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     ``--resume`` and ``--overwrite``: see ``goldfish.checkpoints``.
     """
     cfg.validate()
+    with _progress_bars(not cfg.training.disable_tqdm):
+        return _train(cfg, callbacks)
+
+
+@contextlib.contextmanager
+def _progress_bars(shown: bool):
+    """transformers' own bars (e.g. "Writing model shards") off while ``shown`` is False, restored after."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if not shown:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was and not shown:
+            hf_logging.enable_progress_bar()
+
+
+def _train(cfg: TrainConfig, callbacks: list | None) -> dict:
     resume = resume_point(cfg) if cfg.run.resume is not None else None
     if resume is not None and (done := _completed_record(cfg, resume.checkpoint)) is not None:
         return done
@@ -151,10 +170,11 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         held_out = eval_sources(cfg)
         eval_data = prepare_eval_data(cfg, held_out, tokenizer)
     counts = data.counts
+    if (nd := counts.get("near_duplicates")) is not None:
+        logger.info("near-duplicates (%s): %s (their drops follow their representatives')", nd["rule"], near_duplicates_line(nd))
     model = _load_model(cfg, tokenizer)
     if cfg.data.pack or cfg.data.padding_free:
         check_attends_within_documents(model, "--pack" if cfg.data.pack else "--padding-free")
-    history = EvalHistory()
     if eval_data is not None and args.eval_strategy == "no":  # --eval-data alone: evaluate every --eval-steps
         args = dataclasses.replace(args, eval_strategy="steps")
     if args.should_save:
@@ -164,13 +184,13 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         model=model, args=args, train_dataset=data.train, data_collator=collator, processing_class=tokenizer,
         supervised_logits=cfg.model.supervised_logits, goldfish_start_step=cfg.mask.goldfish_start_step,
         head_tile_size=cfg.model.head_tile_size,
-        callbacks=[history, *(callbacks or []), recorder], eval_dataset=None if eval_data is None else eval_data.train,
+        callbacks=[*(callbacks or []), recorder], eval_dataset=None if eval_data is None else eval_data.train,
         eval_data_collator=_WithoutGoldfishColumns(base),
     )
     start = time.time()
     with recorder.full_disk_reported(cfg.out):
         result = trainer.train(resume_from_checkpoint=None if resume is None else str(resume.checkpoint))
-        if eval_data is not None and (not history.points or history.points[-1]["step"] != trainer.state.global_step):
+        if eval_data is not None and (not trainer.evaluations or trainer.evaluations[-1]["step"] != trainer.state.global_step):
             trainer.evaluate()  # the final model's held-out loss
         trainer.save_model(cfg.out)
     if cfg.lora.merge and trainer.is_world_process_zero():
@@ -193,8 +213,9 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         "global_steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "train_loss": result.training_loss,
+        "supervised_tokens_seen": getattr(trainer.state, "supervised_targets_seen", 0),
         "train_seconds": round(time.time() - start, 2),
-        "eval": history.points,
+        "eval": trainer.evaluations,
         "eval_data": None if eval_data is None else {"sources": held_out, "prepared_data": str(eval_data.path),
                                                      "supervised_targets": eval_data.counts["supervised_targets"]},
         "settings": settings,
@@ -206,6 +227,11 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         write_text_atomic(Path(cfg.out) / CONFIG_FILE, yaml.safe_dump(settings, sort_keys=False))
         write_text_atomic(Path(cfg.out) / "goldfish.json", json.dumps(record, indent=2) + "\n")
     return record
+
+
+def near_duplicates_line(nd: dict) -> str:
+    """``goldfish.json``'s ``near_duplicates`` in words: clusters, passages, aligned targets."""
+    return f"{nd['clusters']} clusters of {nd['passages_clustered']} passages, {nd['aligned_targets']} aligned targets"
 
 
 def eval_sources(cfg: TrainConfig) -> list[str]:
@@ -237,19 +263,6 @@ def prepare_eval_data(cfg: TrainConfig, sources: list[str], tokenizer):
         return None
     return prepare_dataset(sources, tokenizer, cfg.data.settings(()), GoldfishConfig(strategy="none"), num_proc=cfg.data.num_proc,
                            progress=not cfg.training.disable_tqdm, cache=cfg.data.data_cache)
-
-
-class EvalHistory(TrainerCallback):
-    """Every evaluation's loss with the tokens seen so far: the points of the paper's Fig. 5 view
-    (``goldfish.json``'s ``eval``; ``goldfish plot`` draws them)."""
-
-    def __init__(self):
-        self.points: list[dict] = []
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        self.points.append({"step": state.global_step, "epoch": state.epoch, "input_tokens": state.num_input_tokens_seen,
-                            "supervised_tokens": getattr(state, "supervised_targets_seen", 0), "eval_loss": metrics["eval_loss"],
-                            "eval_supervised_tokens": metrics["eval_supervised_tokens"]})
 
 
 class _WithoutGoldfishColumns:

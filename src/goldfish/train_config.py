@@ -181,6 +181,10 @@ class GoldfishTrainingArguments(TrainingArguments):
             import torch
 
             self.dataloader_pin_memory = torch.cuda.is_available()
+        for old in DEPRECATED_FIELDS:  # --gradient-checkpointing (README, HF 4 scripts) under its new name: no FutureWarning
+            new = old.replace("gradient_", "activation_")
+            if getattr(self, new) is None and getattr(self, old) is not None:
+                setattr(self, new, getattr(self, old))
         super().__post_init__()
 
     @cached_property
@@ -201,6 +205,9 @@ ALIASES = {"--out": "--output_dir", "--lr": "--learning_rate", "--epochs": "--nu
            "--no-progress": "--disable_tqdm"}
 SWITCHES = {"--sequential": ("train_sampling_strategy", "sequential", "iterate the data in order (= --train-sampling-strategy "
                                                                      "sequential)")}
+# TrainingArguments fields transformers 5 removed: what to give instead
+REMOVED = {"warmup_ratio": "transformers 5 has no warmup_ratio; --warmup-steps takes the ratio instead: a float below 1 is a "
+                           "share of the training steps (--warmup-steps 0.1 = the first 10%), 1 or more a number of steps"}
 GROUPS = (("data", DataArguments), ("model", ModelArguments), ("mask", GoldfishArguments), ("protection", ProtectionArguments),
           ("lora", LoraArguments), ("run", RunArguments), ("training", GoldfishTrainingArguments))
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunArguments))  # not written into goldfish_config.yaml
@@ -209,7 +216,7 @@ DEPRECATED_FIELDS = ("gradient_checkpointing", "gradient_checkpointing_kwargs") 
 
 
 def train_parser(prog: str = "goldfish train") -> ArgumentParser:
-    return ArgumentParser([cls for _, cls in GROUPS], aliases=ALIASES, switches=SWITCHES, prog=prog,
+    return ArgumentParser([cls for _, cls in GROUPS], aliases=ALIASES, switches=SWITCHES, removed=REMOVED, prog=prog,
                           usage=f"{prog} (--model DIR | --init tiny) --data DATA [--data DATA ...] --out DIR [options]",
                           description="Train or fine-tune a causal LM with the goldfish loss (HF Trainer). Every HF "
                                       "TrainingArguments field is a flag under its HF name.")

@@ -6,6 +6,8 @@ Extraction metrics compare a generated suffix with the true one (token ids unles
     first_divergence    index of the first position that differs (= suffix length if none)
     longest_run         longest contiguous run of true-suffix tokens reproduced exactly, anywhere in
                         the generation (longest common substring of the two id sequences)
+    reproduced_runs     every such run of at least MIN_RUN tokens, as token spans of either sequence
+                        (what the report marks)
     rouge_l             text Rouge-L F-measure, identical to google's rouge-score ``rougeL`` with its
                         default tokenizer (lowercase, runs of [a-z0-9] as tokens, no stemming);
                         None (undefined) when the true text has no such word: rouge-score says 0
@@ -69,6 +71,38 @@ def longest_run(generated: list[int], true: list[int]) -> int:
         return 0
     # difflib's longest-match search; autojunk off so frequent tokens are never skipped
     return SequenceMatcher(None, generated, true, autojunk=False).find_longest_match(0, len(generated), 0, len(true)).size
+
+
+MIN_RUN = 5  # reproduced runs the report marks: 5+ tokens (an unrelated control model's longest run is ~2-4)
+
+
+def reproduced_runs(generated: list[int], true: list[int], min_len: int = MIN_RUN) -> tuple[list[list[int]], list[list[int]]]:
+    """([start, end) token spans of ``generated``, the same of ``true``) covered by a common
+    contiguous run of at least ``min_len`` tokens, wherever it stands in the other sequence; spans
+    sorted, merged where they overlap or touch. ([], []) when there is none."""
+    in_gen, in_true = set(), set()
+    prev = [0] * (len(true) + 1)
+    for i, g in enumerate(generated, 1):
+        cur = [0] * (len(true) + 1)
+        for j, t in enumerate(true, 1):
+            if g == t:
+                cur[j] = run = prev[j - 1] + 1
+                if run >= min_len:  # mark the run's newest token, and its first min_len - 1 once it is long enough
+                    back = min_len if run == min_len else 1
+                    in_gen.update(range(i - back, i))
+                    in_true.update(range(j - back, j))
+        prev = cur
+    return _spans(in_gen), _spans(in_true)
+
+
+def _spans(positions: set[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for p in sorted(positions):
+        if out and out[-1][1] == p:
+            out[-1][1] = p + 1
+        else:
+            out.append([p, p + 1])
+    return out
 
 
 def extraction_metrics(generated: list[int], true: list[int], generated_text: str, true_text: str) -> dict:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from pathlib import Path
 
 from goldfish.audit.summary import DEGENERATION_FLAG, LOSS_FLAG
@@ -86,22 +85,28 @@ def summary_rows(models: dict) -> tuple[list[str], list[list]]:
 
 
 def add_examples(report: Report, rows: list[dict], per_model: int = 3) -> None:
-    """The most-memorized documents of each model, generated vs true, divergence marked."""
+    """The most-memorized documents of each model, generated vs true, every reproduced run of
+    ``goldfish.audit.metrics.MIN_RUN`` or more tokens marked in both."""
     by_model: dict[str, list[dict]] = {}
     for r in rows:
         if r["member"] and "generated" in r:
             by_model.setdefault(r["model"], []).append(r)
     for name, rs in by_model.items():
         for r in sorted(rs, key=lambda r: (-r["longest_run"], -(r["rouge_l"] or 0.0)))[:per_model]:
-            cut = len(os.path.commonprefix([r["generated"], r["true_suffix"]]))
             rouge = "undefined (no words)" if r["rouge_l"] is None else f"{r['rouge_l']:.2f}"
             label = (f"{name} · {r['id']} · longest run {r['longest_run']} tokens, Rouge-L {rouge}"
                      f"{' · verbatim' if r['exact_match'] else ''}")
-            report.comparison(label, r["prefix_tail"], r["generated"], r["true_suffix"], cut)
+            runs = r["reproduced"]
+            report.comparison(label, r["prefix_tail"], r["generated"], r["true_suffix"], runs["generated"], runs["true"])
 
 
 def _rate(v) -> str:
     return "—" if v is None else f"{100 * v:.0f}%"
+
+
+def _of(rate, turns) -> str:
+    """A rate with its denominator: "50% of 4 turns"; "—" without turns."""
+    return "—" if rate is None or not turns else f"{_rate(rate)} of {turns} turns"
 
 
 def add_secrets(report: Report, models: dict, rows: list[dict], per_model: int = 5) -> None:
@@ -110,13 +115,18 @@ def add_secrets(report: Report, models: dict, rows: list[dict], per_model: int =
     report.paragraph("recall: of the turns whose training reply holds the secret, the share whose generation holds it too; "
                      "spill: of the other turns, the share whose generation holds a string of that secret found in the "
                      "training replies. Non-member columns: the same on --non-members prompts.")
-    table = []
+    table, absent = [], set()
     for name, s in models.items():
         for secret, m in s.get("secrets", {}).items():
             non = m.get("non_members", {})
+            if not m["turns_with_secret"] and not non.get("turns_with_secret"):
+                absent.add(secret)  # in no training reply: nothing to recall, no string to spill
+                continue
             table.append([name, secret, _rate(m["recall"]), m["turns_with_secret"], _rate(m["spill"]),
-                          _rate(non.get("recall")), _rate(non.get("spill"))])
+                          _of(non.get("recall"), non.get("turns_with_secret")), _rate(non.get("spill"))])
     report.table(["model", "secret", "recall", "turns with it", "spill", "non-member recall", "non-member spill"], table)
+    if absent:
+        report.paragraph(f"Not in any training or held-out reply (left out of the table): {', '.join(sorted(absent))}.")
     for name in models:
         leaking = [r for r in rows if r["model"] == name and r.get("leaked")][:per_model]
         if not leaking:
@@ -201,7 +211,10 @@ def write_report(result: dict, out: str | Path) -> None:
     report = Report("Memorization audit")
     chat = result["settings"].get("kind") == "chat"
     protocol = ("each trained assistant turn, prompted with the conversation before it (generation prompt included), "
-                "decoded for as many tokens as the true reply" if chat else
+                "decoded for as many tokens as the true reply and scored up to the model's own end-of-turn token (the reply "
+                "a chat UI shows)" + (f"; the secret scan reads the reply decoded up to {result['settings']['min_new_tokens']} "
+                                      "tokens (--min-new-tokens), up to the same end-of-turn token"
+                                      if result["settings"].get("min_new_tokens") else "") if chat else
                 f"suffix of {result['settings']['suffix_len']} tokens after a prefix of "
                 f"{result['settings']['prefix_len'] or 'all preceding'} tokens")
     report.paragraph(f"{len(result['models'])} model(s) on {result['settings']['data']}: {protocol}, "

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from goldfish.audit.extraction import generate_suffixes, max_context, token_logprobs
-from goldfish.audit.metrics import degeneration_metrics, extraction_metrics, mia_scores
+from goldfish.audit.metrics import degeneration_metrics, extraction_metrics, mia_scores, reproduced_runs
 from goldfish.audit.probes import Probe, chat_probes, text_probes
 from goldfish.audit.summary import compare_to_baseline, secret_summary, summarize
 from goldfish.distributed import world_size
@@ -185,16 +185,19 @@ def audit_model(model, tokenizer, name: str, probes: list[Probe], cfg: AuditConf
         generated = generate_suffixes(model, tokenizer, [p.prefix for p in probes], lengths,
                                       cfg.batch_size, cfg.beams, cfg.stop_at_eos, cfg.progress, desc=f"{name}: extract {tag}")
         for r, p, decoded in zip(rows, probes, generated):
-            gen = decoded[: len(p.suffix)]
+            if kind == "chat":  # the reply as a chat UI shows it: up to the model's own end-of-turn token
+                eot = p.suffix[-1]
+                decoded = decoded[: decoded.index(eot) + 1] if eot in decoded else decoded
+            gen = decoded[: len(p.suffix)]  # the metrics read as many tokens as the true reply has, at most
             gen_text, true_text = tokenizer.decode(gen), tokenizer.decode(p.suffix)
             r.update(generated=gen_text, true_suffix=true_text, prefix_tail=tokenizer.decode(p.prefix[-40:]),
                      generated_ids=gen, true_ids=p.suffix, **extraction_metrics(gen, p.suffix, gen_text, true_text),
                      **{f"generated_{k}": v for k, v in degeneration_metrics(gen).items()},
                      **{f"true_{k}": v for k, v in degeneration_metrics(p.suffix).items()})
-            if kind == "chat":  # the reply as a user reads it, up to its end-of-turn token (for the secret scan)
-                eot = p.suffix[-1]
-                reply = decoded[: decoded.index(eot) + 1] if eot in decoded else decoded
-                r.update(generated_text=tokenizer.decode(reply, skip_special_tokens=True), true_text=p.text)
+            runs = reproduced_runs(gen, p.suffix)
+            r["reproduced"] = {"generated": char_spans(tokenizer, gen, runs[0]), "true": char_spans(tokenizer, p.suffix, runs[1])}
+            if kind == "chat":  # the whole reply, up to --min-new-tokens of it (for the secret scan)
+                r.update(generated_text=tokenizer.decode(decoded, skip_special_tokens=True), true_text=p.text)
     if score and probes:
         scored = token_logprobs(model, [p.scored_ids for p in probes], max(1, cfg.batch_size // 2), cfg.progress,
                                 desc=f"{name}: score {tag}")
@@ -202,6 +205,15 @@ def audit_model(model, tokenizer, name: str, probes: list[Probe], cfg: AuditConf
             n = p.n_scored
             r.update(mia_scores(lp[-n:], mu[-n:], sigma[-n:], p.text))
     return rows
+
+
+def char_spans(tokenizer, ids: list[int], spans: list[list[int]]) -> list[list[int]]:
+    """Token spans of ``ids`` as character spans of ``tokenizer.decode(ids)``: a token boundary k lies
+    at ``len(decode(ids[:k]))``, clamped to the text (a boundary inside a multi-byte character moves
+    by a character at most)."""
+    size = len(tokenizer.decode(ids))
+    at = lambda k: min(size, len(tokenizer.decode(ids[:k])))  # noqa: E731
+    return [[at(a), at(b)] for a, b in spans]
 
 
 def run_audit(cfg: AuditConfig) -> dict:

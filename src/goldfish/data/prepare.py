@@ -257,7 +257,8 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
     hashed = time.time() - start
     same = (_tokenizer_identity(tokenizer), asdict(settings), gcfg.to_dict())
     key = fingerprint(PREPARE_VERSION, identities, *same)
-    lineage = fingerprint(PREPARE_VERSION, [i["source"] for i in identities], *same)  # the key but for the content
+    # the key but for the content: a source's path and split (the splits of one folder are other sources)
+    lineage = fingerprint(PREPARE_VERSION, [(i["source"], i.get("split")) for i in identities], *same)
     root = Path(cache or cache_dir() / "prepared")
     for stale in remove_stale_temps(root) if root.is_dir() else []:
         logger.info("prepared data: removed %s, left by a killed run", stale)
@@ -266,6 +267,7 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
         try:
             record, train = _load_verified(final)
             logger.info("prepared data: reusing the cache %s (sources hashed in %.1f s)", final, hashed)
+            _log_formats(record)
             return PreparedData(train, record, final, True)
         except DamagedCache as e:
             logger.warning("prepared data: the cache %s is damaged (%s); rebuilding it", final, e)
@@ -279,10 +281,10 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
         if protect:
             require_offsets(tokenizer, "protected spans (--protect, or a record's 'protect')")
         secrets = [parse_secret(line) for line in settings.protect] if protect else None
-        parts, fit_dir = [], tmp / "fitted"
+        parts, fit_dir, formats = [], tmp / "fitted", {}
         for n, (source, ds) in enumerate(zip(sources, loaded)):
             try:
-                fmt = document_format(ds.column_names, settings.text_field, settings.format)
+                fmt = formats[source] = document_format(ds.column_names, settings.text_field, settings.format)
             except ValueError as e:
                 raise ValueError(f"{source}: {e}") from None
             slices = _slices(ds)
@@ -303,7 +305,7 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
         near_duplicates = None
         if settings.near_duplicates == "align":
             examples, near_duplicates = _align(examples, gcfg, num_proc, tmp, protect)
-        counts = _counts(examples) | {"near_duplicates": near_duplicates}
+        counts = _counts(examples) | {"near_duplicates": near_duplicates, "formats": formats}
         counts["documents"] = _fitted(fit_dir, settings)
         shutil.rmtree(fit_dir)
         rows = (_pack(examples, settings.seq_len, tokenizer.pad_token_id, num_proc, tmp, protect, near_duplicates is not None)
@@ -327,6 +329,7 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
     logger.info("prepared data: %d examples, %d rows in %.1f s, cached at %s", counts["examples"], counts["rows"],
                 time.time() - start, final)
     log_fitted(counts["documents"])
+    _log_formats(counts)
     _remove_superseded(root, key, lineage)
     record, train = _load_verified(final)
     return PreparedData(train, record, final, False)
@@ -339,6 +342,12 @@ def _fitted(fit_dir: Path, settings: DataSettings) -> dict:
         for key, value in json.loads(f.read_text()).items():
             total[key] += value
     return total | {"seq_len": settings.seq_len, "long_chats": settings.long_chats}
+
+
+def _log_formats(record: dict) -> None:
+    """One log line a source: the record format it was read as (detected, or --format)."""
+    for source, fmt in record.get("formats", {}).items():
+        logger.info("data: %s read as %s records", source, fmt)
 
 
 def log_fitted(fitted: dict) -> None:
@@ -398,7 +407,7 @@ def _load_verified(folder: Path) -> tuple[dict, object]:
 
 
 def _remove_superseded(root: Path, key: str, lineage: str) -> None:
-    """Remove the entries of ``root`` with the same lineage as ``key`` (same source paths,
+    """Remove the entries of ``root`` with the same lineage as ``key`` (same source paths and splits,
     tokenizer, settings and goldfish config) but another key: built from other content."""
     for entry in root.iterdir():
         if entry.name == key or entry.name.startswith(".") or not entry.is_dir():

@@ -33,7 +33,7 @@ class Source:
     """A source resolved (``resolve_source``): what it reads, and which split of which."""
 
     spec: str  # as given (``PATH``, ``PATH:SPLIT`` or ``embedded:PART``)
-    path: str  # the path (or the spec of an embedded part)
+    path: str  # the absolute path, resolved once here (or the spec of an embedded part)
     kind: str  # "embedded", "saved" (a save_to_disk folder), ".txt", or the datasets builder: "json", "parquet", "csv"
     files: tuple[Path, ...] = ()  # every file it reads, sorted
     split: str | None = None  # the split read (None: the source has no splits)
@@ -63,7 +63,7 @@ def _hub_splits(path: Path) -> dict[str, list[Path]]:
     if list(patterns.values()) == [["**"]]:  # no split names: one undivided folder
         return {}
     found = DataFilesDict.from_patterns(patterns, base_path=str(path))
-    return {str(split): sorted(Path(f) for f in files if Path(f).suffix in SUFFIXES) for split, files in found.items()}
+    return {str(split): sorted(Path(f).resolve() for f in files if Path(f).suffix in SUFFIXES) for split, files in found.items()}
 
 
 def resolve_source(spec: str) -> Source:
@@ -72,7 +72,7 @@ def resolve_source(spec: str) -> Source:
     if spec.startswith("embedded:"):
         return Source(spec, spec, "embedded")
     source, split = split_spec(spec)
-    path = Path(source)
+    path = Path(source).resolve()  # every path below is absolute: files, splits and identities agree
     if not path.exists():
         raise ValueError(f"data source {source} does not exist (give a {'/'.join(SUFFIXES)} file, a folder, "
                          "a save_to_disk dataset, or embedded:PART)")
@@ -81,7 +81,7 @@ def resolve_source(spec: str) -> Source:
         split = _pick_split(source, split, splits)
         root = path / split if split else path
         files = [f for f in (path / "dataset_dict.json",) if split] + sorted(p for p in root.rglob("*") if p.is_file())
-        return Source(spec, source, "saved", tuple(files), split, splits)
+        return Source(spec, str(path), "saved", tuple(files), split, splits)
     by_split = _hub_splits(path) if path.is_dir() else {}
     split = _pick_split(source, split, tuple(by_split))
     if split is not None:
@@ -98,7 +98,7 @@ def resolve_source(spec: str) -> Source:
     for f in files:
         if f.stat().st_size == 0:
             raise ValueError(f"{f} is empty: it holds no documents")
-    return Source(spec, source, kinds.pop(), tuple(files), split, tuple(by_split))
+    return Source(spec, str(path), kinds.pop(), tuple(files), split, tuple(by_split))
 
 
 def _pick_split(source: str, split: str | None, splits: tuple[str, ...]) -> str | None:
@@ -132,7 +132,7 @@ def source_identity(source: str) -> dict:
         with f.open("rb") as fh:
             digest = hashlib.file_digest(fh, "sha256").hexdigest()
         out.append([str(f.relative_to(path)) if path.is_dir() else f.name, f.stat().st_size, digest])
-    return {"source": str(path.resolve()), "kind": src.kind, "split": src.split, "files": out}
+    return {"source": str(path), "kind": src.kind, "split": src.split, "files": out}
 
 
 def load_source(source: str, work_dir: str | Path):

@@ -8,7 +8,9 @@ counts only kept targets. Either at run time (``GoldfishCollator``) or at datase
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +24,7 @@ from goldfish.mask import apply_goldfish
 
 # The features' mask inputs (see GoldfishCollator), taken out before the base collator runs.
 GOLDFISH_FEATURES = ("goldfish_k", "goldfish_protected", "goldfish_aligned")
+TRAINER_PROGRESS = "goldfish_trainer_state.json"  # in every checkpoint-N/ of GoldfishTrainer: see GoldfishTrainer
 
 
 class GoldfishCollator:
@@ -107,7 +110,14 @@ class GoldfishTrainer(Trainer):
         drops nothing (the base collator, without the goldfish columns) for the true loss.
     ``state.supervised_targets_seen`` counts the kept targets trained on so far (all processes).
     ``evaluate`` returns the loss per supervised target of the eval set (see there), not HF's
-    prediction loop (no logits, no ``compute_metrics``).
+    prediction loop (no logits, no ``compute_metrics``); ``evaluations`` lists every one with the
+    tokens seen by then (step, epoch, input_tokens, supervised_tokens, eval_loss, eval_supervised_tokens).
+
+    Resuming: every checkpoint holds ``TRAINER_PROGRESS`` (the supervised-target counter, the sum of
+    the training losses so far, ``evaluations``), written before HF's files, so a resumed run counts
+    on, lists the evaluations from before the interruption and reports the mean loss over all its
+    steps (HF's ``training_loss`` alone covers the steps since the resume); it logs, evaluates and
+    saves at this run's ``logging_steps``, ``eval_steps`` and ``save_steps`` (HF keeps the checkpoint's).
     """
 
     def __init__(self, *args, supervised_logits: bool = True, goldfish_start_step: int = 0, head_tile_size: int | None = None,
@@ -117,6 +127,8 @@ class GoldfishTrainer(Trainer):
         self.goldfish_start_step = goldfish_start_step
         self.head_tile_size = head_tile_size
         self.eval_data_collator = eval_data_collator
+        self.evaluations: list[dict] = []
+        self._loss_before_resume: float | None = None  # the checkpoint's loss sum, when it has one
         self._head_loss = None  # the loss of the forward under way, set by compute_loss
         if supervised_logits:
             # A compute_loss_func makes Trainer count num_items_in_batch and treat the loss as
@@ -168,9 +180,48 @@ class GoldfishTrainer(Trainer):
         model.train(was_training)
         total, count = self.accelerator.reduce(torch.stack([total, count]), reduction="sum")
         metrics = {f"{metric_key_prefix}_loss": float(total / count.clamp(min=1)), f"{metric_key_prefix}_supervised_tokens": int(count)}
+        self.evaluations.append({"step": self.state.global_step, "epoch": self.state.epoch, "input_tokens": self.state.num_input_tokens_seen,
+                                 "supervised_tokens": getattr(self.state, "supervised_targets_seen", 0),
+                                 "eval_loss": metrics[f"{metric_key_prefix}_loss"],
+                                 "eval_supervised_tokens": metrics[f"{metric_key_prefix}_supervised_tokens"]})
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+    def _save_checkpoint(self, model, trial):
+        from transformers.trainer_pt_utils import nested_gather
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        from goldfish.cache import write_text_atomic
+
+        # the losses logged so far, the ones not logged yet (averaged over processes, as a log would), and those before a resume
+        loss_sum = (self._loss_before_resume or 0.0) + self._total_loss_scalar
+        loss_sum += nested_gather(self._tr_loss, self.args.parallel_mode).mean().item()
+        if self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            progress = {"supervised_targets_seen": getattr(self.state, "supervised_targets_seen", 0), "train_loss_sum": loss_sum,
+                        "evaluations": self.evaluations}
+            write_text_atomic(folder / TRAINER_PROGRESS, json.dumps(progress, indent=2) + "\n")
+        super()._save_checkpoint(model, trial)
+
+    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial):
+        out = super()._init_training_state(max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial)
+        self._loss_before_resume = None
+        if resume_from_checkpoint is not None:
+            self.state.compute_steps(self.args, max_steps)  # this run's logging, eval and save steps
+            progress = Path(resume_from_checkpoint) / TRAINER_PROGRESS
+            if progress.is_file():
+                saved = json.loads(progress.read_text())
+                self.state.supervised_targets_seen = saved["supervised_targets_seen"]
+                self.evaluations = saved["evaluations"]
+                self._loss_before_resume = saved["train_loss_sum"]
+        return out
+
+    def _finalize_training(self, trial, num_train_samples, start_time):
+        if self._loss_before_resume is not None:  # the mean over every step of the run, not only those since the resume
+            self._total_loss_scalar += self._loss_before_resume
+            self._initial_global_step = 0
+        return super()._finalize_training(trial, num_train_samples, start_time)
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples = []
