@@ -1,9 +1,20 @@
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/reference.py
+
+# No test reads or leaves anything in the user's caches, nor in another run's: every cache of this
+# session (goldfish's prepared data, HF's hub and datasets folders) lives in one folder removed at exit.
+_CACHES = tempfile.mkdtemp(prefix="goldfish-tests-")
+atexit.register(shutil.rmtree, _CACHES, ignore_errors=True)
+os.environ["GOLDFISH_CACHE"] = str(Path(_CACHES) / "goldfish")
+os.environ["HF_HOME"] = str(Path(_CACHES) / "huggingface")
 
 
 @pytest.fixture(scope="session")
