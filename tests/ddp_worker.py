@@ -16,7 +16,7 @@ from helpers import micro_model, seq2seq_collator, sgd_args, text_examples  # no
 from transformers import TrainerCallback  # noqa: E402
 
 from goldfish import GoldfishConfig  # noqa: E402
-from goldfish.cli import _close_process_group  # noqa: E402
+from goldfish.distributed import close_process_group  # noqa: E402
 from goldfish.embedded.tiny import load_embedded_tokenizer  # noqa: E402
 from goldfish.integrations.hf import GoldfishCollator, GoldfishTrainer  # noqa: E402
 
@@ -51,4 +51,4 @@ def main(out: str, per_device: int) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]))
-    _close_process_group()  # as the CLI does: a rank exiting with gloo threads alive can abort
+    close_process_group()  # as the CLI does: every rank exits
