@@ -20,6 +20,7 @@ from helpers import micro_model, seq2seq_collator, text_examples  # noqa: E402
 
 from goldfish import GoldfishConfig, causal_lm_loss  # noqa: E402
 from goldfish.embedded.tiny import load_embedded_tokenizer  # noqa: E402
+from goldfish.distributed import close_process_group  # noqa: E402
 from goldfish.integrations.hf import GoldfishCollator  # noqa: E402
 from goldfish.loss import supervised_logits_loss, supervised_targets  # noqa: E402
 
@@ -68,9 +69,8 @@ def main(out: str, head: str, tying: str) -> None:
     if rank == 0:
         Path(out).mkdir(parents=True, exist_ok=True)
         torch.save({"world_size": world, "sharded": sharded, "losses": losses, "weights": weights}, Path(out) / "result.pt")
-    if world > 1:
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     main(*sys.argv[1:4])
+    close_process_group()  # as the CLI does, once the model's last references are gone: every rank exits
