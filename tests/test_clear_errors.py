@@ -136,3 +136,17 @@ def test_audit_out_that_cannot_be_written_or_holds_other_files_is_refused_first(
     assert _audit(memorized, members, mine) == 2
     assert "holds files that are not an audit's (notes.txt)" in _error(capsys, "audit")
     assert (mine / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("where", ["the model", "inside the model", "above the model"])
+def test_an_out_that_is_or_holds_the_model_is_refused_and_nothing_is_removed(tmp_path, capsys, where):
+    model = Path(chat_model_folder(tmp_path / "runs" / "model", "chatml"))
+    (model / "goldfish.json").write_text("{}\n")  # a previous goldfish run's output: --overwrite would clear it
+    before = sorted(p.name for p in model.iterdir())
+    out = {"the model": model, "inside the model": model / "again", "above the model": model.parent}[where]
+    data = _jsonl(tmp_path / "chats.jsonl", [_chat()] * 4)
+    assert main(["train", "--model", str(model), "--data", str(data), "--out", str(out), "--overwrite", "--lora",
+                 "--max-steps", "1", "--no-progress", "--data-cache", str(tmp_path / "cache")]) == 2
+    line = _error(capsys, "train")
+    assert f"--out {out}" in line and f"--model {model}" in line, line
+    assert sorted(p.name for p in model.iterdir()) == before

@@ -201,6 +201,17 @@ SECRET_FIELDS = ("hub_token",)  # never written to disk
 DEPRECATED_FIELDS = ("gradient_checkpointing", "gradient_checkpointing_kwargs")  # HF's mirrors of activation_checkpointing*
 
 
+def _check_out_apart_from_model(out: Path, model: Path, overwrite: bool) -> None:
+    """Raise ValueError when ``out`` is the ``model`` folder or inside it (the run's outputs would replace
+    or mix with the base weights), or holds it and ``overwrite`` would delete it (links resolved)."""
+    o, mo = out.resolve(), model.resolve()
+    if o == mo or mo in o.parents:
+        raise ValueError(f"--out {out} is {'the' if o == mo else 'inside the'} --model {model} folder: the run would write "
+                         "over the model it trains; choose another --out")
+    if overwrite and o in mo.parents:
+        raise ValueError(f"--out {out} holds the --model {model} folder, which --overwrite would delete; choose another --out")
+
+
 def train_parser(prog: str = "goldfish train") -> ArgumentParser:
     return ArgumentParser([cls for _, cls in GROUPS], aliases=ALIASES, switches=SWITCHES, prog=prog,
                           usage=f"{prog} (--model DIR | --init tiny) --data DATA [--data DATA ...] --out DIR [options]",
@@ -292,6 +303,8 @@ class TrainConfig:
         if self.mask.near_duplicates == "align" and gcfg.strategy != "hash":
             raise ValueError(f"--near-duplicates align hands out hash-v1 hashes: it needs --strategy hash, not {gcfg.strategy}")
         out, resume = Path(t.output_dir), self.run.resume
+        if m.model is not None:
+            _check_out_apart_from_model(out, Path(m.model), self.run.overwrite)
         if resume is None and out.exists() and any(out.iterdir()) and not self.run.overwrite:
             raise ValueError(f"--out {t.output_dir} exists and is not empty; pass --overwrite or --resume")
         if resume is not None and self.run.overwrite:
