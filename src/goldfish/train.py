@@ -9,6 +9,7 @@ TensorBoard logs in ``runs/``. Data preparation is ``goldfish.data.prepare`` (Ar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -21,6 +22,7 @@ from goldfish.cache import write_text_atomic
 from goldfish.checkpoints import (
     RunRecorder,
     clear_outputs,
+    out_lock,
     outputs_to_clear,
     resume_point,
     run_identity,
@@ -127,9 +129,17 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     """Run training; returns the ``goldfish.json`` record. ``callbacks``: extra TrainerCallbacks.
 
     Resuming a run whose checkpoint already reached the end changes nothing and returns its record.
-    ``--resume`` and ``--overwrite``: see ``goldfish.checkpoints``.
+    ``--resume`` and ``--overwrite``: see ``goldfish.checkpoints``. One run at a time writes into
+    ``out``: the main process holds ``out_lock`` (another run's raises ValueError naming its pid).
     """
     cfg.validate()
+    # one run writes into --out at a time: its main process holds the lock, and checks --out again under it
+    with out_lock(cfg.out) if cfg.training.process_index == 0 else contextlib.nullcontext():
+        cfg.check_out_is_new()
+        return _train(cfg, callbacks)
+
+
+def _train(cfg: TrainConfig, callbacks: list | None) -> dict:
     resume = resume_point(cfg) if cfg.run.resume is not None else None
     if resume is not None and (done := _completed_record(cfg, resume.checkpoint)) is not None:
         return done

@@ -264,6 +264,15 @@ class TrainConfig:
             values.pop(name, None)
         return values
 
+    def check_out_is_new(self) -> None:
+        """Raise ValueError when ``--out`` holds anything (but its lock file) and neither ``--resume`` nor
+        ``--overwrite`` is given; checked in ``validate`` and again once the run holds ``--out``'s lock."""
+        from goldfish.checkpoints import LOCK_FILE
+
+        out = Path(self.out)
+        if self.run.resume is None and not self.run.overwrite and out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
+            raise ValueError(f"--out {self.out} exists and is not empty; pass --overwrite or --resume")
+
     def validate(self) -> None:
         """Raise ValueError on any bad setting, before anything is written."""
         from goldfish.models import check_model_folder
@@ -305,8 +314,7 @@ class TrainConfig:
         out, resume = Path(t.output_dir), self.run.resume
         if m.model is not None:
             _check_out_apart_from_model(out, Path(m.model), self.run.overwrite)
-        if resume is None and out.exists() and any(out.iterdir()) and not self.run.overwrite:
-            raise ValueError(f"--out {t.output_dir} exists and is not empty; pass --overwrite or --resume")
+        self.check_out_is_new()
         if resume is not None and self.run.overwrite:
             raise ValueError("give one of --resume (continue the run in --out) or --overwrite (start it again)")
         if self.run.force and resume is None:
