@@ -172,6 +172,11 @@ class GoldfishTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = _hf("remove_unused_columns", False, "owned by goldfish: must stay false (the collator "
                                                                       "reads the goldfish_* columns)")
 
+    def __getstate__(self):
+        """Pickled (HF's ``training_args.bin`` in ``--out`` and every checkpoint) without the secrets:
+        ``SECRET_FIELDS`` read None there, the live object keeps them."""
+        return self.__dict__ | {name: None for name in SECRET_FIELDS}
+
     def __post_init__(self):
         if self.save_steps == 0:
             self.save_strategy = "no"
