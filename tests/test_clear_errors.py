@@ -150,3 +150,46 @@ def test_an_out_that_is_or_holds_the_model_is_refused_and_nothing_is_removed(tmp
     line = _error(capsys, "train")
     assert f"--out {out}" in line and f"--model {model}" in line, line
     assert sorted(p.name for p in model.iterdir()) == before
+
+
+CUSTOM_CODE = """
+import os, pathlib
+pathlib.Path(os.environ["GOLDFISH_TEST_RAN"]).write_text("the folder's own code ran")  # transformers runs a copy of the file
+from transformers import LlamaConfig, LlamaForCausalLM
+class CustomConfig(LlamaConfig):
+    model_type = "goldfish_custom"
+class CustomModel(LlamaForCausalLM):
+    config_class = CustomConfig
+"""
+
+
+@pytest.mark.parametrize("command", ["train", "audit", "eval"])
+def test_a_model_with_its_own_code_is_refused_without_asking_unless_trusted(tmp_path, monkeypatch, chatml_model, command):
+    import shutil
+    import subprocess
+    import sys
+
+    model = tmp_path / "custom"
+    shutil.copytree(chatml_model, model)
+    config = json.loads((model / "config.json").read_text())
+    config |= {"model_type": "goldfish_custom", "auto_map": {"AutoConfig": "modeling_custom.CustomConfig",
+                                                             "AutoModelForCausalLM": "modeling_custom.CustomModel"}}
+    (model / "config.json").write_text(json.dumps(config))
+    (model / "modeling_custom.py").write_text(CUSTOM_CODE)
+    data = _jsonl(tmp_path / "chats.jsonl", [_chat()] * 4)
+    ran = tmp_path / "RAN"
+    monkeypatch.setenv("GOLDFISH_TEST_RAN", str(ran))
+    argv = {"train": ["--data", str(data), "--max-steps", "1", "--no-progress", "--data-cache", str(tmp_path / "cache")],
+            "audit": ["--data", str(data), "--prefix-len", "4", "--suffix-len", "4"],
+            "eval": ["--limit", "2"]}[command]
+    run = subprocess.run([sys.executable, "-m", "goldfish.cli", command, "--model", str(model), "--out", str(tmp_path / "out"),
+                          *argv], input="y\n", capture_output=True, text=True, timeout=300)  # "y" to a prompt, were there one
+    assert run.returncode == 2 and "Traceback" not in run.stderr and "[y/N]" not in run.stdout + run.stderr, run.stderr
+    assert not ran.exists()
+    assert (f"goldfish {command}: error: --model {model}: the folder holds its own model code (auto_map); goldfish runs "
+            "it only with --trust-remote-code") in run.stderr, run.stderr
+    assert not (tmp_path / "out").exists()
+    if command == "train":  # trusted: the folder's class is the one trained
+        assert main(["train", "--model", str(model), "--out", str(tmp_path / "out"), *argv, "--trust-remote-code"]) == 0
+        assert ran.exists()
+        assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == ["CustomModel"]

@@ -28,7 +28,7 @@ from goldfish.checkpoints import (
     run_identity,
 )
 from goldfish.hashing import HASH_VERSION
-from goldfish.models import check_attends_within_documents, torch_dtype
+from goldfish.models import check_attends_within_documents, from_pretrained, torch_dtype
 from goldfish.train_config import TrainConfig
 
 logger = logging.getLogger("goldfish")
@@ -39,7 +39,7 @@ def _load_tokenizer(cfg: TrainConfig):
     from transformers import AutoTokenizer
 
     if cfg.model.model is not None:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model.model)
+        tokenizer = from_pretrained(AutoTokenizer, cfg.model.model, trust_remote_code=cfg.model.trust_remote_code)
     else:
         from goldfish.embedded.tiny import load_embedded_tokenizer
 
@@ -63,7 +63,8 @@ def _load_model(cfg: TrainConfig, tokenizer):
     kwargs = {"dtype": torch_dtype(m.dtype)} | ({"attn_implementation": m.attn_implementation} if m.attn_implementation else {})
     if m.model is not None:
         # an absolute path, so a LoRA adapter's adapter_config.json names a base that can be found again
-        model = AutoModelForCausalLM.from_pretrained(str(Path(m.model).resolve()), **kwargs)
+        model = from_pretrained(AutoModelForCausalLM, str(Path(m.model).resolve()), trust_remote_code=m.trust_remote_code,
+                                **kwargs)
     else:
         from goldfish.embedded.tiny import tiny_llama_config
 

@@ -20,7 +20,7 @@ from goldfish.arguments import ArgumentParser, field_like
 from goldfish.config import STRATEGIES, GoldfishConfig
 from goldfish.data.prepare import DataSettings
 from goldfish.embedded.tiny import TINY_CONFIGS
-from goldfish.models import DTYPES
+from goldfish.models import DTYPES, trust_remote_code_field
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class ModelArguments:
 
     _argument_group_name = "model loading"
     model: str | None = field(default=None, metadata={"help": "local HF model folder (with its tokenizer)"})
+    trust_remote_code: bool = trust_remote_code_field()
     init: Literal[tuple(TINY_CONFIGS)] | None = field(default=None, metadata={
         "help": "train a fresh tiny Llama with the embedded tokenizer instead of --model"})
     dtype: Literal[DTYPES] = field(default="float32", metadata={
