@@ -193,3 +193,24 @@ def test_a_model_with_its_own_code_is_refused_without_asking_unless_trusted(tmp_
         assert main(["train", "--model", str(model), "--out", str(tmp_path / "out"), *argv, "--trust-remote-code"]) == 0
         assert ran.exists()
         assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == ["CustomModel"]
+
+
+LOOPING_TEMPLATE = ("{% for m in messages %}{% for a in range(3000) %}{% for b in range(3000) %}{% endfor %}{% endfor %}"
+                    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
+
+
+def test_a_chat_template_that_loops_is_stopped_with_a_clear_error(tmp_path, capsys, chatml_model, monkeypatch):
+    import time
+
+    import goldfish.data.chat
+
+    monkeypatch.setattr(goldfish.data.chat, "RENDER_TIME_LIMIT_S", 0.2)
+    template = tmp_path / "looping.jinja"
+    template.write_text(LOOPING_TEMPLATE)
+    data = _jsonl(tmp_path / "chats.jsonl", [_chat()] * 2)
+    start = time.time()
+    assert _train(tmp_path, data, "--model", chatml_model, "--chat-template", str(template)) == 2
+    assert time.time() - start < 30
+    line = _error(capsys, "train")
+    assert f"{data}: record 0: the chat template took over 0.2 s to render the conversation up to message " in line, line
+    assert not (tmp_path / "out").exists()
