@@ -166,3 +166,39 @@ def test_a_real_full_disk_is_reported_as_such(small_disk, capsys, size, stops_in
     out = small_disk(size) / "run"
     assert main([*ARGS, "--max-steps", "3", "--save-steps", "3", "--report-to", "none", "--out", str(out)]) == 2, stops_in
     assert _error_line(capsys).startswith(f"goldfish train: error: no space left on device while saving checkpoint-3 in {out} (")
+
+
+# The other run: holds --out's lock as a goldfish train does while it runs, says so, and waits to be killed.
+HOLD_LOCK = """
+import pathlib, sys, time
+from goldfish.checkpoints import out_lock
+with out_lock(sys.argv[1]):
+    pathlib.Path(sys.argv[2]).write_text("locked")
+    time.sleep(600)
+"""
+
+
+def test_a_second_run_into_the_same_out_is_refused_with_the_holders_pid(tmp_path, capsys):
+    import os
+    import signal
+    import sys
+    import time
+
+    out, ready = tmp_path / "run", tmp_path / "ready"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out), str(ready)], env=env)
+    try:
+        deadline = time.time() + 120
+        while not ready.exists() and holder.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert ready.exists(), "the holder never took the lock"
+        for extra in ([], ["--overwrite"]):
+            assert main([*ARGS, "--max-steps", "1", "--out", str(out), *extra]) == 2
+            line = _error_line(capsys)
+            assert line.startswith(f"goldfish train: error: --out {out} is in use by another goldfish train (pid {holder.pid} "), line
+        assert sorted(p.name for p in out.iterdir()) == [".goldfish-lock"]  # nothing written beside the holder's lock
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert main([*ARGS, "--max-steps", "1", "--out", str(out)]) == 0  # a killed holder's lock is gone with it
+    assert not (out / ".goldfish-lock").exists() and (out / "goldfish.json").is_file()

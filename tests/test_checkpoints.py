@@ -286,3 +286,18 @@ def test_resume_point_logs_what_only_warns_and_needs_force_without_a_record(run_
         resume_point(TrainConfig.from_args([*CFG, "--out", str(out), "--resume"]))
     forced = resume_point(TrainConfig.from_args([*CFG, "--out", str(out), "--resume", "--force"]))
     assert forced.record["forced"] and forced.record["differences"][0].startswith(f"no readable {RUN_FILE}")
+
+
+def test_the_hub_token_is_in_no_file_of_out_or_its_checkpoints(tmp_path):
+    from goldfish.cli import main
+
+    token = "hf_NotARealTokenButOneToFind1234"
+    out = tmp_path / "run"
+    assert main(["train", "--init", "micro", "--batch-size", "4", "--no-progress", "--seq-len", "64", "--data",
+                 "embedded:targets", "--max-steps", "2", "--save-steps", "1", "--out", str(out), "--hub-token", token]) == 0
+    saved = sorted(out.rglob("training_args.bin"))
+    assert [p.parent.name for p in saved] == ["checkpoint-1", "checkpoint-2", "run"]
+    for p in saved:
+        args = torch.load(p, weights_only=False)
+        assert args.hub_token is None and args.max_steps == 2, p
+    assert not [p for p in out.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]

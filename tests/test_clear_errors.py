@@ -136,3 +136,81 @@ def test_audit_out_that_cannot_be_written_or_holds_other_files_is_refused_first(
     assert _audit(memorized, members, mine) == 2
     assert "holds files that are not an audit's (notes.txt)" in _error(capsys, "audit")
     assert (mine / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("where", ["the model", "inside the model", "above the model"])
+def test_an_out_that_is_or_holds_the_model_is_refused_and_nothing_is_removed(tmp_path, capsys, where):
+    model = Path(chat_model_folder(tmp_path / "runs" / "model", "chatml"))
+    (model / "goldfish.json").write_text("{}\n")  # a previous goldfish run's output: --overwrite would clear it
+    before = sorted(p.name for p in model.iterdir())
+    out = {"the model": model, "inside the model": model / "again", "above the model": model.parent}[where]
+    data = _jsonl(tmp_path / "chats.jsonl", [_chat()] * 4)
+    assert main(["train", "--model", str(model), "--data", str(data), "--out", str(out), "--overwrite", "--lora",
+                 "--max-steps", "1", "--no-progress", "--data-cache", str(tmp_path / "cache")]) == 2
+    line = _error(capsys, "train")
+    assert f"--out {out}" in line and f"--model {model}" in line, line
+    assert sorted(p.name for p in model.iterdir()) == before
+
+
+CUSTOM_CODE = """
+import os, pathlib
+pathlib.Path(os.environ["GOLDFISH_TEST_RAN"]).write_text("the folder's own code ran")  # transformers runs a copy of the file
+from transformers import LlamaConfig, LlamaForCausalLM
+class CustomConfig(LlamaConfig):
+    model_type = "goldfish_custom"
+class CustomModel(LlamaForCausalLM):
+    config_class = CustomConfig
+"""
+
+
+@pytest.mark.parametrize("command", ["train", "audit", "eval"])
+def test_a_model_with_its_own_code_is_refused_without_asking_unless_trusted(tmp_path, monkeypatch, chatml_model, command):
+    import shutil
+    import subprocess
+    import sys
+
+    model = tmp_path / "custom"
+    shutil.copytree(chatml_model, model)
+    config = json.loads((model / "config.json").read_text())
+    config |= {"model_type": "goldfish_custom", "auto_map": {"AutoConfig": "modeling_custom.CustomConfig",
+                                                             "AutoModelForCausalLM": "modeling_custom.CustomModel"}}
+    (model / "config.json").write_text(json.dumps(config))
+    (model / "modeling_custom.py").write_text(CUSTOM_CODE)
+    data = _jsonl(tmp_path / "chats.jsonl", [_chat()] * 4)
+    ran = tmp_path / "RAN"
+    monkeypatch.setenv("GOLDFISH_TEST_RAN", str(ran))
+    argv = {"train": ["--data", str(data), "--max-steps", "1", "--no-progress", "--data-cache", str(tmp_path / "cache")],
+            "audit": ["--data", str(data), "--prefix-len", "4", "--suffix-len", "4"],
+            "eval": ["--limit", "2"]}[command]
+    run = subprocess.run([sys.executable, "-m", "goldfish.cli", command, "--model", str(model), "--out", str(tmp_path / "out"),
+                          *argv], input="y\n", capture_output=True, text=True, timeout=300)  # "y" to a prompt, were there one
+    assert run.returncode == 2 and "Traceback" not in run.stderr and "[y/N]" not in run.stdout + run.stderr, run.stderr
+    assert not ran.exists()
+    assert (f"goldfish {command}: error: --model {model}: the folder holds its own model code (auto_map); goldfish runs "
+            "it only with --trust-remote-code") in run.stderr, run.stderr
+    assert not (tmp_path / "out").exists()
+    if command == "train":  # trusted: the folder's class is the one trained
+        assert main(["train", "--model", str(model), "--out", str(tmp_path / "out"), *argv, "--trust-remote-code"]) == 0
+        assert ran.exists()
+        assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == ["CustomModel"]
+
+
+LOOPING_TEMPLATE = ("{% for m in messages %}{% for a in range(3000) %}{% for b in range(3000) %}{% endfor %}{% endfor %}"
+                    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
+
+
+def test_a_chat_template_that_loops_is_stopped_with_a_clear_error(tmp_path, capsys, chatml_model, monkeypatch):
+    import time
+
+    import goldfish.data.chat
+
+    monkeypatch.setattr(goldfish.data.chat, "RENDER_TIME_LIMIT_S", 0.2)
+    template = tmp_path / "looping.jinja"
+    template.write_text(LOOPING_TEMPLATE)
+    data = _jsonl(tmp_path / "chats.jsonl", [_chat()] * 2)
+    start = time.time()
+    assert _train(tmp_path, data, "--model", chatml_model, "--chat-template", str(template)) == 2
+    assert time.time() - start < 30
+    line = _error(capsys, "train")
+    assert f"{data}: record 0: the chat template took over 0.2 s to render the conversation up to message " in line, line
+    assert not (tmp_path / "out").exists()

@@ -122,3 +122,19 @@ def test_mask_cli_marks_protected_spans(capsys):
     first, second = out.split("{{")[1].split("}}")[0], out.split("{{")[2].split("}}")[0]
     assert first == second and "[[" in first  # the same email, the same drops, in both places
     assert "protected" in out and "2 spans" in out
+
+
+def test_the_secrets_are_in_no_file_of_the_cache_or_the_run(tmp_path):
+    from goldfish.cache import fingerprint
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": f"Ticket {i}: handled by {SECRET}."}) + "\n" for i in range(16)))
+    names = tmp_path / "names.txt"
+    names.write_text(SECRET + "\n")
+    out, cache = tmp_path / "o", tmp_path / "cache"
+    assert main(["train", "--init", "micro", "--data", str(data), "--out", str(out), "--max-steps", "2", "--batch-size", "4",
+                 "--no-progress", "--save-steps", "1", "--protect", str(names), "--data-cache", str(cache)]) == 0
+    [record] = [json.loads(p.read_text()) for p in cache.rglob("prepared.json")]
+    assert record["settings"]["protect"] == fingerprint([SECRET]) and record["protected_targets"] > 0
+    holding = [p for root in (cache, out) for p in root.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert holding == []

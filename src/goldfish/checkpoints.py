@@ -32,6 +32,7 @@ from goldfish.cache import OWNER_FILE, fingerprint, write_text_atomic
 
 logger = logging.getLogger("goldfish")
 RUN_FILE = "goldfish_run.json"  # in every checkpoint-N/: the run's identity (run_identity)
+LOCK_FILE = ".goldfish-lock"  # in --out: locked by the run writing there (out_lock), naming its pid and host
 RUN_FORMAT = "goldfish-run-v1"
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
            "adapter_model.safetensors", "adapter_model.bin")
@@ -331,6 +332,50 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
+# ---- one run at a time ----
+
+@contextlib.contextmanager
+def out_lock(out: str | Path):
+    """Hold an exclusive lock on the folder ``out`` while the block runs; ``out`` is left as the block
+    leaves it (the lock file removed, and ``out`` itself if the lock made it and it stayed empty).
+
+    The lock is ``fcntl.flock`` on ``out/LOCK_FILE``, which reads "pid P on HOST" while held; the
+    kernel releases it when the holder ends, however it ends (a killed holder's file is taken over).
+    Raises ValueError naming the holder when another process holds it.
+    """
+    import fcntl
+    import os
+    import socket
+
+    out = Path(out)
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_FILE
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "pid unknown"
+            os.close(fd)
+            raise ValueError(f"--out {out} is in use by another goldfish train ({holder}); wait for it to end or choose "
+                             "another --out") from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break  # else its holder removed the file between our open and our lock: lock the new one
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+        if made:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+
+
 # ---- --overwrite ----
 
 RUN_DIRS = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-\d+|runs|merged")
@@ -348,7 +393,7 @@ def outputs_to_clear(out: str | Path) -> list[Path]:
     one marks a run (``RUN_MARKS`` or a ``checkpoint-N/``); [] when there is nothing. Raises
     ValueError otherwise, naming what goldfish did not write; nothing is removed here."""
     out = Path(out)
-    entries = sorted(p for p in out.iterdir() if p.name != OWNER_FILE) if out.is_dir() else []
+    entries = sorted(p for p in out.iterdir() if p.name not in (OWNER_FILE, LOCK_FILE)) if out.is_dir() else []
     if not entries:
         return []
     foreign = [p.name for p in entries if not _written_by_a_run(p)]

@@ -103,13 +103,15 @@ def _mask_texts(args, texts: list[str]) -> list[str]:
 def _load_tokenizer(path):
     from transformers import AutoTokenizer
 
+    from goldfish.models import from_pretrained
+
     if path is None:
         from goldfish.embedded.tiny import load_embedded_tokenizer
 
         return load_embedded_tokenizer()
     if not Path(path, "tokenizer_config.json").exists() and not Path(path, "tokenizer.json").exists():
         raise ValueError(f"{path} is not a HF tokenizer folder (no tokenizer.json / tokenizer_config.json)")
-    return AutoTokenizer.from_pretrained(path)
+    return from_pretrained(AutoTokenizer, path, "--tokenizer")
 
 
 def cmd_mask(argv: list[str], prog: str) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from goldfish.embedded.tasks import METRIC, TASKS
-from goldfish.models import DTYPES
+from goldfish.models import DTYPES, trust_remote_code_field
 
 STDERR = "_stderr"
 
@@ -46,6 +46,7 @@ class EvalConfig:
     batch_size: int = field(default=32, metadata={"help": "requests a batch"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (None: cuda if available)"})
     dtype: Literal[DTYPES] = field(default="auto", metadata={"help": "dtype the models are loaded in (auto: the checkpoint's)"})
+    trust_remote_code: bool = trust_remote_code_field()
     seed: int = field(default=0, metadata={"help": "seed of lm-eval's sampling (few-shot examples)"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
@@ -199,7 +200,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     with _offline(cfg.progress):
         manager = _task_manager(cfg)
         for path, name in zip(cfg.models, names):
-            model, tokenizer = load_model(path, cfg.device, cfg.dtype)
+            model, tokenizer = load_model(path, cfg.device, cfg.dtype, cfg.trust_remote_code)
             scores[name] = evaluate_model(model, tokenizer, cfg, manager)
             del model
     result = {"models": scores, "baseline": baseline, "vs_baseline": compare(scores, baseline), "tasks": list(cfg.tasks),

@@ -117,18 +117,43 @@ def display_names(paths: list[str], names: list[str] | None = None) -> list[str]
     return [n if base.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(base)]
 
 
-def load_model(path: str, device: str | None = None, dtype: str = "auto"):
+def trust_remote_code_field():
+    """The ``--trust-remote-code`` setting of every command that loads models (one definition)."""
+    from dataclasses import field
+
+    return field(default=False, metadata={
+        "help": "run the Python code a model folder ships (auto_map in its config.json or tokenizer_config.json); without "
+                "it such a folder is refused, never asked about (read the code first)"})
+
+
+def from_pretrained(auto_class, path: str, flag: str = "--model", trust_remote_code: bool = False, **kwargs):
+    """``auto_class.from_pretrained(path, **kwargs)`` (an ``Auto*`` class of transformers, a local folder),
+    the one place goldfish loads models, tokenizers and configs. The folder's own code (``auto_map``) runs
+    only with ``trust_remote_code``; without it, a folder that needs it raises ValueError naming ``flag``
+    and ``--trust-remote-code`` (transformers would otherwise ask on stdin mid-run)."""
+    try:
+        return auto_class.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+    except ValueError as e:
+        if trust_remote_code or "custom code" not in str(e):
+            raise
+        raise ValueError(f"{flag} {path}: the folder holds its own model code (auto_map); goldfish runs it only with "
+                         "--trust-remote-code (read that code first)") from None
+
+
+def load_model(path: str, device: str | None = None, dtype: str = "auto", trust_remote_code: bool = False,
+               flag: str = "--model"):
     """(model, tokenizer) from a local HF folder, in eval mode on ``device`` (default: cuda if present).
 
     A PEFT adapter folder loads its base model, applies the adapter and merges it (same outputs,
     plain-model speed); the tokenizer comes from the adapter folder if it has one, else the base.
+    The folders' own code runs only with ``trust_remote_code`` (``from_pretrained``).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    check_model_folder(path)
+    check_model_folder(path, flag)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     base = adapter_base(path)
-    model = AutoModelForCausalLM.from_pretrained(base or path, dtype=torch_dtype(dtype))
+    model = from_pretrained(AutoModelForCausalLM, base or path, flag, trust_remote_code, dtype=torch_dtype(dtype))
     tokenizer_dir = path
     if base is not None:
         require_peft("an adapter folder")
@@ -137,4 +162,4 @@ def load_model(path: str, device: str | None = None, dtype: str = "auto"):
         model = PeftModel.from_pretrained(model, path).merge_and_unload()
         if not _has_tokenizer(path):
             tokenizer_dir = base
-    return model.to(device).eval(), AutoTokenizer.from_pretrained(tokenizer_dir)
+    return model.to(device).eval(), from_pretrained(AutoTokenizer, tokenizer_dir, flag, trust_remote_code)

@@ -20,12 +20,13 @@ from goldfish.cache import write_text_atomic
 from goldfish.checkpoints import (
     RunRecorder,
     clear_outputs,
+    out_lock,
     outputs_to_clear,
     resume_point,
     run_identity,
 )
 from goldfish.hashing import HASH_VERSION
-from goldfish.models import check_attends_within_documents, torch_dtype
+from goldfish.models import check_attends_within_documents, from_pretrained, torch_dtype
 from goldfish.train_config import TrainConfig
 
 logger = logging.getLogger("goldfish")
@@ -36,7 +37,7 @@ def _load_tokenizer(cfg: TrainConfig):
     from transformers import AutoTokenizer
 
     if cfg.model.model is not None:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model.model)
+        tokenizer = from_pretrained(AutoTokenizer, cfg.model.model, trust_remote_code=cfg.model.trust_remote_code)
     else:
         from goldfish.embedded.tiny import load_embedded_tokenizer
 
@@ -60,7 +61,8 @@ def _load_model(cfg: TrainConfig, tokenizer):
     kwargs = {"dtype": torch_dtype(m.dtype)} | ({"attn_implementation": m.attn_implementation} if m.attn_implementation else {})
     if m.model is not None:
         # an absolute path, so a LoRA adapter's adapter_config.json names a base that can be found again
-        model = AutoModelForCausalLM.from_pretrained(str(Path(m.model).resolve()), **kwargs)
+        model = from_pretrained(AutoModelForCausalLM, str(Path(m.model).resolve()), trust_remote_code=m.trust_remote_code,
+                                **kwargs)
     else:
         from goldfish.embedded.tiny import tiny_llama_config
 
@@ -126,11 +128,17 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     """Run training; returns the ``goldfish.json`` record. ``callbacks``: extra TrainerCallbacks.
 
     Resuming a run whose checkpoint already reached the end changes nothing and returns its record.
-    ``--resume`` and ``--overwrite``: see ``goldfish.checkpoints``.
+    ``--resume`` and ``--overwrite``: see ``goldfish.checkpoints``. One run at a time writes into
+    ``out``: the main process holds ``out_lock`` (another run's raises ValueError naming its pid).
     """
     cfg.validate()
-    with _progress_bars(not cfg.training.disable_tqdm):
-        return _train(cfg, callbacks)
+    # one run writes into --out at a time: its main process holds the lock, and checks --out again under it
+    main = cfg.training.process_index == 0
+    with out_lock(cfg.out) if main else contextlib.nullcontext():
+        if main:
+            cfg.check_out_is_new()
+        with _progress_bars(not cfg.training.disable_tqdm):
+            return _train(cfg, callbacks)
 
 
 @contextlib.contextmanager

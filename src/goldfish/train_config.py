@@ -22,7 +22,7 @@ from goldfish.config import STRATEGIES, GoldfishConfig
 from goldfish.data.prepare import DataSettings
 from goldfish.distributed import open_cpu_process_group
 from goldfish.embedded.tiny import TINY_CONFIGS
-from goldfish.models import DTYPES
+from goldfish.models import DTYPES, trust_remote_code_field
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class ModelArguments:
 
     _argument_group_name = "model loading"
     model: str | None = field(default=None, metadata={"help": "local HF model folder (with its tokenizer)"})
+    trust_remote_code: bool = trust_remote_code_field()
     init: Literal[tuple(TINY_CONFIGS)] | None = field(default=None, metadata={
         "help": "train a fresh tiny Llama with the embedded tokenizer instead of --model"})
     dtype: Literal[DTYPES] = field(default="float32", metadata={
@@ -174,6 +175,11 @@ class GoldfishTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = _hf("remove_unused_columns", False, "owned by goldfish: must stay false (the collator "
                                                                       "reads the goldfish_* columns)")
 
+    def __getstate__(self):
+        """Pickled (HF's ``training_args.bin`` in ``--out`` and every checkpoint) without the secrets:
+        ``SECRET_FIELDS`` read None there, the live object keeps them."""
+        return self.__dict__ | {name: None for name in SECRET_FIELDS}
+
     def __post_init__(self):
         if self.save_steps == 0:
             self.save_strategy = "no"
@@ -213,6 +219,17 @@ GROUPS = (("data", DataArguments), ("model", ModelArguments), ("mask", GoldfishA
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunArguments))  # not written into goldfish_config.yaml
 SECRET_FIELDS = ("hub_token",)  # never written to disk
 DEPRECATED_FIELDS = ("gradient_checkpointing", "gradient_checkpointing_kwargs")  # HF's mirrors of activation_checkpointing*
+
+
+def _check_out_apart_from_model(out: Path, model: Path, overwrite: bool) -> None:
+    """Raise ValueError when ``out`` is the ``model`` folder or inside it (the run's outputs would replace
+    or mix with the base weights), or holds it and ``overwrite`` would delete it (links resolved)."""
+    o, mo = out.resolve(), model.resolve()
+    if o == mo or mo in o.parents:
+        raise ValueError(f"--out {out} is {'the' if o == mo else 'inside the'} --model {model} folder: the run would write "
+                         "over the model it trains; choose another --out")
+    if overwrite and o in mo.parents:
+        raise ValueError(f"--out {out} holds the --model {model} folder, which --overwrite would delete; choose another --out")
 
 
 def train_parser(prog: str = "goldfish train") -> ArgumentParser:
@@ -267,6 +284,15 @@ class TrainConfig:
             values.pop(name, None)
         return values
 
+    def check_out_is_new(self) -> None:
+        """Raise ValueError when ``--out`` holds anything (but its lock file) and neither ``--resume`` nor
+        ``--overwrite`` is given; checked in ``validate`` and again once the run holds ``--out``'s lock."""
+        from goldfish.checkpoints import LOCK_FILE
+
+        out = Path(self.out)
+        if self.run.resume is None and not self.run.overwrite and out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
+            raise ValueError(f"--out {self.out} exists and is not empty; pass --overwrite or --resume")
+
     def validate(self) -> None:
         """Raise ValueError on any bad setting, before anything is written."""
         from goldfish.models import check_model_folder
@@ -306,8 +332,9 @@ class TrainConfig:
         if self.mask.near_duplicates == "align" and gcfg.strategy != "hash":
             raise ValueError(f"--near-duplicates align hands out hash-v1 hashes: it needs --strategy hash, not {gcfg.strategy}")
         out, resume = Path(t.output_dir), self.run.resume
-        if resume is None and out.exists() and any(out.iterdir()) and not self.run.overwrite:
-            raise ValueError(f"--out {t.output_dir} exists and is not empty; pass --overwrite or --resume")
+        if m.model is not None:
+            _check_out_apart_from_model(out, Path(m.model), self.run.overwrite)
+        self.check_out_is_new()
         if resume is not None and self.run.overwrite:
             raise ValueError("give one of --resume (continue the run in --out) or --overwrite (start it again)")
         if self.run.force and resume is None:

@@ -15,7 +15,7 @@ from goldfish.audit.metrics import degeneration_metrics, extraction_metrics, mia
 from goldfish.audit.probes import Probe, chat_probes, text_probes
 from goldfish.audit.summary import compare_to_baseline, secret_summary, summarize
 from goldfish.distributed import world_size
-from goldfish.models import DTYPES, check_model_folder, display_names, load_model
+from goldfish.models import DTYPES, check_model_folder, display_names, load_model, trust_remote_code_field
 from goldfish.secrets import load_secrets
 
 
@@ -63,6 +63,7 @@ class AuditConfig:
     stop_at_eos: bool = field(default=False, metadata={"help": "stop a generation at EOS"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (None: cuda if available)"})
     dtype: Literal[DTYPES] = field(default="auto", metadata={"help": "dtype the models are loaded in (auto: the checkpoint's)"})
+    trust_remote_code: bool = trust_remote_code_field()
     text_field: str = field(default="text", metadata={"help": "the field that holds plain text"})
     assistant_turns: Literal["all", "last"] = field(default="all", metadata={"help": "chats: which assistant turns to test"})
     min_new_tokens: int = field(default=0, metadata={
@@ -236,7 +237,7 @@ def run_audit(cfg: AuditConfig) -> dict:
     score = bool(non_members)
     reference_nll = {}
     if cfg.reference_model:
-        ref, ref_tok = load_model(cfg.reference_model, cfg.device, cfg.dtype)
+        ref, ref_tok = load_model(cfg.reference_model, cfg.device, cfg.dtype, cfg.trust_remote_code, "--reference-model")
         for member, group in ((True, my_docs), (False, my_non)):
             probes, _ = _probes(group, ref_tok, cfg, kind, member, max_context(ref), extract=False)
             reference_nll.update({(member, r["id"]): r["nll"] for r in audit_model(ref, ref_tok, "reference", probes, cfg, kind,
@@ -244,7 +245,7 @@ def run_audit(cfg: AuditConfig) -> dict:
         del ref
     all_rows, summaries, names = [], {}, display_names(cfg.models, cfg.names)
     for path, name in zip(cfg.models, names):
-        model, tokenizer = load_model(path, cfg.device, cfg.dtype)
+        model, tokenizer = load_model(path, cfg.device, cfg.dtype, cfg.trust_remote_code)
         context = max_context(model)
         if kind == "text" and cfg.suffix_len >= context:
             raise ValueError(f"--suffix-len {cfg.suffix_len}: the model {name!r} reads at most {context} tokens, prefix and suffix "

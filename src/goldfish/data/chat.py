@@ -17,11 +17,15 @@ ValueError names the turn.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
+import threading
 
 from goldfish.data.formats import normalize_messages
 
 IGNORE_INDEX = -100
+RENDER_TIME_LIMIT_S = 10.0  # the longest one render of a conversation may take (real templates: milliseconds)
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
@@ -56,10 +60,35 @@ def require_offsets(tokenizer, purpose: str) -> None:
                          "tokenizer) gives none; use a fast tokenizer (a folder with tokenizer.json)")
 
 
-def _apply_template(tokenizer, messages, turn, **kwargs):
-    """``apply_chat_template`` with a template failure as a ValueError naming the message it reached."""
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """Raise ``TimeoutError`` inside the block once ``seconds`` have passed (SIGALRM). Unbounded off
+    the main thread, or while another alarm is set (it is left as it was)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getitimer(signal.ITIMER_REAL)[0] > 0:
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TimeoutError
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        return tokenizer.apply_chat_template(messages, **kwargs)
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _apply_template(tokenizer, messages, turn, **kwargs):
+    """``apply_chat_template`` with a template failure as a ValueError naming the message it reached, and
+    a render that takes over ``RENDER_TIME_LIMIT_S`` (a template looping over and over) as one."""
+    try:
+        with _time_limit(RENDER_TIME_LIMIT_S):
+            return tokenizer.apply_chat_template(messages, **kwargs)
+    except TimeoutError:
+        raise ValueError(f"the chat template took over {RENDER_TIME_LIMIT_S:g} s to render the conversation up to message "
+                         f"{turn} (a loop in the template?); fix the template or give another with --chat-template") from None
     except Exception as e:  # jinja2 raise_exception(...), a missing key, a template bug: many types
         missing = [i for i, m in enumerate(messages) if "content" not in m]
         hint = f" (message {missing[0]} has no 'content')" if missing else ""
@@ -160,8 +189,9 @@ def _without_closing_eos(tokenizer, messages, upto: str, following: str | None, 
         return upto
     if following is None:
         try:
-            following = tokenizer.apply_chat_template([*messages, {"role": "user", "content": "?"}], tools=tools, tokenize=False)
-        except Exception:  # a template that refuses the probe: keep the EOS
+            following = _apply_template(tokenizer, [*messages, {"role": "user", "content": "?"}], len(messages), tools=tools,
+                                        tokenize=False)
+        except ValueError:  # a template that refuses the probe: keep the EOS
             return upto
     return upto[: -len(eos)] if not following.startswith(upto) and following.startswith(upto[: -len(eos)]) else upto
 

@@ -3,7 +3,8 @@
 
 The prepared dataset lives in ``$GOLDFISH_CACHE/prepared/<key>/`` (or another folder you name):
 the Arrow files the maps wrote (memory-mapped when loaded) and ``prepared.json`` (token counts, the
-file list with each file's size and row count, the sources' content hashes). The key covers the
+file list with each file's size and row count, the sources' content hashes; the secrets to protect
+only as a fingerprint). The key covers the
 sources' content (the sha256 of every file, see ``goldfish.data.sources.source_identity``), the
 tokenizer (its vocabulary, merges, special tokens and chat template), the preparation settings and
 the goldfish config (the per-epoch drop counts are computed during preparation).
@@ -323,7 +324,7 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
         if [source_identity(s) for s in sources] != identities:
             raise ValueError(f"{', '.join(sources)}: changed while being prepared; run again once it is written")
         record = {**counts, "files": files, "checks": {f: _file_check(tmp / f) for f in files}, "version": PREPARE_VERSION,
-                  "lineage": lineage, "sources": identities, "settings": asdict(settings), "goldfish": gcfg.to_dict(),
+                  "lineage": lineage, "sources": identities, "settings": _recorded(settings), "goldfish": gcfg.to_dict(),
                   "prepare_seconds": round(time.time() - start, 2)}
         (tmp / "prepared.json").write_text(json.dumps(record, indent=2) + "\n")
     logger.info("prepared data: %d examples, %d rows in %.1f s, cached at %s", counts["examples"], counts["rows"],
@@ -333,6 +334,13 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
     _remove_superseded(root, key, lineage)
     record, train = _load_verified(final)
     return PreparedData(train, record, final, False)
+
+
+def _recorded(settings: DataSettings) -> dict:
+    """``settings`` as ``prepared.json`` records them: the secrets as their ``fingerprint``, never in plain text."""
+    from goldfish.cache import fingerprint
+
+    return asdict(settings) | {"protect": fingerprint(list(settings.protect)) if settings.protect else []}
 
 
 def _fitted(fit_dir: Path, settings: DataSettings) -> dict:

@@ -69,7 +69,9 @@ def embedded_tokenizer_dir() -> Path:
 def load_embedded_tokenizer():
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(embedded_tokenizer_dir())
+    from goldfish.models import from_pretrained
+
+    return from_pretrained(AutoTokenizer, str(embedded_tokenizer_dir()))
 
 
 def tiny_llama_config(tokenizer, size: str = "tiny", max_positions: int = 1024, vocab_size: int | None = None):

@@ -50,7 +50,7 @@ from goldfish.experiments.documents import gap_closed
 from goldfish.experiments.reporting import closing_line, utility_table, write_summary
 from goldfish.experiments.training import finetune, goldfish_config
 from goldfish.experiments.utility import benchmarks, utility_figures
-from goldfish.models import load_model
+from goldfish.models import from_pretrained, load_model
 from goldfish.secrets import load_secrets
 from goldfish.stats import mean_ci
 
@@ -199,7 +199,7 @@ def run(cfg: ChatConfig) -> dict:
         finetune(cfg, base, train_file, goldfish_config(cfg, strategy, protect_k=cfg.protect_k), models[name], cfg.epochs,
                  cfg.lr, cfg.batch_size, seq_len=512, protect=protect if protected else [], padding_free=True,
                  near_duplicates=near_duplicates)
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer = from_pretrained(AutoTokenizer, base)
     results = evaluate(models, data, cfg, out, tokenizer)
     r = {n: results[n]["canned"]["rouge_l"] for n in models}
     loss = {n: results[n]["utility"]["heldout_loss"] for n in models}

@@ -38,10 +38,12 @@ def run(cfg: ExtremeConfig) -> dict:
     """Train, audit, report. Writes models/, data/, audit/ and summary.json + report.* into cfg.out."""
     from transformers import AutoTokenizer
 
+    from goldfish.models import from_pretrained
+
     start = time.time()
     out = Path(cfg.out)
     base = base_model_dir(cfg, "extreme")
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer = from_pretrained(AutoTokenizer, base)
     members, non_members = target_documents(cfg, tokenizer, out)
     runs = {"control": base}
     for strategy in cfg.strategies:
