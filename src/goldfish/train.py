@@ -180,6 +180,13 @@ def _train(cfg: TrainConfig, callbacks: list | None) -> dict:
     counts = data.counts
     if (nd := counts.get("near_duplicates")) is not None:
         logger.info("near-duplicates (%s): %s (their drops follow their representatives')", nd["rule"], near_duplicates_line(nd))
+    if args.process_index == 0:
+        from goldfish.data.chat import drop_warnings
+
+        template = cfg.model.chat_template
+        owner = f"{template} (--chat-template)" if template else f"of {cfg.model.model or 'the embedded tokenizer'}"
+        for line in drop_warnings(counts["template_drops"], owner):
+            logger.warning(line)
     model = _load_model(cfg, tokenizer)
     if cfg.data.pack or cfg.data.padding_free:
         check_attends_within_documents(model, "--pack" if cfg.data.pack else "--padding-free")
@@ -215,6 +222,7 @@ def _train(cfg: TrainConfig, callbacks: list | None) -> dict:
         "protection": _protection_record(cfg, counts),
         "near_duplicates": counts.get("near_duplicates"),
         "documents": counts["documents"],
+        "template_drops": counts["template_drops"],
         "examples": counts["examples"],
         "rows": counts["rows"],
         "prepared_data": str(data.path),

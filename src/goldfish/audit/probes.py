@@ -74,18 +74,20 @@ def text_probes(docs: list[dict], tokenizer, member: bool, context: int, prefix_
 
 
 def chat_probes(docs: list[dict], tokenizer, member: bool, context: int, text_field: str = "text",
-                assistant_turns: str = "all") -> tuple[list[Probe], int]:
-    """Probes of the trained assistant turns of chat records, and how many turns were skipped because
-    the reply alone does not fit the model's context. A ValueError names the record."""
-    from goldfish.data import tokenize_document
-    from goldfish.data.chat import supervised_runs
+                assistant_turns: str = "all", system_into_user: bool = False) -> tuple[list[Probe], int, dict]:
+    """Probes of the trained assistant turns of chat records, how many turns were skipped because the
+    reply alone does not fit the model's context, and the chat template's drops
+    (``goldfish.data.chat.tally_drops`` of the records). A ValueError names the record."""
+    from goldfish.data.chat import supervised_runs, tally_drops
+    from goldfish.data.tokenize import encode_record
 
-    probes, skipped = [], 0
+    probes, skipped, drops = [], 0, []
     for n, doc in enumerate(docs):
         try:
-            ids, labels = tokenize_document(doc, tokenizer, text_field, assistant_turns)
+            ids, labels, _, roles = encode_record(doc, tokenizer, text_field, assistant_turns, system_into_user=system_into_user)
         except ValueError as e:
             raise ValueError(f"record {n}: {e}") from None
+        drops.append(roles)
         for turn, (a, b) in enumerate(supervised_runs(labels[1:])):  # a target needs a token before it
             a, b = a + 1, b + 1
             if b - a >= context:
@@ -94,4 +96,4 @@ def chat_probes(docs: list[dict], tokenizer, member: bool, context: int, text_fi
             prefix, suffix = ids[max(0, a - (context - (b - a))) : a], ids[a:b]
             probes.append(Probe(id=f"{doc.get('id', n)}#{turn}", member=member, text=tokenizer.decode(suffix, skip_special_tokens=True),
                                 scored_ids=prefix + suffix, n_scored=len(suffix), prefix=prefix, suffix=suffix, turn=turn))
-    return probes, skipped
+    return probes, skipped, tally_drops(drops)

@@ -14,6 +14,8 @@ from goldfish.audit.extraction import generate_suffixes, max_context, token_logp
 from goldfish.audit.metrics import degeneration_metrics, extraction_metrics, mia_scores, reproduced_runs
 from goldfish.audit.probes import Probe, chat_probes, text_probes
 from goldfish.audit.summary import compare_to_baseline, secret_summary, summarize
+from goldfish.arguments import field_like
+from goldfish.data.prepare import DataSettings
 from goldfish.distributed import world_size
 from goldfish.models import DTYPES, check_model_folder, display_names, load_model, trust_remote_code_field
 from goldfish.secrets import load_secrets
@@ -66,6 +68,7 @@ class AuditConfig:
     trust_remote_code: bool = trust_remote_code_field()
     text_field: str = field(default="text", metadata={"help": "the field that holds plain text"})
     assistant_turns: Literal["all", "last"] = field(default="all", metadata={"help": "chats: which assistant turns to test"})
+    system_into_user: bool = field_like(DataSettings, "system_into_user")
     min_new_tokens: int = field(default=0, metadata={
         "help": "chats: decode at least N tokens a turn, up to its end-of-turn token (the secret scan reads them; the "
                 "metrics read as many as the true reply has)"})
@@ -167,12 +170,25 @@ def _distributed_state(timeout_s: float):
 
 
 def _probes(docs: list[dict], tokenizer, cfg: AuditConfig, kind: str, member: bool, context: int, extract: bool):
+    """(probes, skipped, template drops: ``goldfish.data.chat.tally_drops``, {} for text)."""
     if kind == "text":
-        return text_probes(docs, tokenizer, member, context, cfg.prefix_len, cfg.suffix_len, cfg.offsets, extract)
+        return *text_probes(docs, tokenizer, member, context, cfg.prefix_len, cfg.suffix_len, cfg.offsets, extract), {}
     try:
-        return chat_probes(docs, tokenizer, member, context, cfg.text_field, cfg.assistant_turns)
+        return chat_probes(docs, tokenizer, member, context, cfg.text_field, cfg.assistant_turns, cfg.system_into_user)
     except ValueError as e:
         raise ValueError(f"{cfg.data if member else cfg.non_members}: {e}") from None
+
+
+def _template_drops(tallies: list[dict], model: str, state) -> dict:
+    """The roles the model's chat template dropped from the audit's prompts (``summary.json``'s
+    ``models.<name>.template_drops``), each said once in a warning (on the main process)."""
+    from goldfish.data.chat import drop_warnings, dropped, tally_drops
+
+    drops = dropped(tally_drops(tallies=tallies))
+    if state is None or state.is_main_process:
+        for line in drop_warnings(drops, f"of {model}", "the audit's prompts"):
+            logger.warning(line)
+    return drops
 
 
 def audit_model(model, tokenizer, name: str, probes: list[Probe], cfg: AuditConfig, kind: str, extract: bool,
@@ -239,7 +255,7 @@ def run_audit(cfg: AuditConfig) -> dict:
     if cfg.reference_model:
         ref, ref_tok = load_model(cfg.reference_model, cfg.device, cfg.dtype, cfg.trust_remote_code, "--reference-model")
         for member, group in ((True, my_docs), (False, my_non)):
-            probes, _ = _probes(group, ref_tok, cfg, kind, member, max_context(ref), extract=False)
+            probes, _, _ = _probes(group, ref_tok, cfg, kind, member, max_context(ref), extract=False)
             reference_nll.update({(member, r["id"]): r["nll"] for r in audit_model(ref, ref_tok, "reference", probes, cfg, kind,
                                                                                     extract=False, score=True)})
         del ref
@@ -250,8 +266,8 @@ def run_audit(cfg: AuditConfig) -> dict:
         if kind == "text" and cfg.suffix_len >= context:
             raise ValueError(f"--suffix-len {cfg.suffix_len}: the model {name!r} reads at most {context} tokens, prefix and suffix "
                              f"together; give a --suffix-len below {context}")
-        members, skipped = _probes(my_docs, tokenizer, cfg, kind, True, context, extract=True)
-        non, _ = _probes(my_non, tokenizer, cfg, kind, False, context, extract=bool(secrets))
+        members, skipped, member_drops = _probes(my_docs, tokenizer, cfg, kind, True, context, extract=True)
+        non, _, non_drops = _probes(my_non, tokenizer, cfg, kind, False, context, extract=bool(secrets))
         rows = (audit_model(model, tokenizer, name, members, cfg, kind, extract=True, score=score)
                 + audit_model(model, tokenizer, name, non, cfg, kind, extract=bool(secrets), score=score))
         for r in rows:
@@ -260,6 +276,8 @@ def run_audit(cfg: AuditConfig) -> dict:
         rows = sorted(_gather(rows, state), key=lambda r: (not r["member"], r["id"]))  # any sharding: one order, one summary
         skipped = sum(_gather([skipped], state))
         summaries[name] = summarize(rows, skipped, bool(reference_nll))
+        if kind == "chat":
+            summaries[name]["template_drops"] = _template_drops(_gather([member_drops, non_drops], state), path, state)
         if secrets:
             summaries[name]["secrets"] = secret_summary(rows, secrets)
         all_rows += rows

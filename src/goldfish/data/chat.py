@@ -13,6 +13,12 @@ Checked for every turn: each partial render is a text prefix of the full render 
 a final EOS that some templates, like Phi-3's, add to every non-generation render), the content
 appears in its span, and supervised tokens reach outside the span by whitespace only; otherwise a
 ValueError names the turn.
+
+Every template: each message's content (stripped; empty ones aside) must appear somewhere in the
+full render, or the template dropped (or rewrote) it. ``chat_encoding`` reports, per role present,
+whether a message of it is missing (``template_drops``: a template without a system branch, one that
+skips tool messages or keeps only the last system message); ``fold_system_into_user`` is the fix
+for system prompts (``--system-into-user``).
 """
 
 from __future__ import annotations
@@ -100,35 +106,107 @@ def _render(tokenizer, messages, add_generation_prompt, tools, turn):
 
 
 def chat_labels(messages: list[dict], tokenizer, assistant_turns: str = "all", tools=None,
-                train_roles: tuple[int, ...] | None = None) -> tuple[list[int], list[int]]:
+                train_roles: tuple[int, ...] | None = None, system_into_user: bool = False) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of a conversation: labels are -100 except on the trained assistant turns.
 
     ``train_roles``: explicit message indices to supervise (overrides ``assistant_turns``; used for
-    the conversational prompt/completion format). Raises ValueError when nothing is trained or a
-    template rewrites earlier turns.
+    the conversational prompt/completion format). ``system_into_user``: see ``fold_system_into_user``.
+    Raises ValueError when nothing is trained or a template rewrites earlier turns.
     """
-    ids, labels, _, _ = chat_encoding(messages, tokenizer, assistant_turns, tools, train_roles)
+    ids, labels, _, _, _ = chat_encoding(messages, tokenizer, assistant_turns, tools, train_roles,
+                                         system_into_user=system_into_user)
     return ids, labels
 
 
+def fold_system_into_user(messages: list[dict]) -> tuple[list[dict], list[int | None]]:
+    """(messages, where each input message went): every system message's content is prepended to the
+    next user message's content, joined by a blank line (``"\\n\\n"``, as FastChat and LLaMA-Factory do
+    for templates without a system slot), and the system message removed; a system message with no
+    user message after it stays. ``where[i]``: the index of input message i in the result, None for a
+    folded system message."""
+    out, where, pending = [], [], []
+    for i, m in enumerate(messages):
+        if m.get("role") == "system" and any(n.get("role") == "user" for n in messages[i + 1 :]):
+            pending.append(m.get("content") or "")
+            where.append(None)
+            continue
+        if m.get("role") == "user" and pending:
+            m = m | {"content": "\n\n".join(t for t in [*pending, m.get("content") or ""] if t)}
+            pending = []
+        where.append(len(out))
+        out.append(m)
+    return out, where
+
+
+def template_drops(messages: list[dict], text: str) -> dict[str, bool]:
+    """Per role with a non-empty message: whether one of its messages' content (stripped) is not in
+    ``text``, the template's render of ``messages``."""
+    roles: dict[str, bool] = {}
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str) and content.strip():
+            roles[m["role"]] = roles.get(m["role"], False) or content.strip() not in text
+    return roles
+
+
+def tally_drops(per_record=(), tallies=()) -> dict:
+    """Per role (sorted): the records whose render dropped a message of it (``records``) of the records
+    with one (``of``), over per-record ``template_drops`` dicts and earlier tallies."""
+    total: dict[str, dict[str, int]] = {}
+    for roles in per_record:
+        for role, dropped in roles.items():
+            count = total.setdefault(role, {"records": 0, "of": 0})
+            count["records"] += bool(dropped)
+            count["of"] += 1
+    for tally in tallies:
+        for role, c in tally.items():
+            count = total.setdefault(role, {"records": 0, "of": 0})
+            count["records"] += c["records"]
+            count["of"] += c["of"]
+    return dict(sorted(total.items()))
+
+
+def dropped(tally: dict) -> dict:
+    """The roles of a ``tally_drops`` tally with a dropped message in some record."""
+    return {role: count for role, count in tally.items() if count["records"]}
+
+
+def drop_warnings(drops: dict, owner: str, into: str = "the training input") -> list[str]:
+    """One line per role that ``owner``'s chat template dropped (``drops``: role -> {"records", "of"},
+    as ``goldfish.json``'s ``template_drops`` holds them); ``into``: what the messages are missing from."""
+    lines = []
+    for role, count in drops.items():
+        what = "system prompts" if role == "system" else f"{role} messages"
+        fix = "--chat-template FILE or --system-into-user" if role == "system" else "--chat-template FILE"
+        lines.append(f"the chat template {owner} drops {role!r} messages: {count['records']} of {count['of']} records' {what} "
+                     f"are not in {into}; use {fix}")
+    return lines
+
+
 def chat_encoding(messages: list[dict], tokenizer, assistant_turns: str = "all", tools=None,
-                  train_roles: tuple[int, ...] | None = None, with_offsets: bool = False):
-    """``chat_labels`` plus the rendered text and each token's character offsets in it (for
-    protected spans): (input_ids, labels, text, offsets). Without ``with_offsets``, text and offsets
-    may be None (templates with generation tags are then not rendered a second time)."""
+                  train_roles: tuple[int, ...] | None = None, with_offsets: bool = False, system_into_user: bool = False):
+    """``chat_labels`` plus the rendered text, each token's character offsets in it (for protected
+    spans) and ``template_drops`` of the render: (input_ids, labels, text, offsets, drops). Without
+    ``with_offsets``, offsets may be None (templates with generation tags are then not tokenized a
+    second time)."""
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) and "role" in m for m in messages):
         raise ValueError("'messages' must be a non-empty list of {'role': ..., 'content': ...} dicts")
     if not tokenizer.chat_template:
         raise ValueError("the tokenizer has no chat template to render conversations with; give one with --chat-template "
                          "(chatml, llama3, vicuna_v1.1 or a Jinja file)")
     messages = normalize_messages(messages)  # content-part lists joined, ShareGPT role names mapped
+    if system_into_user:
+        messages, index = fold_system_into_user(messages)
+        train_roles = None if train_roles is None else tuple(index[i] for i in train_roles)
     turns = list(train_roles) if train_roles is not None else trained_turns(messages, assistant_turns)
     if not turns:
         raise ValueError("the conversation has no assistant turn to train on")
     clean = [_clean(m) for m in messages]
     if has_generation_tags(tokenizer):
-        return _labels_from_generation_tags(clean, tokenizer, turns, tools, with_offsets)
-    return _labels_from_prefix_renders(clean, tokenizer, turns, tools)
+        ids, labels, text, offsets = _labels_from_generation_tags(clean, tokenizer, turns, tools, with_offsets)
+    else:
+        ids, labels, text, offsets = _labels_from_prefix_renders(clean, tokenizer, turns, tools)
+    return ids, labels, text, offsets, template_drops(clean, text)
 
 
 def _true_runs(flags) -> list[tuple[int, int]]:
@@ -161,10 +239,10 @@ def _labels_from_generation_tags(messages, tokenizer, turns, tools, with_offsets
     for (start, end), index in zip(runs, assistant):
         if index in turns:
             labels[start:end] = ids[start:end]
-    if not with_offsets:
-        return ids, labels, None, None
-    require_offsets(tokenizer, "protected spans")
     text = _render(tokenizer, messages, False, tools, len(messages) - 1)
+    if not with_offsets:
+        return ids, labels, text, None
+    require_offsets(tokenizer, "protected spans")
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     if list(enc["input_ids"]) != ids:
         raise ValueError("the chat template's tokens differ from its rendered text tokenized (a template that "

@@ -64,8 +64,17 @@ def _text(content, where: str) -> str:
     raise ValueError(f"{where}: 'content' must be a string or a list of content parts, got {type(content).__name__}")
 
 
+def _train_flag(value, where: str):
+    """A message's ``train`` flag: absent (None) or a JSON boolean; ValueError otherwise (the string
+    "false" or 0 must not train the turn silently)."""
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{where}: 'train' must be true or false (a JSON boolean), got {value!r}")
+    return value
+
+
 def normalize_messages(messages: list) -> list[dict]:
-    """``messages`` with content-part lists joined into strings and roles mapped by ``ROLES``."""
+    """``messages`` with content-part lists joined into strings and roles mapped by ``ROLES``;
+    ValueError for a ``train`` flag that is not a JSON boolean."""
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise ValueError("'messages' must be a list of {'role': ..., 'content': ...} dicts")
     found = [m.get("role") for m in messages]
@@ -74,6 +83,7 @@ def normalize_messages(messages: list) -> list[dict]:
         m = {k: v for k, v in m.items() if v is not None}
         if "content" in m:
             m["content"] = _text(m["content"], f"message {i}")
+        _train_flag(m.get("train"), f"message {i}")
         out.append(m | {"role": _role(m.get("role"), found)})
     return out
 
@@ -88,7 +98,7 @@ def _sharegpt(record: dict) -> list[dict]:
         if t.get("value") is None:
             raise ValueError(f"conversations[{i}] has no 'value'")
         message = {"role": _role(t.get("from"), found), "content": _text(t["value"], f"conversations[{i}]")}
-        if t.get("train") is not None:
+        if _train_flag(t.get("train"), f"conversations[{i}]") is not None:
             message["train"] = t["train"]
         messages.append(message)
     return messages

@@ -34,14 +34,14 @@ from typing import Literal
 import numpy as np
 
 from goldfish.config import GoldfishConfig
-from goldfish.data.chat import IGNORE_INDEX, require_offsets
+from goldfish.data.chat import IGNORE_INDEX, dropped, require_offsets, tally_drops
 from goldfish.data.sources import load_source, resolve_source, source_identity
 from goldfish.data.formats import FORMATS
 from goldfish.data.tokenize import (
     LONG_CHATS,
     document_format,
     document_k,
-    encode_document,
+    encode_record,
     encode_text_record,
     encode_texts,
     fit_counts,
@@ -52,7 +52,7 @@ from goldfish.data.tokenize import (
 )
 from goldfish.secrets import parse_secret
 
-PREPARE_VERSION = "prepare-v6"  # bump when the examples or the cache layout change
+PREPARE_VERSION = "prepare-v7"  # bump when the examples or the cache layout change
 SLICE_BYTES = 128 * 2**20  # a source is tokenized in contiguous slices of about this much Arrow data
 logger = logging.getLogger("goldfish")
 
@@ -64,6 +64,8 @@ class DataSettings:
     ``protect``: the secrets to protect, one secrets-file line each (``goldfish.secrets.secret_line``).
     ``near_duplicates``: "align" gives every example a ``goldfish_aligned`` column (goldfish-align-v1,
     ``goldfish.align``; needs the hash strategy), "off" none.
+    ``system_into_user``: chats' system prompts go into the next user turn before rendering
+    (``goldfish.data.chat.fold_system_into_user``), for templates that drop system messages.
     """
 
     seq_len: int = field(default=512, metadata={"help": "tokens a row; a longer document is split into chunks, each masked as "
@@ -78,6 +80,9 @@ class DataSettings:
     long_chats: Literal[LONG_CHATS] = field(default="truncate", metadata={
         "help": "a chat longer than --seq-len: truncate it after the last assistant turn that fits (every kept reply keeps "
                 "its prompt), drop it, or split it into chunks like text"})
+    system_into_user: bool = field(default=False, metadata={
+        "help": "chats: prepend each system prompt to the next user turn (joined by a blank line, as FastChat and "
+                "LLaMA-Factory do) before the chat template renders it; for templates that drop system messages"})
     protect: tuple[str, ...] = ()
     near_duplicates: Literal["off", "align"] = "off"
 
@@ -98,8 +103,9 @@ def _tokenizer_identity(tokenizer) -> str:
 
 class _Tokenize:
     """Batched map: documents -> examples, with each example's token and drop counts; how each
-    document was fitted to ``seq_len`` goes to a JSON file per batch in ``fit_dir`` (documents left
-    out entirely leave no example to count them on). ``secrets``: protect them (a
+    document was fitted to ``seq_len``, and what the chat template left out of each (``template_drops``),
+    go to a JSON file per batch in ``fit_dir`` (documents left out entirely leave no example to count
+    them on). ``secrets``: protect them (a
     ``goldfish_protected`` column), None for no protection."""
 
     def __init__(self, tokenizer, fmt: str, settings: DataSettings, gcfg: GoldfishConfig, source: str, secrets, offset: int,
@@ -108,7 +114,7 @@ class _Tokenize:
         self.secrets, self.offset, self.fit_dir = secrets, offset, fit_dir  # offset: the source index of the slice's first record
 
     def _documents(self, batch: dict, indices: list[int]):
-        """(index, document dict, input_ids, labels, marker) per record; text is tokenized as one batch."""
+        """(index, document dict, input_ids, labels, marker, template drops) per record; text is tokenized as one batch."""
         docs = [{k: v for k, v in ((k, batch[k][i]) for k in batch) if v is not None} for i in range(len(indices))]
         if self.fmt == "text":
             field = self.settings.text_field
@@ -126,20 +132,21 @@ class _Tokenize:
             except ValueError as e:
                 raise ValueError(f"{self.source}: {e}") from None
             for idx, d, (ids, marker) in zip(indices, docs, encoded):
-                yield idx, d, *encode_text_record(ids, marker, self.tokenizer.eos_token_id)
+                yield idx, d, *encode_text_record(ids, marker, self.tokenizer.eos_token_id), {}
             return
         for idx, d in zip(indices, docs):
             try:
-                ids, labels, marker = encode_document(d, self.tokenizer, self.settings.text_field, self.settings.assistant_turns,
-                                                      self.secrets, self.fmt)
+                encoded = encode_record(d, self.tokenizer, self.settings.text_field, self.settings.assistant_turns,
+                                        self.secrets, self.fmt, self.settings.system_into_user)
             except ValueError as e:
                 raise ValueError(f"{self.source}: record {idx}: {e}") from None
-            yield idx, d, ids, labels, marker
+            yield idx, d, *encoded
 
     def __call__(self, batch: dict, indices: list[int]) -> dict:
         indices = [self.offset + i for i in indices]
-        examples, statuses, cut = [], [], 0
-        for idx, doc, ids, labels, marker in self._documents(batch, indices):
+        examples, statuses, cut, drops = [], [], 0, []
+        for idx, doc, ids, labels, marker, roles in self._documents(batch, indices):
+            drops.append(roles)
             try:
                 k = document_k(doc, self.gcfg.k)
             except ValueError as e:
@@ -150,7 +157,7 @@ class _Tokenize:
             statuses.append(status)
             cut += left_out
         if indices:
-            (self.fit_dir / f"{indices[0]}.json").write_text(json.dumps(fit_counts(statuses, cut)))
+            (self.fit_dir / f"{indices[0]}.json").write_text(json.dumps({"fit": fit_counts(statuses, cut), "template_drops": tally_drops(drops)}))
         lengths = np.asarray([len(e["input_ids"]) for e in examples], dtype=np.int64)
         counts = _target_counts(examples, lengths, self.gcfg, indices[0] if indices else 0)
         out = {"input_ids": [np.asarray(e["input_ids"], dtype=np.int32) for e in examples],
@@ -307,7 +314,7 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
         if settings.near_duplicates == "align":
             examples, near_duplicates = _align(examples, gcfg, num_proc, tmp, protect)
         counts = _counts(examples) | {"near_duplicates": near_duplicates, "formats": formats}
-        counts["documents"] = _fitted(fit_dir, settings)
+        counts["documents"], counts["template_drops"] = _fitted(fit_dir, settings)
         shutil.rmtree(fit_dir)
         rows = (_pack(examples, settings.seq_len, tokenizer.pad_token_id, num_proc, tmp, protect, near_duplicates is not None)
                 if settings.pack else examples)
@@ -343,13 +350,17 @@ def _recorded(settings: DataSettings) -> dict:
     return asdict(settings) | {"protect": fingerprint(list(settings.protect)) if settings.protect else []}
 
 
-def _fitted(fit_dir: Path, settings: DataSettings) -> dict:
-    """How the documents were fitted to ``seq_len``, summed over the map batches' files."""
-    total = fit_counts([], 0)
+def _fitted(fit_dir: Path, settings: DataSettings) -> tuple[dict, dict]:
+    """How the documents were fitted to ``seq_len``, and the template drops: per role, the records
+    with a message of it that the template left out (``records``) of the records with one (``of``),
+    for the roles with any; both summed over the map batches' files."""
+    total, tallies = fit_counts([], 0), []
     for f in fit_dir.rglob("*.json"):
-        for key, value in json.loads(f.read_text()).items():
+        batch = json.loads(f.read_text())
+        for key, value in batch["fit"].items():
             total[key] += value
-    return total | {"seq_len": settings.seq_len, "long_chats": settings.long_chats}
+        tallies.append(batch["template_drops"])
+    return total | {"seq_len": settings.seq_len, "long_chats": settings.long_chats}, dropped(tally_drops(tallies=tallies))
 
 
 def _log_formats(record: dict) -> None:

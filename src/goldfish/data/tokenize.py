@@ -29,6 +29,7 @@ marker of ``goldfish.protect``, one int a token) when secrets are protected.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from goldfish.data.chat import IGNORE_INDEX, chat_encoding, require_offsets, supervised_runs
 from goldfish.data.formats import FORMATS, detect_format, to_record
@@ -95,12 +96,24 @@ def encode_text_record(ids: list[int], marker: list[int] | None, eos: int) -> tu
     return ids + [eos], ids + [eos], None if marker is None else marker + [0]
 
 
-def encode_document(doc: dict, tokenizer, text_field: str = "text", assistant_turns: str = "all",
-                    secrets: list[Secret] | None = None, fmt: str = "auto") -> tuple[list[int], list[int], list[int] | None]:
-    """(input_ids, labels, marker) of one document in any of the formats above (``fmt``: forced, or
-    detected from its keys): labels -100 where not supervised; marker (``goldfish.protect``) where
-    ``secrets`` or the record's ``protect`` name something to protect (spans found on the text the
-    tokens come from), else None."""
+class Encoded(NamedTuple):
+    """One tokenized document: labels -100 where not supervised; ``marker`` (``goldfish.protect``)
+    or None; ``template_drops`` (chats; ``goldfish.data.chat.template_drops``): per role with a
+    non-empty message, whether the chat template left one of its messages out of the render ({} for
+    text)."""
+
+    input_ids: list[int]
+    labels: list[int]
+    marker: list[int] | None
+    template_drops: dict[str, bool]
+
+
+def encode_record(doc: dict, tokenizer, text_field: str = "text", assistant_turns: str = "all",
+                  secrets: list[Secret] | None = None, fmt: str = "auto", system_into_user: bool = False) -> Encoded:
+    """One document in any of the formats above (``fmt``: forced, or detected from its keys). The
+    marker where ``secrets`` or the record's ``protect`` name something to protect (spans found on
+    the text the tokens come from), else None. ``system_into_user``: chats' system prompts go into
+    the next user turn (``goldfish.data.chat.fold_system_into_user``)."""
     doc = to_record(doc, document_format([k for k, v in doc.items() if v is not None], text_field, fmt))
     shape = detect_format(doc.keys(), text_field) if fmt in ("auto", "sharegpt", "alpaca") else fmt
     if secrets is not None or doc.get("protect") is not None:
@@ -114,9 +127,10 @@ def encode_document(doc: dict, tokenizer, text_field: str = "text", assistant_tu
             messages = doc["prompt"] + doc["completion"]
             trained = tuple(len(doc["prompt"]) + i for i, m in enumerate(doc["completion"])
                             if m.get("role") == "assistant" and m.get("train") is not False)
-        ids, labels, text, offsets = chat_encoding(messages, tokenizer, assistant_turns, tools=doc.get("tools"),
-                                                   train_roles=trained, with_offsets=secrets is not None)
-        return ids, labels, None if secrets is None else marker_for(text, offsets, secrets)
+        ids, labels, text, offsets, drops = chat_encoding(messages, tokenizer, assistant_turns, tools=doc.get("tools"),
+                                                          train_roles=trained, with_offsets=secrets is not None,
+                                                          system_into_user=system_into_user)
+        return Encoded(ids, labels, None if secrets is None else marker_for(text, offsets, secrets), drops)
     eos = tokenizer.eos_token_id
     if shape == "prompt_completion":
         prompt, completion = doc["prompt"], doc["completion"]
@@ -124,17 +138,24 @@ def encode_document(doc: dict, tokenizer, text_field: str = "text", assistant_tu
             raise ValueError("'prompt' and 'completion' must both be strings or both be message lists")
         (p, p_marker), (c, c_marker) = encode_texts([prompt, completion], tokenizer, None if secrets is None else [secrets] * 2)
         marker = None if secrets is None else p_marker + [m + max(p_marker, default=0) if m else 0 for m in c_marker] + [0]
-        return p + c + [eos], [IGNORE_INDEX] * len(p) + c + [eos], marker
+        return Encoded(p + c + [eos], [IGNORE_INDEX] * len(p) + c + [eos], marker, {})
     text = doc.get(text_field)
     if not isinstance(text, str):
         raise ValueError(f"{text_field!r} must be a string, got {type(text).__name__}")
     (ids, marker), = encode_texts([text], tokenizer, None if secrets is None else [secrets])
-    return encode_text_record(ids, marker, eos)
+    return Encoded(*encode_text_record(ids, marker, eos), {})
 
 
-def tokenize_document(doc: dict, tokenizer, text_field: str = "text", assistant_turns: str = "all") -> tuple[list[int], list[int]]:
+def encode_document(doc: dict, tokenizer, text_field: str = "text", assistant_turns: str = "all",
+                    secrets: list[Secret] | None = None, fmt: str = "auto") -> tuple[list[int], list[int], list[int] | None]:
+    """(input_ids, labels, marker) of ``encode_record``."""
+    return encode_record(doc, tokenizer, text_field, assistant_turns, secrets, fmt)[:3]
+
+
+def tokenize_document(doc: dict, tokenizer, text_field: str = "text", assistant_turns: str = "all",
+                      system_into_user: bool = False) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of one document in any of the formats above (labels -100 = not supervised)."""
-    ids, labels, _ = encode_document(doc, tokenizer, text_field, assistant_turns)
+    ids, labels, _, _ = encode_record(doc, tokenizer, text_field, assistant_turns, system_into_user=system_into_user)
     return ids, labels
 
 

@@ -1,0 +1,43 @@
+"""Inputs that used to give silently wrong results: each is now an error naming the file and record,
+or a warning that says what happened."""
+
+import json
+
+import pytest
+
+from goldfish import GoldfishConfig
+from goldfish.data.prepare import DataSettings, prepare_dataset
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _chat(i, **flag):
+    return {"messages": [{"role": "user", "content": f"Where is order {i}?"},
+                         {"role": "assistant", "content": f"Order {i} ships Monday.", **flag}]}
+
+
+def _prepare(paths, tokenizer, tmp_path, **settings):
+    return prepare_dataset(paths, tokenizer, DataSettings(seq_len=64, **settings), GoldfishConfig(), cache=tmp_path / "cache",
+                           progress=False)
+
+
+@pytest.mark.parametrize("value", ["false", 0, 1, "no"])
+def test_a_train_flag_that_is_not_a_json_boolean_is_an_error_naming_file_and_record(tmp_path, tokenizer, value):
+    chats = _jsonl(tmp_path / "chats.jsonl", [_chat(0), _chat(1, train=value), _chat(2)])
+    with pytest.raises(ValueError, match=rf"chats.jsonl: record 1: message 1: 'train' must be true or false \(a JSON "
+                                         rf"boolean\), got {value!r}"):
+        _prepare([chats], tokenizer, tmp_path)
+    sharegpt = _jsonl(tmp_path / "sharegpt.jsonl", [{"conversations": [{"from": "human", "value": "Hi"},
+                                                                      {"from": "gpt", "value": "Hello.", "train": value}]}])
+    with pytest.raises(ValueError, match=r"sharegpt.jsonl: record 0: conversations\[1\]: 'train' must be true or false"):
+        _prepare([sharegpt], tokenizer, tmp_path)
+
+
+def test_a_json_false_still_opts_a_turn_out(tmp_path, tokenizer):
+    both = _prepare([_jsonl(tmp_path / "a.jsonl", [_chat(0)])], tokenizer, tmp_path)
+    off = _prepare([_jsonl(tmp_path / "b.jsonl", [{"messages": _chat(0)["messages"] + _chat(1, train=False)["messages"]}])],
+                   tokenizer, tmp_path)
+    assert off.counts["supervised_targets"] == both.counts["supervised_targets"]
