@@ -94,6 +94,8 @@ def log1mexp(x: float) -> float:
     """log(1 - e^x) for x <= 0, accurate at both ends (Maechler 2012): 0 at x = -inf, -inf at x = 0."""
     if x == -math.inf:
         return 0.0
+    if x >= 0:  # p_exact = 1 (rounding may leave a sum of log-probs a hair above 0)
+        return -math.inf
     return math.log(-math.expm1(x)) if x > -math.log(2) else math.log1p(-math.exp(x))
 
 
