@@ -183,3 +183,40 @@ def ref_aligned(examples: list[tuple[list[int], list[int]]], h: int, seed: int, 
                 for s, c in ref_alignment(tokens[rep], tokens[x]):
                     out[n][a + c] = ref_hash(seed, rids[max(0, ra + s - h) : ra + s])
     return out
+
+
+def ref_rule_logprob(logits: list[float], token: int, temperature: float, top_k: int | None, top_p: float) -> float:
+    """log p(token) under sampling with temperature, then top-k, then top-p, by hand (HF's semantics):
+    top-k keeps every logit >= the k-th largest; top-p walks the kept tokens from the most likely and
+    keeps each one while the mass before it is < top_p (so at least one); -inf when dropped."""
+    import math
+
+    z = [x / temperature for x in logits]
+    keep = list(range(len(z)))
+    if top_k is not None:
+        kth = sorted(z, reverse=True)[min(top_k, len(z)) - 1]
+        keep = [i for i in keep if z[i] >= kth]
+    if top_p < 1.0:
+        top = max(z[i] for i in keep)
+        total = sum(math.exp(z[i] - top) for i in keep)
+        kept, mass = [], 0.0
+        for i in sorted(keep, key=lambda i: -z[i]):
+            if kept and mass >= top_p:
+                break
+            kept.append(i)
+            mass += math.exp(z[i] - top) / total
+        keep = kept
+    if token not in keep:
+        return -math.inf
+    top = max(z[i] for i in keep)
+    return z[token] - top - math.log(sum(math.exp(z[i] - top) for i in keep))
+
+
+def ref_log_p_exact(model, prefix: list[int], suffix: list[int], temperature: float, top_k: int | None, top_p: float) -> float:
+    """Natural log of the probability that one sample after ``prefix`` is ``suffix``: the model run on
+    this one sequence, then a Python loop over the suffix positions."""
+    import torch
+
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prefix + suffix])).logits[0].double().tolist()
+    return sum(ref_rule_logprob(logits[len(prefix) - 1 + t], tok, temperature, top_k, top_p) for t, tok in enumerate(suffix))

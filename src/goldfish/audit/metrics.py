@@ -22,6 +22,10 @@ text because it broke repeats itself):
                         (occurrences may overlap: "abab" has "ab"... and "aba" twice, so 3)
 and over a set of sequences, ``distinct_n``: distinct n-grams / all n-grams (Li et al. 2016).
 
+(n, p)-discoverable extraction (Hayes et al. 2024): a document is (n, p)-discoverable when one of n
+independent samples reproduces its suffix with probability >= p, i.e. 1 - (1 - p_exact)^n >= p,
+where p_exact is the probability of one sample doing so (``goldfish.audit.sampling``).
+
 Membership-inference scores are oriented so that higher means "more likely a member".
 """
 
@@ -118,6 +122,21 @@ def extraction_metrics(generated: list[int], true: list[int], generated_text: st
         "rouge_l": rouge_l(generated_text, true_text) if rouge_tokens(true_text) else None,
         "rouge_l_tokens": rouge_l_f(generated, true),
     }
+
+
+def log1mexp(x: float) -> float:
+    """log(1 - e^x) for x <= 0, accurate at both ends (Maechler 2012): 0 at x = -inf, -inf at x = 0."""
+    if x == -math.inf:
+        return 0.0
+    if x >= 0:  # p_exact = 1 (rounding may leave a sum of log-probs a hair above 0)
+        return -math.inf
+    return math.log(-math.expm1(x)) if x > -math.log(2) else math.log1p(-math.exp(x))
+
+
+def discoverable(log_p_exact: float, n: int, p: float) -> bool:
+    """Whether 1 - (1 - p_exact)^n >= p, from the natural log of p_exact, in log space:
+    n * log(1 - p_exact) <= log(1 - p) (exact for p_exact far below 1/n and for p_exact = 1 or 0)."""
+    return n * log1mexp(log_p_exact) <= math.log1p(-p)
 
 
 def repeated_ngram_share(ids: list[int], n: int = 4) -> float | None:

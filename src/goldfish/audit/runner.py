@@ -6,14 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from goldfish.audit.extraction import generate_suffixes, max_context, token_logprobs
-from goldfish.audit.metrics import degeneration_metrics, extraction_metrics, mia_scores, reproduced_runs
+from goldfish.audit.metrics import degeneration_metrics, extraction_metrics, longest_run, mia_scores, reproduced_runs
 from goldfish.audit.probes import Probe, chat_probes, text_probes
-from goldfish.audit.summary import compare_to_baseline, secret_summary, summarize
+from goldfish.audit.sampling import DecodingRule, exact_logprobs, sample_suffixes
+from goldfish.audit.summary import compare_to_baseline, sampled_secret_summary, secret_summary, summarize
 from goldfish.arguments import field_like
 from goldfish.data.prepare import DataSettings
 from goldfish.distributed import world_size
@@ -63,6 +65,15 @@ class AuditConfig:
     reference_model: str | None = field(default=None, metadata={"help": "reference model for the loss-difference MIA score"})
     beams: int = field(default=1, metadata={"help": "beam search width (1 = greedy)"})
     stop_at_eos: bool = field(default=False, metadata={"help": "stop a generation at EOS"})
+    samples: int = field(default=0, metadata={
+        "help": "sampled continuations per prompt besides greedy, under --temperature / --top-k / --top-p (0: none)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (> 0), also of the exact extraction probability"})
+    top_k: int | None = field(default=None, metadata={"help": "sampling: keep the K most likely tokens (None: off)"})
+    top_p: float = field(default=1.0, metadata={"help": "sampling: nucleus, keep the most likely tokens of mass P (1: off)"})
+    sample_seed: int = field(default=0, metadata={"help": "seed of the samples (with the prompt, it fixes each continuation)"})
+    keep_samples: bool = field(default=False, metadata={"help": "results.jsonl keeps the text of every sample (samples_text)"})
+    extraction_probability: bool = field(default=True, metadata={
+        "help": "compute each document's exact extraction probability under the decoding rule (log10_p_exact)"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (None: cuda if available)"})
     dtype: Literal[DTYPES] = field(default="auto", metadata={"help": "dtype the models are loaded in (auto: the checkpoint's)"})
     trust_remote_code: bool = trust_remote_code_field()
@@ -101,6 +112,11 @@ def _validate(cfg: AuditConfig) -> list:
         raise ValueError("--batch-size and --beam must be >= 1")
     if not cfg.ddp_timeout > 0:
         raise ValueError(f"--ddp-timeout must be > 0 seconds, got {cfg.ddp_timeout}")
+    if cfg.samples < 0 or not cfg.temperature > 0 or not 0 < cfg.top_p <= 1 or (cfg.top_k is not None and cfg.top_k < 1):
+        raise ValueError(f"sampling needs --samples >= 0, --temperature > 0, 0 < --top-p <= 1 and --top-k >= 1 (got --samples "
+                         f"{cfg.samples}, --temperature {cfg.temperature}, --top-p {cfg.top_p}, --top-k {cfg.top_k})")
+    if cfg.keep_samples and not cfg.samples:
+        raise ValueError("--keep-samples keeps the sampled texts: give --samples N too")
     names = display_names(cfg.models, cfg.names)
     if cfg.baseline is not None and cfg.baseline not in names:
         raise ValueError(f"--baseline {cfg.baseline}: not one of the models ({', '.join(names)})")
@@ -191,36 +207,74 @@ def _template_drops(tallies: list[dict], model: str, state) -> dict:
     return drops
 
 
+def _reply(decoded: list[int], p: Probe) -> list[int]:
+    """A chat generation as a user reads it: up to its end-of-turn token (the true reply's last)."""
+    eot = p.suffix[-1]
+    return decoded[: decoded.index(eot) + 1] if eot in decoded else decoded
+
+
 def audit_model(model, tokenizer, name: str, probes: list[Probe], cfg: AuditConfig, kind: str, extract: bool,
-                score: bool) -> list[dict]:
-    """The results.jsonl rows of one model on ``probes``: decoded (``extract``), scored (``score``: the
-    membership scores and each row's ``nll`` over its ``scored_tokens``)."""
+                score: bool, timing: dict | None = None) -> list[dict]:
+    """The results.jsonl rows of one model on ``probes``: decoded (``extract``: greedy, then the
+    ``cfg.samples`` samples and, on members, the exact extraction probability), scored (``score``: the
+    membership scores and each row's ``nll`` over its ``scored_tokens``). ``timing``: seconds per
+    stage ("greedy", "sampled", "extraction_probability", "score") are added to it."""
     rows = [p.row() | {"model": name} for p in probes]
     tag = "members" if probes and probes[0].member else "non-members"
+    timing = {} if timing is None else timing
+    clock = time.perf_counter()
+
+    def lap(stage):
+        nonlocal clock
+        timing[stage] = round(timing.get(stage, 0.0) + time.perf_counter() - clock, 3)
+        clock = time.perf_counter()
+
+    lengths = [max(len(p.suffix), cfg.min_new_tokens if kind == "chat" else 0) for p in probes]
     if extract and probes:
-        lengths = [max(len(p.suffix), cfg.min_new_tokens if kind == "chat" else 0) for p in probes]
         generated = generate_suffixes(model, tokenizer, [p.prefix for p in probes], lengths,
                                       cfg.batch_size, cfg.beams, cfg.stop_at_eos, cfg.progress, desc=f"{name}: extract {tag}")
         for r, p, decoded in zip(rows, probes, generated):
             if kind == "chat":  # the reply as a chat UI shows it: up to the model's own end-of-turn token
-                eot = p.suffix[-1]
-                decoded = decoded[: decoded.index(eot) + 1] if eot in decoded else decoded
+                decoded = _reply(decoded, p)
             gen = decoded[: len(p.suffix)]  # the metrics read as many tokens as the true reply has, at most
             gen_text, true_text = tokenizer.decode(gen), tokenizer.decode(p.suffix)
             r.update(generated=gen_text, true_suffix=true_text, prefix_tail=tokenizer.decode(p.prefix[-40:]),
-                     generated_ids=gen, true_ids=p.suffix, **extraction_metrics(gen, p.suffix, gen_text, true_text),
+                     generated_ids=gen, prefix_ids=p.prefix, true_ids=p.suffix,
+                     **extraction_metrics(gen, p.suffix, gen_text, true_text),
                      **{f"generated_{k}": v for k, v in degeneration_metrics(gen).items()},
                      **{f"true_{k}": v for k, v in degeneration_metrics(p.suffix).items()})
             runs = reproduced_runs(gen, p.suffix)
             r["reproduced"] = {"generated": char_spans(tokenizer, gen, runs[0]), "true": char_spans(tokenizer, p.suffix, runs[1])}
             if kind == "chat":  # the whole reply, up to --min-new-tokens of it (for the secret scan)
                 r.update(generated_text=tokenizer.decode(decoded, skip_special_tokens=True), true_text=p.text)
+        lap("greedy")
+    rule = DecodingRule(cfg.temperature, cfg.top_k, cfg.top_p)
+    if extract and probes and cfg.samples:
+        sampled = sample_suffixes(model, tokenizer, [p.prefix for p in probes], [f"{p.member}:{p.id}" for p in probes], lengths,
+                                  cfg.samples, rule, cfg.sample_seed, cfg.batch_size, cfg.stop_at_eos, cfg.progress,
+                                  desc=f"{name}: sample {tag}")
+        for r, p, decoded in zip(rows, probes, sampled):
+            shown = [_reply(d, p) if kind == "chat" else d for d in decoded]  # scored as the greedy reply is
+            r.update(samples_longest_run=[longest_run(d[: len(p.suffix)], p.suffix) for d in shown],
+                     samples_exact=sum(d[: len(p.suffix)] == p.suffix for d in shown))
+            if kind == "chat" and (cfg.secrets or cfg.keep_samples):  # the secret scan reads them (dropped unless kept)
+                r["samples_text"] = [tokenizer.decode(_reply(d, p), skip_special_tokens=True) for d in decoded]
+            elif cfg.keep_samples:
+                r["samples_text"] = [tokenizer.decode(d[: len(p.suffix)]) for d in decoded]
+        lap("sampled")
+    if extract and probes and probes[0].member and cfg.extraction_probability:
+        logp = exact_logprobs(model, [p.prefix for p in probes], [p.suffix for p in probes], rule, max(1, cfg.batch_size // 2),
+                              cfg.progress, desc=f"{name}: p_exact {tag}")
+        for r, lp in zip(rows, logp):
+            r["log10_p_exact"] = lp / math.log(10) if math.isfinite(lp) else None  # None: p_exact = 0
+        lap("extraction_probability")
     if score and probes:
         scored = token_logprobs(model, [p.scored_ids for p in probes], max(1, cfg.batch_size // 2), cfg.progress,
                                 desc=f"{name}: score {tag}")
         for r, p, (lp, mu, sigma) in zip(rows, probes, scored):
             n = p.n_scored
             r.update(mia_scores(lp[-n:], mu[-n:], sigma[-n:], p.text))
+        lap("score")
     return rows
 
 
@@ -268,8 +322,9 @@ def run_audit(cfg: AuditConfig) -> dict:
                              f"together; give a --suffix-len below {context}")
         members, skipped, member_drops = _probes(my_docs, tokenizer, cfg, kind, True, context, extract=True)
         non, _, non_drops = _probes(my_non, tokenizer, cfg, kind, False, context, extract=bool(secrets))
-        rows = (audit_model(model, tokenizer, name, members, cfg, kind, extract=True, score=score)
-                + audit_model(model, tokenizer, name, non, cfg, kind, extract=bool(secrets), score=score))
+        timing = {}
+        rows = (audit_model(model, tokenizer, name, members, cfg, kind, extract=True, score=score, timing=timing)
+                + audit_model(model, tokenizer, name, non, cfg, kind, extract=bool(secrets), score=score, timing=timing))
         for r in rows:
             if reference_nll and (r["member"], r["id"]) in reference_nll:
                 r["reference"] = reference_nll[(r["member"], r["id"])] - r["nll"]  # higher = member
@@ -280,6 +335,12 @@ def run_audit(cfg: AuditConfig) -> dict:
             summaries[name]["template_drops"] = _template_drops(_gather([member_drops, non_drops], state), path, state)
         if secrets:
             summaries[name]["secrets"] = secret_summary(rows, secrets)
+            if "sampled" in summaries[name]:
+                summaries[name]["sampled"]["secrets"] = sampled_secret_summary(rows, secrets)
+        if not cfg.keep_samples:
+            for r in rows:
+                r.pop("samples_text", None)
+        summaries[name]["timing_s"] = timing  # this process's seconds per stage (rank 0's under a launcher)
         all_rows += rows
         del model
     if not any(s["documents"] for s in summaries.values()):

@@ -1,6 +1,18 @@
 """The audit's summaries, per model: extraction (memorization), membership inference, the secret
 scan, and utility (what the model still knows), with the comparison against a baseline model.
 
+Sampled extraction (``sampled``, rows with ``samples_longest_run``: N continuations each):
+    any_verbatim_rate / _count      documents where at least one of the N samples is the true suffix
+    sample_verbatim_rate / _count   verbatim samples among all N x documents (``samples_total``)
+    best_longest_run_mean / _max    per document the longest verbatim run of its best sample
+    mean_longest_run_mean           per document the mean over its N samples, then the mean
+Exact extraction probability (``extraction_probability``, rows with ``log10_p_exact``; null there
+means p_exact = 0):
+    log10_p_exact_median / _max     over documents (null: -inf, i.e. p_exact = 0)
+    p_exact_zero_count              documents whose true suffix the rule cannot produce
+    discoverable[n][p]              share of documents that are (n, p)-discoverable (metrics module),
+                                    for n in DISCOVERABLE_N, p in DISCOVERABLE_P; discoverable_count alike
+
 Utility, from the rows of one model:
     heldout_loss    mean NLL per target token over the ``--non-members`` rows (token-weighted: the sum
                     of each row's ``nll * scored_tokens`` over the sum of ``scored_tokens``), with its
@@ -23,11 +35,12 @@ import math
 
 import numpy as np
 
-from goldfish.audit.metrics import distinct_n, roc_summary
+from goldfish.audit.metrics import discoverable, distinct_n, roc_summary
 from goldfish.stats import paired_change_ci, weighted_mean_ci
 
 MIA_SCORES = ("loss", "zlib", "min_k", "min_k_pp")
 LOSS_FLAG, DEGENERATION_FLAG = 0.10, 0.05
+DISCOVERABLE_N, DISCOVERABLE_P = (1, 10, 100, 1000, 10**6), (0.1, 0.5, 0.9)
 
 
 def extraction_summary(members: list[dict]) -> dict:
@@ -44,7 +57,33 @@ def extraction_summary(members: list[dict]) -> dict:
         "first_divergence_mean": float(np.mean([r["first_divergence"] for r in members])),
         "longest_run_mean": float(np.mean(runs)),
         "longest_run_max": int(max(runs)),
-    }
+    } | ({"sampled": sampled_summary(members)} if "samples_longest_run" in members[0] else {}) | (
+        {"extraction_probability": extraction_probability_summary(members)} if "log10_p_exact" in members[0] else {})
+
+
+def sampled_summary(members: list[dict]) -> dict:
+    """The sampled-extraction figures of member rows (module docstring)."""
+    runs = [r["samples_longest_run"] for r in members]
+    exact = [r["samples_exact"] for r in members]
+    total = sum(len(x) for x in runs)
+    best = [max(x) for x in runs]
+    return {"samples": len(runs[0]), "documents": len(members),
+            "any_verbatim_rate": float(np.mean([e > 0 for e in exact])), "any_verbatim_count": int(sum(e > 0 for e in exact)),
+            "sample_verbatim_rate": sum(exact) / total, "sample_verbatim_count": int(sum(exact)), "samples_total": total,
+            "best_longest_run_mean": float(np.mean(best)), "best_longest_run_max": int(max(best)),
+            "mean_longest_run_mean": float(np.mean([np.mean(x) for x in runs]))}
+
+
+def extraction_probability_summary(members: list[dict]) -> dict:
+    """The exact-extraction-probability figures of member rows (module docstring)."""
+    log10 = np.array([-math.inf if r["log10_p_exact"] is None else r["log10_p_exact"] for r in members])
+    ln = log10 * math.log(10)
+    found = {str(n): {str(p): sum(discoverable(x, n, p) for x in ln) for p in DISCOVERABLE_P} for n in DISCOVERABLE_N}
+    finite = lambda v: float(v) if math.isfinite(v) else None  # noqa: E731
+    return {"documents": len(members), "log10_p_exact_median": finite(np.median(log10)), "log10_p_exact_max": finite(log10.max()),
+            "p_exact_zero_count": int(np.sum(log10 == -math.inf)),
+            "discoverable": {n: {p: c / len(members) for p, c in by_p.items()} for n, by_p in found.items()},
+            "discoverable_count": found}
 
 
 def mia_summary(members: list[dict], non: list[dict], reference: bool) -> dict:
@@ -142,4 +181,21 @@ def secret_summary(rows: list[dict], secrets) -> dict:
     for r in rows:  # which training secrets each generation holds, for the report
         if "generated_text" in r:
             r["leaked"] = sorted({v for vs in known.values() for v in vs if v in r["generated_text"]})
+    return out
+
+
+def sampled_secret_summary(rows: list[dict], secrets) -> dict:
+    """Per secret, over the N sampled replies of each turn (``samples_text``): ``recall_any`` /
+    ``spill_any`` (any of the N holds it), ``recall_share`` / ``spill_share`` (share of all samples),
+    on members and, under ``non_members``, on --non-members prompts."""
+    from goldfish.audit.secret_scan import secret_rates, training_values
+
+    members = [r for r in rows if r["member"] and "samples_text" in r]
+    non = [r for r in rows if not r["member"] and "samples_text" in r]
+    known = training_values(members, secrets)
+    rename = {"recall": "recall_any", "spill": "spill_any"}
+    out = {name: {rename.get(k, k): v for k, v in rates.items()}
+           for name, rates in secret_rates(members, secrets, known, "samples_text").items()}
+    for name, rates in secret_rates(non, secrets, known, "samples_text").items():
+        out[name]["non_members"] = {rename.get(k, k): v for k, v in rates.items()}
     return out
