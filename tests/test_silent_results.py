@@ -41,3 +41,16 @@ def test_a_json_false_still_opts_a_turn_out(tmp_path, tokenizer):
     off = _prepare([_jsonl(tmp_path / "b.jsonl", [{"messages": _chat(0)["messages"] + _chat(1, train=False)["messages"]}])],
                    tokenizer, tmp_path)
     assert off.counts["supervised_targets"] == both.counts["supervised_targets"]
+
+
+@pytest.mark.parametrize("values", [[4, "8"], ["4", "8"], ["8", 4.5]])
+def test_goldfish_k_strings_are_refused_alone_or_mixed_with_numbers(tmp_path, tokenizer, values):
+    rows = [{"text": f"document {i} about order {i}", "goldfish_k": k} for i, k in enumerate(values)]
+    data = _jsonl(tmp_path / "docs.jsonl", rows)
+    string_at = next(i for i, k in enumerate(values) if isinstance(k, str))
+    match = (rf"docs.jsonl:{string_at + 1}: goldfish_k must be a JSON number" if any(not isinstance(k, str) for k in values)
+             else rf"docs.jsonl: record {string_at}: goldfish_k must be a number >= 2, got '4'")
+    with pytest.raises(ValueError, match=match):
+        _prepare([data], tokenizer, tmp_path)
+    numbers = _jsonl(tmp_path / "numbers.jsonl", [{**r, "goldfish_k": 8} for r in rows] + [{"text": 'a "goldfish_k": "8" quote'}])
+    assert _prepare([numbers], tokenizer, tmp_path).counts["examples"] == len(rows) + 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,11 +188,30 @@ def _table_files(builder: str, files: list[Path], work_dir: Path):
             if f.suffix == ".jsonl" and head and not head.startswith(b"{"):
                 _explain_unreadable(f, builder)  # raises: a JSON line must be an object
     try:
-        return load_dataset(builder, data_files=[str(f) for f in files], split="train", cache_dir=str(work_dir))
+        ds = load_dataset(builder, data_files=[str(f) for f in files], split="train", cache_dir=str(work_dir))
     except Exception as e:  # datasets wraps the reader's error; find the precise cause for the message
         for f in files:
             _explain_unreadable(f, builder)
         raise ValueError(f"{', '.join(map(str, files))}: could not be read as {builder}: {e.__cause__ or e}") from e
+    if builder == "json" and "goldfish_k" in ds.column_names and getattr(ds.features["goldfish_k"], "dtype", None) != "string":
+        for f in files:
+            _refuse_string_numbers(f)
+    return ds
+
+
+_STRING_K = re.compile(rb'(?<!\\)"goldfish_k"\s*:\s*"')  # a key (a quote inside a JSON string is escaped) with a string value
+
+
+def _refuse_string_numbers(path: Path) -> None:
+    """ValueError naming the file and line of a ``"goldfish_k": "8"``. A column of numbers and numeric
+    strings reaches Arrow as numbers (``datasets`` falls back to pandas, which converts them), so the
+    strings a column of strings alone would be refused for must be found in the file itself."""
+    import mmap
+
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:  # not read into memory
+        if (m := _STRING_K.search(data)) is not None:
+            line = data[: m.start()].count(b"\n") + 1
+            raise ValueError(f"{path}:{line}: goldfish_k must be a JSON number (e.g. 8), not a string")
 
 
 def read_utf8(path: Path) -> str:
