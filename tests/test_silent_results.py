@@ -54,3 +54,16 @@ def test_goldfish_k_strings_are_refused_alone_or_mixed_with_numbers(tmp_path, to
         _prepare([data], tokenizer, tmp_path)
     numbers = _jsonl(tmp_path / "numbers.jsonl", [{**r, "goldfish_k": 8} for r in rows] + [{"text": 'a "goldfish_k": "8" quote'}])
     assert _prepare([numbers], tokenizer, tmp_path).counts["examples"] == len(rows) + 1
+
+
+@pytest.mark.parametrize("n", ["0", "-1", "-70"])
+def test_audit_max_documents_below_one_is_an_error(tmp_path, capsys, n):
+    from chat_styles import chat_model_folder
+
+    from goldfish.cli import main
+
+    model = chat_model_folder(tmp_path / "model")
+    data = _jsonl(tmp_path / "chats.jsonl", [_chat(i) for i in range(3)])
+    assert main(["audit", "--model", model, "--data", data, "--max-documents", n, "--out", str(tmp_path / "audit")]) == 2
+    assert f"goldfish audit: error: --max-documents must be >= 1, got {n}" in capsys.readouterr().err
+    assert not (tmp_path / "audit").exists()
