@@ -67,3 +67,23 @@ def test_audit_max_documents_below_one_is_an_error(tmp_path, capsys, n):
     assert main(["audit", "--model", model, "--data", data, "--max-documents", n, "--out", str(tmp_path / "audit")]) == 2
     assert f"goldfish audit: error: --max-documents must be >= 1, got {n}" in capsys.readouterr().err
     assert not (tmp_path / "audit").exists()
+
+
+def test_a_split_folder_with_a_file_in_no_split_names_it(tmp_path, tokenizer, capsys):
+    from goldfish.cli import main
+    from goldfish.data.sources import resolve_source
+
+    folder = tmp_path / "chats"
+    folder.mkdir()
+    for name in ("train", "test"):
+        _jsonl(folder / f"{name}.jsonl", [_chat(1)])
+    _jsonl(folder / ".hidden.jsonl", [_chat(9)])  # hidden files are no data, as datasets has it
+    assert [f.name for f in resolve_source(str(folder)).files] == ["train.jsonl"]
+    _jsonl(folder / "extra_chats.jsonl", [_chat(2)])
+    message = "extra_chats.jsonl in no split: the folder's names name the splits train, test"
+    with pytest.raises(ValueError, match=message):
+        resolve_source(str(folder))
+    with pytest.raises(ValueError, match=message):
+        resolve_source(f"{folder}:test")
+    assert main(["train", "--init", "micro", "--data", str(folder), "--out", str(tmp_path / "out"), "--max-steps", "1"]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "out").exists()

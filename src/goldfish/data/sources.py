@@ -57,14 +57,23 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 
 
 def _hub_splits(path: Path) -> dict[str, list[Path]]:
-    """{split: data files} of a folder whose names name splits (``datasets``' rule), {} otherwise."""
+    """{split: data files} of a folder whose names name splits (``datasets``' rule), {} otherwise;
+    ValueError naming a data file of such a folder that is in no split (it would never be read)."""
     from datasets.data_files import DataFilesDict, get_data_patterns
 
     patterns = get_data_patterns(str(path))
     if list(patterns.values()) == [["**"]]:  # no split names: one undivided folder
         return {}
     found = DataFilesDict.from_patterns(patterns, base_path=str(path))
-    return {str(split): sorted(Path(f) for f in files if Path(f).suffix in SUFFIXES) for split, files in found.items()}
+    splits = {str(split): sorted(Path(f) for f in files if Path(f).suffix in SUFFIXES) for split, files in found.items()}
+    placed = {f.resolve() for files in splits.values() for f in files}
+    extra = [p for p in sorted(path.rglob("*")) if p.suffix in SUFFIXES and p.is_file() and p.resolve() not in placed
+             and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+    if extra:
+        raise ValueError(f"{path}: {extra[0].relative_to(path)}" + (f" and {len(extra) - 1} other file(s)" if len(extra) > 1 else "")
+                         + f" in no split: the folder's names name the splits {', '.join(splits)}, and a file whose name names "
+                         "none is never read; rename it into a split (e.g. train-NAME) or move it out")
+    return splits
 
 
 def resolve_source(spec: str) -> Source:
