@@ -41,3 +41,49 @@ def test_a_json_false_still_opts_a_turn_out(tmp_path, tokenizer):
     off = _prepare([_jsonl(tmp_path / "b.jsonl", [{"messages": _chat(0)["messages"] + _chat(1, train=False)["messages"]}])],
                    tokenizer, tmp_path)
     assert off.counts["supervised_targets"] == both.counts["supervised_targets"]
+
+
+@pytest.mark.parametrize("values", [[4, "8"], ["4", "8"], ["8", 4.5]])
+def test_goldfish_k_strings_are_refused_alone_or_mixed_with_numbers(tmp_path, tokenizer, values):
+    rows = [{"text": f"document {i} about order {i}", "goldfish_k": k} for i, k in enumerate(values)]
+    data = _jsonl(tmp_path / "docs.jsonl", rows)
+    string_at = next(i for i, k in enumerate(values) if isinstance(k, str))
+    match = (rf"docs.jsonl:{string_at + 1}: goldfish_k must be a JSON number" if any(not isinstance(k, str) for k in values)
+             else rf"docs.jsonl: record {string_at}: goldfish_k must be a number >= 2, got '4'")
+    with pytest.raises(ValueError, match=match):
+        _prepare([data], tokenizer, tmp_path)
+    numbers = _jsonl(tmp_path / "numbers.jsonl", [{**r, "goldfish_k": 8} for r in rows] + [{"text": 'a "goldfish_k": "8" quote'}])
+    assert _prepare([numbers], tokenizer, tmp_path).counts["examples"] == len(rows) + 1
+
+
+@pytest.mark.parametrize("n", ["0", "-1", "-70"])
+def test_audit_max_documents_below_one_is_an_error(tmp_path, capsys, n):
+    from chat_styles import chat_model_folder
+
+    from goldfish.cli import main
+
+    model = chat_model_folder(tmp_path / "model")
+    data = _jsonl(tmp_path / "chats.jsonl", [_chat(i) for i in range(3)])
+    assert main(["audit", "--model", model, "--data", data, "--max-documents", n, "--out", str(tmp_path / "audit")]) == 2
+    assert f"goldfish audit: error: --max-documents must be >= 1, got {n}" in capsys.readouterr().err
+    assert not (tmp_path / "audit").exists()
+
+
+def test_a_split_folder_with_a_file_in_no_split_names_it(tmp_path, tokenizer, capsys):
+    from goldfish.cli import main
+    from goldfish.data.sources import resolve_source
+
+    folder = tmp_path / "chats"
+    folder.mkdir()
+    for name in ("train", "test"):
+        _jsonl(folder / f"{name}.jsonl", [_chat(1)])
+    _jsonl(folder / ".hidden.jsonl", [_chat(9)])  # hidden files are no data, as datasets has it
+    assert [f.name for f in resolve_source(str(folder)).files] == ["train.jsonl"]
+    _jsonl(folder / "extra_chats.jsonl", [_chat(2)])
+    message = "extra_chats.jsonl in no split: the folder's names name the splits train, test"
+    with pytest.raises(ValueError, match=message):
+        resolve_source(str(folder))
+    with pytest.raises(ValueError, match=message):
+        resolve_source(f"{folder}:test")
+    assert main(["train", "--init", "micro", "--data", str(folder), "--out", str(tmp_path / "out"), "--max-steps", "1"]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "out").exists()

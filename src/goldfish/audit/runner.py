@@ -108,6 +108,8 @@ def _validate(cfg: AuditConfig) -> list:
         raise ValueError(f"--prefix-len must be >= 1, got {cfg.prefix_len}")
     if cfg.offsets is not None and (cfg.prefix_len is None or any(o < 0 for o in cfg.offsets) or not cfg.offsets):
         raise ValueError("--offsets needs --prefix-len and offsets >= 0 (e.g. --offsets 0,16 --prefix-len 32)")
+    if cfg.max_documents is not None and cfg.max_documents < 1:
+        raise ValueError(f"--max-documents must be >= 1, got {cfg.max_documents} (leave it out to audit every document)")
     if cfg.batch_size < 1 or cfg.beams < 1:
         raise ValueError("--batch-size and --beam must be >= 1")
     if not cfg.ddp_timeout > 0:

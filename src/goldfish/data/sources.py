@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,14 +57,23 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 
 
 def _hub_splits(path: Path) -> dict[str, list[Path]]:
-    """{split: data files} of a folder whose names name splits (``datasets``' rule), {} otherwise."""
+    """{split: data files} of a folder whose names name splits (``datasets``' rule), {} otherwise;
+    ValueError naming a data file of such a folder that is in no split (it would never be read)."""
     from datasets.data_files import DataFilesDict, get_data_patterns
 
     patterns = get_data_patterns(str(path))
     if list(patterns.values()) == [["**"]]:  # no split names: one undivided folder
         return {}
     found = DataFilesDict.from_patterns(patterns, base_path=str(path))
-    return {str(split): sorted(Path(f).resolve() for f in files if Path(f).suffix in SUFFIXES) for split, files in found.items()}
+    splits = {str(split): sorted(Path(f).resolve() for f in files if Path(f).suffix in SUFFIXES) for split, files in found.items()}
+    placed = {f.resolve() for files in splits.values() for f in files}
+    extra = [p for p in sorted(path.rglob("*")) if p.suffix in SUFFIXES and p.is_file() and p.resolve() not in placed
+             and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+    if extra:
+        raise ValueError(f"{path}: {extra[0].relative_to(path)}" + (f" and {len(extra) - 1} other file(s)" if len(extra) > 1 else "")
+                         + f" in no split: the folder's names name the splits {', '.join(splits)}, and a file whose name names "
+                         "none is never read; rename it into a split (e.g. train-NAME) or move it out")
+    return splits
 
 
 def resolve_source(spec: str) -> Source:
@@ -187,11 +197,30 @@ def _table_files(builder: str, files: list[Path], work_dir: Path):
             if f.suffix == ".jsonl" and head and not head.startswith(b"{"):
                 _explain_unreadable(f, builder)  # raises: a JSON line must be an object
     try:
-        return load_dataset(builder, data_files=[str(f) for f in files], split="train", cache_dir=str(work_dir))
+        ds = load_dataset(builder, data_files=[str(f) for f in files], split="train", cache_dir=str(work_dir))
     except Exception as e:  # datasets wraps the reader's error; find the precise cause for the message
         for f in files:
             _explain_unreadable(f, builder)
         raise ValueError(f"{', '.join(map(str, files))}: could not be read as {builder}: {e.__cause__ or e}") from e
+    if builder == "json" and "goldfish_k" in ds.column_names and getattr(ds.features["goldfish_k"], "dtype", None) != "string":
+        for f in files:
+            _refuse_string_numbers(f)
+    return ds
+
+
+_STRING_K = re.compile(rb'(?<!\\)"goldfish_k"\s*:\s*"')  # a key (a quote inside a JSON string is escaped) with a string value
+
+
+def _refuse_string_numbers(path: Path) -> None:
+    """ValueError naming the file and line of a ``"goldfish_k": "8"``. A column of numbers and numeric
+    strings reaches Arrow as numbers (``datasets`` falls back to pandas, which converts them), so the
+    strings a column of strings alone would be refused for must be found in the file itself."""
+    import mmap
+
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:  # not read into memory
+        if (m := _STRING_K.search(data)) is not None:
+            line = data[: m.start()].count(b"\n") + 1
+            raise ValueError(f"{path}:{line}: goldfish_k must be a JSON number (e.g. 8), not a string")
 
 
 def read_utf8(path: Path) -> str:
