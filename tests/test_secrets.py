@@ -48,3 +48,11 @@ def test_recall_and_spill():
 def test_supervised_runs():
     assert supervised_runs([-100, 5, 6, -100, -100, 7]) == [(1, 3), (5, 6)]
     assert supervised_runs([-100, -100]) == []
+
+
+def test_a_secrets_line_with_a_bom_or_trailing_spaces_is_the_secret_itself(tmp_path):
+    f = tmp_path / "s.txt"
+    f.write_bytes("\ufeffDana Whitlock \n  re:\\d{3}-\\d{4}\t\r\n".encode("utf-8"))  # an editor's BOM, stray spaces, CRLF
+    secrets = load_secrets([str(f)])
+    assert [s.name for s in secrets] == ["Dana Whitlock", "re:\\d{3}-\\d{4}"]
+    assert secrets[0].find(TEXT) == {"Dana Whitlock"} and secrets[1].find(TEXT) == {"555-0199"}

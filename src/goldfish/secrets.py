@@ -82,8 +82,8 @@ def load_secrets(specs: list[str]) -> list[Secret]:
         if not path.is_file():
             raise ValueError(f"secrets {spec}: no such file (give a file with one secret a line, or 'builtin')")
         found = 0
-        for n, line in enumerate(read_utf8(path).splitlines(), 1):
-            if not line.strip():
+        for n, line in enumerate(read_utf8(path).removeprefix("\ufeff").splitlines(), 1):
+            if not (line := line.strip()):  # a trailing space or an editor's BOM would otherwise match nothing, silently
                 continue
             try:
                 out.append(parse_secret(line))
