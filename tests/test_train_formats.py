@@ -202,3 +202,13 @@ def test_lora_without_peft_installed_says_how_to_get_it(tmp_path, chatml_model, 
     assert main([*TRAIN, "--model", chatml_model, "--data", data, "--out", str(tmp_path / "o"), "--lora"]) == 2
     assert "--lora needs the peft package: pip install 'goldfish[peft]'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_run_that_diverges_stops_with_an_error_and_saves_no_final_model(tmp_path, capsys):
+    data = _jsonl(tmp_path / "chats.jsonl", CHATS)
+    out = tmp_path / "o"
+    assert main([*TRAIN, "--init", "micro", "--data", data, "--out", str(out), "--max-steps", "4", "--lr", "1e6",
+                 "--logging-steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "training diverged:" in err and "nothing was saved as the final model" in err
+    assert not (out / "model.safetensors").exists() and not (out / "goldfish.json").exists()

@@ -13,8 +13,11 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import time
 from pathlib import Path
+
+from transformers import TrainerCallback
 
 from goldfish.cache import write_text_atomic
 from goldfish.checkpoints import (
@@ -156,6 +159,32 @@ def _progress_bars(shown: bool):
             hf_logging.enable_progress_bar()
 
 
+def _diverged(what: str, step: int) -> ValueError:
+    return ValueError(f"training diverged: {what} at step {step}; nothing was saved as the final model (lower --lr, or "
+                      "check the data; --max-grad-norm clips the updates)")
+
+
+def _check_finite(model, train_loss: float, step: int) -> None:
+    """ValueError when the run's mean loss or any weight is not finite (a run that diverged: --lr 1e6
+    ended rc 0 with every saved weight NaN). One pass over the weights, once, before the final save."""
+    import torch
+
+    if not math.isfinite(train_loss):
+        raise _diverged(f"the mean training loss is {train_loss}", step)
+    bad = next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    if bad is not None:
+        raise _diverged(f"the weight {bad} is not finite", step)
+
+
+class _StopOnNonFinite(TrainerCallback):
+    """Stop at the first logged loss or gradient norm that is not finite, rather than train on NaNs."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "grad_norm"):
+            if isinstance(value := (logs or {}).get(key), float) and not math.isfinite(value):
+                raise _diverged(f"the logged {key} is {value}", state.global_step)
+
+
 def _train(cfg: TrainConfig, callbacks: list | None) -> dict:
     resume = resume_point(cfg) if cfg.run.resume is not None else None
     if resume is not None and (done := _completed_record(cfg, resume.checkpoint)) is not None:
@@ -199,7 +228,7 @@ def _train(cfg: TrainConfig, callbacks: list | None) -> dict:
         model=model, args=args, train_dataset=data.train, data_collator=collator, processing_class=tokenizer,
         supervised_logits=cfg.model.supervised_logits, goldfish_start_step=cfg.mask.goldfish_start_step,
         head_tile_size=cfg.model.head_tile_size,
-        callbacks=[*(callbacks or []), recorder], eval_dataset=None if eval_data is None else eval_data.train,
+        callbacks=[*(callbacks or []), recorder, _StopOnNonFinite()], eval_dataset=None if eval_data is None else eval_data.train,
         eval_data_collator=_WithoutGoldfishColumns(base),
     )
     start = time.time()
@@ -207,6 +236,7 @@ def _train(cfg: TrainConfig, callbacks: list | None) -> dict:
         result = trainer.train(resume_from_checkpoint=None if resume is None else str(resume.checkpoint))
         if eval_data is not None and (not trainer.evaluations or trainer.evaluations[-1]["step"] != trainer.state.global_step):
             trainer.evaluate()  # the final model's held-out loss
+        _check_finite(trainer.model, result.training_loss, trainer.state.global_step)
         trainer.save_model(cfg.out)
     if cfg.lora.merge and trainer.is_world_process_zero():
         merged = trainer.model.merge_and_unload()
