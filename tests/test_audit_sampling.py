@@ -188,3 +188,27 @@ def test_bad_sampling_settings_are_refused_before_any_model_loads(memorized, tmp
     model_dir, members, _ = memorized
     assert main(["audit", "--model", str(model_dir), "--data", str(members), "--out", str(tmp_path / "o"), *flags]) != 0
     assert message in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_chat_audit_samples_turns_and_scans_every_sample_for_secrets(tmp_path):
+    from chat_styles import chat_model_folder
+
+    model = chat_model_folder(tmp_path / "m")
+    chats = [{"messages": [{"role": "user", "content": f"Who do I write to about order {i}?"},
+                           {"role": "assistant", "content": f"Write to help{i}@shop.example today."}]} for i in range(3)]
+    data, held = tmp_path / "chats.jsonl", tmp_path / "held.jsonl"
+    data.write_text("".join(json.dumps(c) + "\n" for c in chats))
+    held.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}) + "\n")
+    out = tmp_path / "audit"
+    assert main(["audit", "--model", model, "--data", str(data), "--non-members", str(held), "--secrets", "builtin",
+                 "--samples", "3", "--temperature", "0.7", "--top-p", "0.9", "--out", str(out), "--no-progress"]) == 0
+    s = json.loads((out / "summary.json").read_text())["models"]["m"]
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    email = s["sampled"]["secrets"]["email"]
+    assert email["turns_with_secret"] == 3
+    assert {"recall_any", "recall_share", "spill_any", "non_members"} <= set(email)
+    assert s["sampled"]["samples_total"] == 9 and s["extraction_probability"]["documents"] == 3
+    assert not any("samples_text" in r for r in rows)  # read by the scan, not kept without --keep-samples
+    assert all(len(r["samples_longest_run"]) == 3 for r in rows)  # non-member turns are sampled for the spill scan too
+    assert all("log10_p_exact" in r for r in rows if r["member"]) and not any("log10_p_exact" in r for r in rows if not r["member"])
+    assert "recall, any sample" in (out / "report.md").read_text()

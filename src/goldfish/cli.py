@@ -204,7 +204,7 @@ def audit_parser(prog: str = "goldfish audit"):
 
 def cmd_audit(argv: list[str], prog: str) -> int:
     from goldfish.audit import run_audit
-    from goldfish.audit.report import both_halves_rows, summary_rows, verdict_lines
+    from goldfish.audit.report import both_halves_rows, extraction_probability_rows, sampled_rows, summary_rows, verdict_lines
     from goldfish.report import with_interval
 
     (cfg,), _ = audit_parser(prog).parse(argv)
@@ -215,6 +215,10 @@ def cmd_audit(argv: list[str], prog: str) -> int:
     for line in verdict_lines(result):
         print(line)
     print_line(summary_rows(result["models"]))
+    if any("sampled" in s for s in result["models"].values()):
+        print_line(sampled_rows(result["models"]))
+    if any("extraction_probability" in s for s in result["models"].values()):
+        print_line(extraction_probability_rows(result["models"]))
     for name, s in result["models"].items():
         for score, m in s.get("mia", {}).items():
             if score != "non_members":
@@ -224,6 +228,10 @@ def cmd_audit(argv: list[str], prog: str) -> int:
         for secret, m in s.get("secrets", {}).items():
             rate = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
             print(f"{name}: secret {secret!r}: recall {rate(m['recall'])} of {m['turns_with_secret']} turns, spill {rate(m['spill'])}")
+            if secret in s.get("sampled", {}).get("secrets", {}):
+                x = s["sampled"]["secrets"][secret]
+                print(f"{name}: secret {secret!r}, {s['sampled']['samples']} samples: recall {rate(x['recall_any'])} in any, "
+                      f"{rate(x['recall_share'])} of all samples; spill {rate(x['spill_any'])} in any")
     print(f"report: {Path(cfg.out) / 'report.html'}")
     return 0
 

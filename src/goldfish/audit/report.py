@@ -109,22 +109,92 @@ def _of(rate, turns) -> str:
     return "—" if rate is None or not turns else f"{_rate(rate)} of {turns} turns"
 
 
+def _count(count: int, total: int) -> str:
+    return f"{count} / {total} ({100 * count / total:.0f}%)" if total else "—"
+
+
+def rule_text(settings: dict) -> str:
+    """The sampling rule in words: "T = 0.7, top-p 0.9"."""
+    return ", ".join([f"T = {settings['temperature']:g}"] + ([f"top-k {settings['top_k']}"] if settings.get("top_k") else [])
+                     + ([f"top-p {settings['top_p']:g}"] if settings["top_p"] < 1 else []))
+
+
+def sampled_rows(models: dict) -> tuple[list[str], list[list]]:
+    """Greedy beside sampled, per model: verbatim documents and samples (counts beside rates), longest runs."""
+    rows = []
+    for name, s in models.items():
+        m = s.get("sampled")
+        if not m:
+            continue
+        rows.append([name, s["documents"], _count(s["exact_match_count"], s["documents"]),
+                     _count(m["any_verbatim_count"], m["documents"]), _count(m["sample_verbatim_count"], m["samples_total"]),
+                     f"{s['longest_run_mean']:.1f} / {s['longest_run_max']}",
+                     f"{m['best_longest_run_mean']:.1f} / {m['best_longest_run_max']}", f"{m['mean_longest_run_mean']:.1f}"])
+    n = next(m["samples"] for m in (s.get("sampled") for s in models.values()) if m)
+    return (["model", "docs", "greedy verbatim", f"verbatim in any of {n} samples", "verbatim samples",
+             "greedy longest run (mean / max)", f"best-of-{n} longest run (mean / max)", f"mean-of-{n} longest run"], rows)
+
+
+def extraction_probability_rows(models: dict) -> tuple[list[str], list[list]]:
+    """Per model and p: the (n, p)-discoverable documents for each n, with the median log10 p_exact."""
+    from goldfish.audit.summary import DISCOVERABLE_N, DISCOVERABLE_P
+
+    rows = []
+    for name, s in models.items():
+        m = s.get("extraction_probability")
+        if not m:
+            continue
+        median = "−∞" if m["log10_p_exact_median"] is None else f"{m['log10_p_exact_median']:.2f}"
+        for p in DISCOVERABLE_P:
+            rows.append([name, median, _count(m["p_exact_zero_count"], m["documents"]), f"≥ {p:g}"]
+                        + [_count(m["discoverable_count"][str(n)][str(p)], m["documents"]) for n in DISCOVERABLE_N])
+    return (["model", "median log10 p_exact", "p_exact = 0", "P(verbatim in n samples)"]
+            + [f"n = {n:,}" for n in DISCOVERABLE_N], rows)
+
+
+def _sampling_sections(report: Report, result: dict) -> None:
+    """Greedy beside sampled extraction, and the exact extraction probability, when measured."""
+    models, settings = result["models"], result["settings"]
+    if any("sampled" in s for s in models.values()):
+        report.heading("Greedy and sampled extraction")
+        report.paragraph(f"{settings['samples']} samples per prompt at {rule_text(settings)} (seed {settings['sample_seed']}) "
+                         "beside the greedy decoding: a deployed model samples, and an attacker can ask many times.")
+        report.table(*sampled_rows(models))
+    if any("extraction_probability" in s for s in models.values()):
+        report.heading("Exact extraction probability")
+        report.paragraph(f"p_exact: the probability that one sample at {rule_text(settings)} reproduces the true "
+                         f"{'reply' if settings.get('kind') == 'chat' else 'suffix'} exactly, from the model's own "
+                         "probabilities (teacher-forced; 0 when a true token falls outside the top-k / top-p set). A document "
+                         "is (n, p)-discoverable (Hayes et al. 2024) when 1 − (1 − p_exact)^n ≥ p: the documents an attacker "
+                         "asking n times extracts with probability at least p.")
+        report.table(*extraction_probability_rows(models))
+
+
 def add_secrets(report: Report, models: dict, rows: list[dict], per_model: int = 5) -> None:
     """Recall and spill per model and secret, then generations that hold a training secret (marked)."""
     report.heading("Secrets")
     report.paragraph("recall: of the turns whose training reply holds the secret, the share whose generation holds it too; "
                      "spill: of the other turns, the share whose generation holds a string of that secret found in the "
                      "training replies. Non-member columns: the same on --non-members prompts.")
-    table, absent = [], set()
+    table, absent, sampled = [], set(), any("sampled" in s for s in models.values())
     for name, s in models.items():
         for secret, m in s.get("secrets", {}).items():
             non = m.get("non_members", {})
             if not m["turns_with_secret"] and not non.get("turns_with_secret"):
                 absent.add(secret)  # in no training reply: nothing to recall, no string to spill
                 continue
-            table.append([name, secret, _rate(m["recall"]), m["turns_with_secret"], _rate(m["spill"]),
-                          _of(non.get("recall"), non.get("turns_with_secret")), _rate(non.get("spill"))])
-    report.table(["model", "secret", "recall", "turns with it", "spill", "non-member recall", "non-member spill"], table)
+            row = [name, secret, _rate(m["recall"]), m["turns_with_secret"], _rate(m["spill"]),
+                   _of(non.get("recall"), non.get("turns_with_secret")), _rate(non.get("spill"))]
+            if sampled:
+                x, n = s.get("sampled", {}).get("secrets", {}).get(secret, {}), s.get("sampled", {}).get("samples", 0)
+                of = lambda rate, total: "—" if rate is None else _count(round(rate * total), total)  # noqa: E731
+                xn = x.get("non_members", {})
+                row += [of(x.get("recall_any"), x.get("turns_with_secret", 0)), of(x.get("recall_share"), n * x.get("turns_with_secret", 0)),
+                        of(x.get("spill_any"), x.get("turns_without", 0)), of(xn.get("spill_any"), xn.get("turns_without", 0))]
+            table.append(row)
+    report.table(["model", "secret", "recall", "turns with it", "spill", "non-member recall", "non-member spill"]
+                 + (["recall, any sample", "recall, of all samples", "spill, any sample", "non-member spill, any sample"]
+                    if sampled else []), table)
     if absent:
         report.paragraph(f"Not in any training or held-out reply (left out of the table): {', '.join(sorted(absent))}.")
     for name in models:
@@ -232,6 +302,7 @@ def write_report(result: dict, out: str | Path) -> None:
     report.heading("Extraction")
     report.table(*summary_rows(result["models"]))
     _extraction_notes(report, result)
+    _sampling_sections(report, result)
     hist = {name: [r["rouge_l"] for r in rows if r["model"] == name and r["member"] and r.get("rouge_l") is not None]
             for name in result["models"]}
     hist = {k: v for k, v in hist.items() if v}
