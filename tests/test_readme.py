@@ -12,8 +12,8 @@ from goldfish.train_config import GROUPS, REMOVED
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
 FLAG = re.compile(r"(?<![\w/-])--[a-z][a-z0-9_-]*")
-# torchrun's, accelerate's and pip's own flags in the launch and install examples, and the benchmark scripts' flags
-FOREIGN = {"--nproc_per_node", "--num_processes", "--no-deps"} | {
+# torchrun's, accelerate's, pip's and pytest's own flags in the examples, and the benchmark scripts' flags
+FOREIGN = {"--nproc_per_node", "--num_processes", "--no-deps", "--standalone", "--random-order"} | {
     flag for script in (ROOT / "benchmarks").glob("*.py") for flag in re.findall(r"[\"'](--[a-z][a-z0-9-]*)[\"']", script.read_text())}
 
 
