@@ -41,6 +41,7 @@ def memorized(tmp_path_factory, tokenizer):
     import json
 
     import torch
+    from helpers import memorize
     from transformers import AutoModelForCausalLM
 
     from goldfish.embedded.corpus import corpus_part
@@ -50,15 +51,7 @@ def memorized(tmp_path_factory, tokenizer):
     ids = [tokenizer(d["text"], add_special_tokens=False)["input_ids"][:64] for d in docs[:4]]
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(tiny_llama_config(tokenizer, "tiny", max_positions=128))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    batch = torch.tensor(ids)
-    for _ in range(120):
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        if loss.item() < 0.01:
-            break
+    memorize(model, torch.tensor(ids), lr=3e-3, steps=120, stop_below=0.01)
     root = tmp_path_factory.mktemp("memorized")
     model.save_pretrained(root / "model")
     tokenizer.save_pretrained(root / "model")

@@ -43,6 +43,19 @@ def text_examples(tokenizer, n: int = 8, length: int = 48, prompt: int = 0):
     return out
 
 
+def memorize(model, ids: torch.Tensor, lr: float, steps: int, stop_below: float) -> None:
+    """Train ``model`` on the batch ``ids`` (AdamW, the standard loss) until its loss is below
+    ``stop_below`` or ``steps`` steps have run."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if loss.item() < stop_below:
+            break
+
+
 def read_only_folder(tmp_path: Path) -> Path:
     """A folder nobody here can write in: a chmod 555 folder for a normal user; as root (who writes
     anywhere) a read-only mount such as /sys, or the test is skipped."""

@@ -3,6 +3,7 @@ import sys
 
 import pytest
 import torch
+from helpers import memorize
 
 from goldfish.audit import AuditConfig, run_audit
 from goldfish.audit.extraction import generate_suffixes
@@ -161,14 +162,7 @@ def test_a_chat_reply_is_scored_up_to_the_models_own_end_of_turn(tmp_path):
     chat_model_folder(tmp_path / "m")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
     ids = torch.tensor([tokenize_document(taught, tok)[0]])
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(200):  # memorize the early end of turn and the words after it
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        if loss.item() < 0.05:
-            break
+    memorize(model, ids, lr=1e-2, steps=200, stop_below=0.05)  # the early end of turn and the words after it
     model.save_pretrained(tmp_path / "m")
     data = tmp_path / "chat.jsonl"
     data.write_text(json.dumps(true) + "\n")

@@ -22,6 +22,11 @@ def rank_label() -> str:
     return f"rank {os.environ.get('RANK', '?')} of {world_size()}: " if world_size() > 1 else ""
 
 
+def cpu_requested() -> bool:
+    """Whether the launcher asked for a CPU run (``ACCELERATE_USE_CPU`` true) even where CUDA is available."""
+    return os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+
+
 def open_cpu_process_group(timeout_s: float) -> None:
     """Open the gloo group of a multi-process CPU run with ``timeout_s`` on every collective.
 
@@ -32,7 +37,7 @@ def open_cpu_process_group(timeout_s: float) -> None:
     """
     import torch
 
-    if world_size() <= 1 or (torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")):
+    if world_size() <= 1 or (torch.cuda.is_available() and not cpu_requested()):
         return
     import torch.distributed as dist
 

@@ -18,7 +18,7 @@ from goldfish.audit.sampling import DecodingRule, exact_logprobs, sample_suffixe
 from goldfish.audit.summary import compare_to_baseline, sampled_secret_summary, secret_summary, summarize
 from goldfish.arguments import field_like
 from goldfish.data.prepare import DataSettings
-from goldfish.distributed import world_size
+from goldfish.distributed import cpu_requested, world_size
 from goldfish.models import DTYPES, check_model_folder, display_names, load_model, trust_remote_code_field
 from goldfish.secrets import load_secrets
 
@@ -177,14 +177,13 @@ def _gather(rows: list, state) -> list:
 
 
 def _distributed_state(timeout_s: float):
-    import os
     from datetime import timedelta
 
     if world_size() <= 1:
         return None
     from accelerate import PartialState
 
-    return PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"), timeout=timedelta(seconds=timeout_s))
+    return PartialState(cpu=cpu_requested(), timeout=timedelta(seconds=timeout_s))
 
 
 def _probes(docs: list[dict], tokenizer, cfg: AuditConfig, kind: str, member: bool, context: int, extract: bool):
