@@ -45,11 +45,14 @@ NO_CONTENT = {"messages": [{"role": "user"}, {"role": "assistant", "content": "h
 IMAGE = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image", "url": "x.png"}]},
                      {"role": "assistant", "content": "hello"}]}
 
+TEXT_NUMBER = {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}, {"role": "assistant", "content": "hi"}]}
+
 
 @pytest.mark.parametrize("template", ["generation tags", "no generation tags"])
 @pytest.mark.parametrize("record,message", [
     (NO_CONTENT, "the chat template failed on the conversation up to message 1: "),
     (IMAGE, "message 0 has image content parts; goldfish trains on text only"),
+    (TEXT_NUMBER, "message 0: content part 0 has a 'text' that is not a string (5)"),
 ])
 def test_bad_chat_messages_name_file_and_record(tmp_path, capsys, chatml_model, template, record, message):
     data = _jsonl(tmp_path / "chats.jsonl", [_chat(), _chat(), record])
@@ -214,3 +217,17 @@ def test_a_chat_template_that_loops_is_stopped_with_a_clear_error(tmp_path, caps
     line = _error(capsys, "train")
     assert f"{data}: record 0: the chat template took over 0.2 s to render the conversation up to message " in line, line
     assert not (tmp_path / "out").exists()
+
+
+def test_a_conversation_opening_with_a_reply_names_the_opening_turn(tmp_path, capsys, chatml_model):
+    """A template that reads ``messages[0]`` cannot render the (empty) prompt before an opening reply."""
+    template = tmp_path / "first.jinja"
+    template.write_text("{% if messages[0]['role'] == 'system' %}S{% endif %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+                        "{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    opening = {"conversations": [{"from": "gpt", "value": "Hello, how can I help?"}, {"from": "human", "value": "hi"},
+                                 {"from": "gpt", "value": "Sure."}]}
+    data = _jsonl(tmp_path / "chats.jsonl", [opening])
+    assert _train(tmp_path, data, "--model", chatml_model, "--chat-template", str(template)) == 2
+    line = _error(capsys, "train")
+    assert f"{data}: record 0: the chat template failed on the prompt before message 0 (the conversation opens with an " \
+           "assistant turn;" in line and "message -1" not in line

@@ -45,6 +45,23 @@ def check_writable(folder: str | Path, what: str = "folder") -> None:
         raise ValueError(f"{what} {folder}: cannot write in {existing} ({e.strerror}); choose a folder you can write to") from None
 
 
+def check_out_folder(out: str | Path, own_files: tuple[str, ...], tool: str) -> None:
+    """Raise ValueError unless ``atomic_dir(out)`` can replace ``out`` whole: it and its parent can be
+    written, and it is new, empty, or holds nothing but ``own_files`` (a previous run of ``tool``)."""
+    out = Path(out).absolute()
+    check_writable(out, "--out")
+    check_writable(out.parent, "--out")  # the new folder is made beside it, then renamed in
+    if Path.cwd().is_relative_to(out):
+        raise ValueError(f"--out {out}: {tool} replaces its --out folder whole; give a folder that is not the current one or above it")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a new or empty folder")
+    if out.is_dir():
+        other = sorted(p.name for p in out.iterdir() if p.name not in own_files)
+        if other:
+            raise ValueError(f"--out {out} holds files that are not {tool}'s ({', '.join(other[:5])}"
+                             f"{', ...' if len(other) > 5 else ''}); {tool} replaces the whole folder: give a new or empty one")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` through a temp file in the same folder and a rename."""
     write_bytes_atomic(path, text.encode("utf-8"))

@@ -369,9 +369,16 @@ def _log_to_stderr() -> None:
     """The library logs to the "goldfish" logger; the CLI shows its INFO lines on stderr."""
     import logging
 
+    class StderrHandler(logging.StreamHandler):
+        """Writes to ``sys.stderr`` as it is at each record (as logging's own last-resort handler does),
+        not as it was when the handler was made: a caller that swaps stderr (pytest's capture, a
+        notebook) never leaves the logger writing into a closed stream."""
+
+        stream = property(lambda self: sys.stderr, lambda self, value: None)
+
     logger = logging.getLogger("goldfish")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("goldfish: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

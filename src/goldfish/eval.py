@@ -22,10 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from goldfish.cache import atomic_dir, check_out_folder
 from goldfish.embedded.tasks import METRIC, TASKS
 from goldfish.models import DTYPES, trust_remote_code_field
 
 STDERR = "_stderr"
+EVAL_FILES = ("summary.json", "report.md", "report.html")  # what --out holds after a run
 
 
 @dataclass
@@ -195,6 +197,8 @@ def run_eval(cfg: EvalConfig) -> dict:
     baseline = cfg.baseline or names[0]
     if baseline not in names:
         raise ValueError(f"--baseline {baseline}: not one of the models ({', '.join(names)})")
+    if cfg.out:
+        check_out_folder(cfg.out, EVAL_FILES, "goldfish eval")  # before the evaluation, not after it
     start = time.time()
     scores = {}
     with _offline(cfg.progress):
@@ -252,10 +256,10 @@ def _pm(value: float, stderr: float | None, signed: bool = False) -> str:
 
 
 def write_eval_report(result: dict, out: str | Path) -> None:
-    """``summary.json`` and ``report.md`` / ``report.html`` in ``out``."""
+    """EVAL_FILES (``summary.json``, ``report.md``, ``report.html``) as one set: written into a temp folder
+    that replaces ``out`` in one rename, so a reader never sees the files of two runs together."""
     import json
 
-    from goldfish.cache import write_text_atomic
     from goldfish.report import Report, settings_block, versions
 
     out = Path(out)
@@ -266,5 +270,6 @@ def write_eval_report(result: dict, out: str | Path) -> None:
     report.table(*score_rows(result))
     report.paragraph(f"Verdict: {verdict_line(result)}.")
     settings_block(report, result)
-    write_text_atomic(out / "summary.json", json.dumps(result | {"versions": versions()}, indent=2) + "\n")
-    report.write(out)
+    with atomic_dir(out.absolute()) as tmp:
+        (tmp / "summary.json").write_text(json.dumps(result | {"versions": versions()}, indent=2) + "\n", encoding="utf-8")
+        report.write(tmp)

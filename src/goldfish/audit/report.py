@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from goldfish.audit.summary import DEGENERATION_FLAG, LOSS_FLAG
-from goldfish.cache import atomic_dir, check_writable
+from goldfish.cache import atomic_dir
 from goldfish.report import (
     Report,
     with_interval,
@@ -255,25 +255,10 @@ def _extraction_notes(report: Report, result: dict) -> None:
 AUDIT_FILES = ("results.jsonl", "summary.json", "report.md", "report.html", "rouge_l_hist.png", "offsets.png")
 
 
-def check_out_folder(out: str | Path) -> None:
-    """Raise ValueError unless ``write_report`` can replace ``out`` whole: it and its parent can be
-    written, and it is new, empty, or holds nothing but a previous audit's files (AUDIT_FILES)."""
-    out = Path(out).absolute()
-    check_writable(out, "--out")
-    check_writable(out.parent, "--out")  # the new folder is made beside it, then renamed in
-    if Path.cwd().is_relative_to(out):
-        raise ValueError(f"--out {out}: the audit replaces its --out folder whole; give a folder that is not the current one or above it")
-    if out.is_dir():
-        other = sorted(p.name for p in out.iterdir() if p.name not in AUDIT_FILES)
-        if other:
-            raise ValueError(f"--out {out} holds files that are not an audit's ({', '.join(other[:5])}"
-                             f"{', ...' if len(other) > 5 else ''}); the audit replaces the whole folder: give a new or empty one")
-
-
 def write_report(result: dict, out: str | Path) -> None:
     """The audit's files (AUDIT_FILES: results.jsonl, summary.json, report.md, report.html and the
     plots) as one set: written into a temp folder beside ``out``, which then replaces ``out`` in one
-    rename, so a reader never sees files of two runs together (see ``check_out_folder``)."""
+    rename, so a reader never sees files of two runs together (see ``goldfish.cache.check_out_folder``)."""
     out = Path(out).absolute()
     rows = result["rows"]
     summary = {"models": result["models"], "baseline": result["baseline"], "settings": result["settings"],

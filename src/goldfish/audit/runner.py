@@ -124,9 +124,10 @@ def _validate(cfg: AuditConfig) -> list:
         raise ValueError(f"--baseline {cfg.baseline}: not one of the models ({', '.join(names)})")
     secrets = load_secrets(cfg.secrets)  # a bad file or regex fails before any model loads
     if cfg.out:
-        from goldfish.audit.report import check_out_folder
+        from goldfish.audit.report import AUDIT_FILES
+        from goldfish.cache import check_out_folder
 
-        check_out_folder(cfg.out)
+        check_out_folder(cfg.out, AUDIT_FILES, "the audit")
     return secrets
 
 

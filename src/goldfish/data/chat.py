@@ -89,16 +89,19 @@ def _time_limit(seconds: float):
 def _apply_template(tokenizer, messages, turn, **kwargs):
     """``apply_chat_template`` with a template failure as a ValueError naming the message it reached, and
     a render that takes over ``RENDER_TIME_LIMIT_S`` (a template looping over and over) as one."""
+    where = (f"the conversation up to message {turn}" if turn >= 0 else
+             "the prompt before message 0 (the conversation opens with an assistant turn; many templates need a user "
+             "or system message first: start the conversation with one, or drop the opening reply)")
     try:
         with _time_limit(RENDER_TIME_LIMIT_S):
             return tokenizer.apply_chat_template(messages, **kwargs)
     except TimeoutError:
-        raise ValueError(f"the chat template took over {RENDER_TIME_LIMIT_S:g} s to render the conversation up to message "
-                         f"{turn} (a loop in the template?); fix the template or give another with --chat-template") from None
+        raise ValueError(f"the chat template took over {RENDER_TIME_LIMIT_S:g} s to render {where} (a loop in the "
+                         "template?); fix the template or give another with --chat-template") from None
     except Exception as e:  # jinja2 raise_exception(...), a missing key, a template bug: many types
         missing = [i for i, m in enumerate(messages) if "content" not in m]
         hint = f" (message {missing[0]} has no 'content')" if missing else ""
-        raise ValueError(f"the chat template failed on the conversation up to message {turn}: {e}{hint}") from None
+        raise ValueError(f"the chat template failed on {where}: {e}{hint}") from None
 
 
 def _render(tokenizer, messages, add_generation_prompt, tools, turn):

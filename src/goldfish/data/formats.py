@@ -60,7 +60,11 @@ def _text(content, where: str) -> str:
         other = sorted({str(p.get("type")) for p in content if p.get("type") != "text"})
         if other:
             raise ValueError(f"{where} has {', '.join(other)} content parts; goldfish trains on text only")
-        return "".join(p.get("text") or "" for p in content)
+        texts = [p.get("text") or "" for p in content]
+        wrong = next((j for j, t in enumerate(texts) if not isinstance(t, str)), None)
+        if wrong is not None:
+            raise ValueError(f"{where}: content part {wrong} has a 'text' that is not a string ({texts[wrong]!r})")
+        return "".join(texts)
     raise ValueError(f"{where}: 'content' must be a string or a list of content parts, got {type(content).__name__}")
 
 

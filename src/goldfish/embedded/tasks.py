@@ -17,8 +17,8 @@ document gave 0.39 on the cloze, and the true next 8 words against 8 words of ot
 0.25, chance: dropped).
 
 Items are drawn with a fixed seed. The tasks are written once into the user cache as JSON lines
-and lm-eval YAML configs (``dataset_path: json`` on local files: nothing is downloaded), keyed by
-the corpus; ``embedded_tasks_dir()`` returns the folder to pass as ``include_path``.
+and lm-eval YAML configs (``dataset_path: json`` on local files: nothing is downloaded; the Arrow
+files ``datasets`` makes of them also go to the goldfish cache), keyed by the corpus; ``embedded_tasks_dir()`` returns the folder to pass as ``include_path``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 from goldfish.cache import atomic_dir, cache_dir, fingerprint
 
 TASKS = ("goldfish_word_order", "goldfish_cloze")
-TASKS_VERSION = "embedded-tasks-v2"  # bump when the items or configs change
+TASKS_VERSION = "embedded-tasks-v3"  # bump when the items or configs change
 CONTEXT_WORDS, CONTINUATION_WORDS, ITEMS_PER_DOCUMENT, SEED = 24, 8, 3, 1234
 METRIC = {"goldfish_word_order": "acc", "goldfish_cloze": "acc"}  # the one to read
 
@@ -76,8 +76,11 @@ def _choice_item(context: str, true: str, distractors: list[str], rng: random.Ra
 
 
 def _yaml(name: str, data_file: Path) -> str:
+    """lm-eval's task config; ``cache_dir`` keeps the Arrow files ``datasets`` makes of the JSON lines in
+    the goldfish cache, not in ``~/.cache/huggingface/datasets``."""
     return "\n".join([
-        f"task: {name}", "dataset_path: json", "dataset_kwargs:", "  data_files:", f"    test: {json.dumps(str(data_file))}",
+        f"task: {name}", "dataset_path: json", "dataset_kwargs:", f"  cache_dir: {json.dumps(str(cache_dir() / 'datasets'))}",
+        "  data_files:", f"    test: {json.dumps(str(data_file))}",
         "test_split: test", "output_type: multiple_choice", 'doc_to_text: "{{context}}"', 'doc_to_choice: "{{choices}}"',
         'doc_to_target: "{{label}}"', "metric_list:", *(line for m in ("acc", "acc_norm") for line in (
             f"  - metric: {m}", "    aggregation: mean", "    higher_is_better: true")),
