@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from goldfish.cli import main
+from goldfish.cli import EXPERIMENT_MARKER, main
 from goldfish.cli import experiment_parser
 
 RUN_KEYS = {"exact_match_rate", "token_match_rate", "rouge_l_mean", "longest_run_mean"}
@@ -131,10 +131,25 @@ def _figures(summary: dict) -> dict:
     return {".".join(p): v for p, v in _leaves(summary) if not any(w in ".".join(p) for w in ("wall_time", "runtime", "per_second"))}
 
 
+def test_an_experiment_refuses_a_folder_that_is_not_a_previous_run(tmp_path, capsys):
+    out = tmp_path / "mine"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "targets.jsonl").write_text("my own\n")
+    (out / "summary.json").write_text("{}")
+    assert main(["demo", "--preset", "test", "--out", str(out)]) == 2
+    assert f"--out {out} is not empty and is not a previous run of goldfish experiment extreme (it has no " \
+           f"{EXPERIMENT_MARKER}); give a new or empty folder" in capsys.readouterr().err
+    assert (out / "data" / "targets.jsonl").read_text() == "my own\n" and (out / "summary.json").read_text() == "{}"
+
+
 @pytest.mark.slow
 def test_seeds_aggregate_and_a_seed_reruns_identically_in_another_process(tmp_path):
     out = tmp_path / "seeds"
+    (out / "seed-7").mkdir(parents=True)  # a previous run's, with other seeds: replaced whole, nothing of it left
+    (out / "seed-7" / "report.md").write_text("k=8")
+    (out / EXPERIMENT_MARKER).write_text("{}")
     assert main(["demo", "--preset", "test", "--seeds", "2", "--out", str(out)]) == 0
+    assert not (out / "seed-7").exists() and (out / EXPERIMENT_MARKER).is_file()
     s = _summary(out)
     assert s["seeds"] == [0, 1] and set(s["runs"]) == {"0", "1"}
     a = s["aggregate"]["goldfish.rouge_l_mean"]

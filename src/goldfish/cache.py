@@ -62,6 +62,26 @@ def check_out_folder(out: str | Path, own_files: tuple[str, ...], tool: str) -> 
                              f"{', ...' if len(other) > 5 else ''}); {tool} replaces the whole folder: give a new or empty one")
 
 
+def claim_out_folder(out: str | Path, marker: str, tool: str) -> None:
+    """Make ``out`` the folder of a run of ``tool`` that writes into it piece by piece (an experiment):
+    ValueError unless it is new, empty, or a previous run's (it holds the file ``marker``); a previous
+    run's folder is removed whole, so no file of it (a summary, a seed's report) outlives this run;
+    then ``marker`` is written first, so a run killed on the way leaves a folder the next run replaces."""
+    out = Path(out).absolute()
+    check_writable(out, "--out")
+    if Path.cwd().is_relative_to(out):
+        raise ValueError(f"--out {out}: {tool} replaces its --out folder; give a folder that is not the current one or above it")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a new or empty folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / marker).is_file():
+            raise ValueError(f"--out {out} is not empty and is not a previous run of {tool} (it has no {marker}); "
+                             "give a new or empty folder")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / marker).write_text(json.dumps({"tool": tool, "host": this_host(), "pid": os.getpid()}) + "\n")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` through a temp file in the same folder and a rename."""
     write_bytes_atomic(path, text.encode("utf-8"))

@@ -312,7 +312,11 @@ def experiment_parser(name: str, prog: str):
     return ArgumentParser([config], presets=config.PRESETS, prog=prog, description=RECIPES[name].help)
 
 
+EXPERIMENT_MARKER = ".goldfish-experiment"  # in an experiment's --out: a previous run's folder, replaced by the next
+
+
 def run_experiment(name: str, argv: list[str], prog: str, default_out: str) -> int:
+    from goldfish.cache import claim_out_folder
     from goldfish.experiments import RECIPES
 
     from goldfish.experiments.reporting import closing_line
@@ -324,6 +328,7 @@ def run_experiment(name: str, argv: list[str], prog: str, default_out: str) -> i
         cfg = dataclasses.replace(cfg, out=default_out)
     if cfg.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {cfg.seeds}")
+    claim_out_folder(cfg.out, EXPERIMENT_MARKER, f"goldfish experiment {name}")
     if cfg.seeds == 1:
         lines = recipe.lines(recipe.run(cfg))
     else:
