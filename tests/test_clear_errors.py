@@ -231,3 +231,16 @@ def test_a_conversation_opening_with_a_reply_names_the_opening_turn(tmp_path, ca
     line = _error(capsys, "train")
     assert f"{data}: record 0: the chat template failed on the prompt before message 0 (the conversation opens with an " \
            "assistant turn;" in line and "message -1" not in line
+
+
+@pytest.mark.parametrize("record", [{"text": "x" * 101}, _chat("y" * 90)])
+def test_a_record_over_the_size_bound_is_refused_before_it_is_tokenized(tmp_path, capsys, monkeypatch, record):
+    import goldfish.data.tokenize
+
+    monkeypatch.setattr(goldfish.data.tokenize, "MAX_RECORD_CHARS", 100)
+    data = _jsonl(tmp_path / "docs.jsonl", [{"text": "short"}, record] if "text" in record else [_chat(), record])
+    assert _train(tmp_path, data, "--init", "micro") == 2
+    held = 101 if "text" in record else 90 + len("How are you?") + len("user") + len("assistant")  # every string of it
+    assert f"{data}: record 1: the record holds {held} characters of text; goldfish reads records of up to 100 (the " \
+           "tokenizer holds one whole in memory): split it into several records" in _error(capsys, "train")
+    assert not (tmp_path / "out").exists()

@@ -166,3 +166,21 @@ def test_aligned_hashes_need_the_hash_strategy():
     with pytest.raises(ValueError, match="strategy 'hash'"):
         goldfish_mask(ids, GoldfishConfig(strategy="static"), aligned=np.full(20, 5))
     assert not goldfish_mask(ids, GoldfishConfig(strategy="none"), aligned=np.full(20, -1)).any()
+
+
+def test_a_candidate_passage_over_the_bound_is_refused_not_aligned(monkeypatch):
+    """The alignment's memory grows with |p| * |r|: copies longer than the bound stop with a clear error;
+    at the bound they are aligned as before."""
+    import goldfish.data.near_duplicates as near
+
+    rng = random.Random(3)
+    base = [rng.randrange(3, 400) for _ in range(40)]
+    corpus = [(base, base), (_variant(rng, base, 2), _variant(rng, base, 2))]
+    corpus[1] = (corpus[1][0], list(corpus[1][0]))
+    longest = max(len(ids) for ids, _ in corpus)
+    monkeypatch.setattr(near, "MAX_ALIGNED_TOKENS", longest)
+    assert _columns(corpus)[1].clusters == 1
+    monkeypatch.setattr(near, "MAX_ALIGNED_TOKENS", longest - 1)
+    with pytest.raises(ValueError, match=rf"--near-duplicates align: example \d has a near-duplicate passage of {longest} supervised "
+                                         rf"tokens; the rule aligns passages of up to {longest - 1} "):
+        _columns(corpus)

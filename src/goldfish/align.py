@@ -35,6 +35,10 @@ the config)::
                 as its hash; it drops iff that hash < floor(2**32 / k) with its own k. Every other
                 target keeps goldfish-hash-v1; protected targets follow goldfish-protect-v1.
 
+Bound: a training set where a candidate passage (one in a component) is longer than
+MAX_ALIGNED_TOKENS (32,768) tokens is refused, not aligned (the alignment holds |p| * |r| bits:
+134 MB at the bound, 5 GB for two copies of 200k tokens); every set it accepts gets the rule above.
+
 What it guarantees: within one training set, every member of a cluster drops exactly the
 representative's tokens on every aligned position (same k), whatever came before it (another
 prompt, greeting or slot value). The representative, any copy with its tokens and lead-in, and every
@@ -61,6 +65,7 @@ SHINGLE = 3
 NUM_PERM, BANDS = 64, 16
 ROWS = NUM_PERM // BANDS
 MAX_REPRESENTATIVES = 64
+MAX_ALIGNED_TOKENS = 32768  # the longest passage a candidate may have: the alignment's memory is |p| * |r| / 8 bytes
 SHINGLE_SEED = 0x53484E47  # "SHNG"
 MINHASH_SALT = 0x4D494E48  # "MINH"
 _GOLDEN = 0x9E3779B9

@@ -127,7 +127,7 @@ def _validate(cfg: AuditConfig) -> list:
         from goldfish.audit.report import AUDIT_FILES
         from goldfish.cache import check_out_folder
 
-        check_out_folder(cfg.out, AUDIT_FILES, "the audit")
+        check_out_folder(cfg.out, AUDIT_FILES, "an audit")
     return secrets
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from goldfish.align import BANDS, NUM_PERM, bands, clusters, passages, representative_hashes, signatures
+from goldfish.align import BANDS, MAX_ALIGNED_TOKENS, NUM_PERM, bands, clusters, passages, representative_hashes, signatures
 
 
 @dataclass
@@ -87,6 +87,11 @@ def align_components(found: np.ndarray, comps: list[np.ndarray], ids_of, h: int,
     per_example: dict[int, list] = {}
     for comp in comps:
         rows = [tuple(int(v) for v in found[i]) for i in comp]
+        n, a, e = max(rows, key=lambda r: r[2] - r[1])
+        if e - a > MAX_ALIGNED_TOKENS:
+            raise ValueError(f"--near-duplicates align: example {n} has a near-duplicate passage of {e - a:,} supervised tokens; "
+                             f"the rule aligns passages of up to {MAX_ALIGNED_TOKENS:,} (its memory grows with the square of "
+                             "the length): lower --seq-len or train without --near-duplicates align")
         ids = {n: np.asarray(ids_of(n), dtype=np.int64) for n, _, _ in rows}
         tokens = [ids[n][a:e].tolist() for n, a, e in rows]
         lead_ins = [ids[n][max(0, a - h) : a].tolist() for n, a, e in rows]

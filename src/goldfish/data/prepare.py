@@ -39,6 +39,7 @@ from goldfish.data.sources import load_source, resolve_source, source_identity
 from goldfish.data.formats import FORMATS
 from goldfish.data.tokenize import (
     LONG_CHATS,
+    check_record_size,
     document_format,
     document_k,
     encode_record,
@@ -121,6 +122,7 @@ class _Tokenize:
             secrets = None if self.secrets is None else []
             for idx, d in zip(indices, docs):
                 try:
+                    check_record_size(d)
                     if not isinstance(d.get(field), str):
                         raise ValueError(f"{field!r} must be a string, got {d.get(field)!r}")
                     if secrets is not None:

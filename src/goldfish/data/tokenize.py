@@ -37,6 +37,28 @@ from goldfish.protect import token_marker
 from goldfish.secrets import Secret, find_spans
 
 LONG_CHATS = ("truncate", "drop", "split")
+# The most characters of text one record may hold: the tokenizer holds a record whole (about 300
+# bytes a character with its offsets: 3 GB here; a 53 MB record took 8.8 GB), so a longer one is
+# refused with the fix (split it into records) instead of exhausting memory.
+MAX_RECORD_CHARS = 10_000_000
+
+
+def check_record_size(doc: dict) -> None:
+    """ValueError when the record holds over MAX_RECORD_CHARS characters of text."""
+    if (chars := _text_chars(doc)) > MAX_RECORD_CHARS:
+        raise ValueError(f"the record holds {chars:,} characters of text; goldfish reads records of up to {MAX_RECORD_CHARS:,} "
+                         "(the tokenizer holds one whole in memory): split it into several records")
+
+
+def _text_chars(value) -> int:
+    """Characters in every string of a record (nested lists and dicts included)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_text_chars(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_text_chars(v) for v in value)
+    return 0
 
 
 def document_format(columns, text_field: str = "text", fmt: str = "auto") -> str:
@@ -113,7 +135,9 @@ def encode_record(doc: dict, tokenizer, text_field: str = "text", assistant_turn
     """One document in any of the formats above (``fmt``: forced, or detected from its keys). The
     marker where ``secrets`` or the record's ``protect`` name something to protect (spans found on
     the text the tokens come from), else None. ``system_into_user``: chats' system prompts go into
-    the next user turn (``goldfish.data.chat.fold_system_into_user``)."""
+    the next user turn (``goldfish.data.chat.fold_system_into_user``). A record holding over
+    MAX_RECORD_CHARS characters is refused (ValueError)."""
+    check_record_size(doc)
     doc = to_record(doc, document_format([k for k, v in doc.items() if v is not None], text_field, fmt))
     shape = detect_format(doc.keys(), text_field) if fmt in ("auto", "sharegpt", "alpaca") else fmt
     if secrets is not None or doc.get("protect") is not None:
