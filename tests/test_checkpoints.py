@@ -1,6 +1,6 @@
-"""goldfish.checkpoints on real HF Trainer checkpoints (a 2-step micro run): what counts as complete,
-which checkpoint --resume picks, the run identity and its differences, what --overwrite clears, and
-how a full disk reads. The end-to-end cases (killed saves, a real full disk) are in
+"""goldfish.checkpoints, .resume, .saving and .out_folder on real HF Trainer checkpoints (a 2-step
+micro run): what counts as complete, which checkpoint --resume picks, the run identity and its
+differences, what --overwrite clears, and how a full disk reads. The end-to-end cases (killed saves, a real full disk) are in
 test_checkpoint_faults.py."""
 
 import errno

@@ -296,3 +296,20 @@ def test_gradient_checkpointing_goes_by_its_new_name_without_a_warning():
         warnings.simplefilter("error", FutureWarning)
         cfg = TrainConfig.from_args(["--init", "micro", "--data", "embedded:targets", "--out", "o", "--gradient-checkpointing"])
     assert cfg.training.activation_checkpointing is True and cfg.training.gradient_checkpointing is True
+
+
+def test_another_ranks_write_probe_does_not_make_out_a_used_folder(tmp_path):
+    """Under torchrun the main process checks --out again under its lock while another rank's
+    check_writable may have its probe file there for an instant (the stress test's rank 0 once refused
+    its own run so)."""
+    from goldfish.cache import WRITE_CHECK_PREFIX
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / f"{WRITE_CHECK_PREFIX}x1y2").touch()
+    (out / ".goldfish-lock").touch()
+    cfg = TrainConfig.from_args(["--init", "micro", "--data", "embedded:targets", "--out", str(out)])
+    cfg.check_out_is_new()
+    (out / "notes.txt").touch()
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        cfg.check_out_is_new()

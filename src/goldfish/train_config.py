@@ -268,10 +268,13 @@ class TrainConfig:
     def check_out_is_new(self) -> None:
         """Raise ValueError when ``--out`` holds anything (but its lock file) and neither ``--resume`` nor
         ``--overwrite`` is given; checked in ``validate`` and again once the run holds ``--out``'s lock."""
+        from goldfish.cache import WRITE_CHECK_PREFIX
         from goldfish.out_folder import LOCK_FILE
 
         out = Path(self.out)
-        if self.run.resume is None and not self.run.overwrite and out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
+        # another rank's check_writable probe may be there for an instant (torchrun: the main process checks under the lock)
+        held = [p for p in out.iterdir() if p.name != LOCK_FILE and not p.name.startswith(WRITE_CHECK_PREFIX)] if out.is_dir() else []
+        if self.run.resume is None and not self.run.overwrite and held:
             raise ValueError(f"--out {self.out} exists and is not empty; pass --overwrite or --resume")
 
     def validate(self) -> None:
