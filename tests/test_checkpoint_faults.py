@@ -109,6 +109,27 @@ def test_a_forced_resume_is_recorded_with_what_differed(full, tmp_path):
     assert json.loads((out / "checkpoint-15" / "goldfish_run.json").read_text())["settings"]["k"] == 8
 
 
+def test_a_forced_resume_into_another_model_size_is_a_clear_error(full, tmp_path, capsys):
+    out = tmp_path / "other-size"
+    shutil.copytree(full / "checkpoint-10", out / "checkpoint-10")
+    assert main([*FULL, "--out", str(out), "--resume", "--force", "--init", "tiny"]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("goldfish train: error: --resume: the weights in checkpoint-10 do not fit this model (")
+    assert "there, " in line and "another model size" in line
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-10"]
+
+
+def test_an_unloadable_state_in_a_checkpoint_is_named(full, tmp_path, capsys):
+    import types
+
+    out = tmp_path / "unpicklable"
+    shutil.copytree(full / "checkpoint-15", out / "checkpoint-15")
+    torch.save(types.SimpleNamespace(state="not a tensor dict"), out / "checkpoint-15" / "optimizer.pt")
+    assert main([*FULL, "--out", str(out), "--resume", str(out / "checkpoint-15")]) == 2
+    assert _error_line(capsys).startswith(f"goldfish train: error: --resume {out / 'checkpoint-15'}: not a complete "
+                                          "checkpoint: optimizer.pt cannot be loaded (UnpicklingError: ")
+
+
 def test_overwrite_leaves_no_old_checkpoint_and_keeps_files_it_did_not_write(full, tmp_path, capsys, caplog):
     out = tmp_path / "again"
     shutil.copytree(full, out)
@@ -171,7 +192,7 @@ def test_a_real_full_disk_is_reported_as_such(small_disk, capsys, size, stops_in
 # The other run: holds --out's lock as a goldfish train does while it runs, says so, and waits to be killed.
 HOLD_LOCK = """
 import pathlib, sys, time
-from goldfish.checkpoints import out_lock
+from goldfish.out_folder import out_lock
 with out_lock(sys.argv[1]):
     pathlib.Path(sys.argv[2]).write_text("locked")
     time.sleep(600)

@@ -1,6 +1,6 @@
-"""goldfish.checkpoints on real HF Trainer checkpoints (a 2-step micro run): what counts as complete,
-which checkpoint --resume picks, the run identity and its differences, what --overwrite clears, and
-how a full disk reads. The end-to-end cases (killed saves, a real full disk) are in
+"""goldfish.checkpoints, .resume, .saving and .out_folder on real HF Trainer checkpoints (a 2-step
+micro run): what counts as complete, which checkpoint --resume picks, the run identity and its
+differences, what --overwrite clears, and how a full disk reads. The end-to-end cases (killed saves, a real full disk) are in
 test_checkpoint_faults.py."""
 
 import errno
@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import types
 from pathlib import Path
 
 import pytest
@@ -15,15 +16,10 @@ import torch
 from helpers import micro_model, seq2seq_collator, text_examples
 from transformers import Trainer, TrainingArguments
 
-from goldfish.checkpoints import (
-    RUN_FILE,
-    RunRecorder,
-    checkpoint_problem,
-    choose_checkpoint,
-    outputs_to_clear,
-    run_differences,
-    run_identity,
-)
+from goldfish.checkpoints import RUN_FILE, checkpoint_problem, choose_checkpoint
+from goldfish.out_folder import outputs_to_clear
+from goldfish.resume import run_differences, run_identity
+from goldfish.saving import RunRecorder
 from goldfish.data.sources import source_identity
 from goldfish.train_config import TrainConfig
 
@@ -67,6 +63,10 @@ def _write(name, text):
     return lambda folder: (folder / name).write_text(text)
 
 
+def _save(name, obj):
+    return lambda folder: torch.save(obj, folder / name)
+
+
 @pytest.mark.parametrize("damage,reason", [
     (_cut("model.safetensors"), "model.safetensors is cut short ("),
     (_cut("model.safetensors", 0.0), "model.safetensors has no readable safetensors header"),
@@ -79,6 +79,8 @@ def _write(name, text):
     (_delete("trainer_state.json"), "trainer_state.json is missing (the save did not finish)"),
     (_write("trainer_state.json", '{"global_step": 2, "log_hist'), "trainer_state.json cannot be read ("),
     (_write("trainer_state.json", '{"global_step": 1}'), "trainer_state.json is at step 1, not 2"),
+    # a readable archive that HF's torch.load(weights_only=True) refuses on resuming
+    (_save("scheduler.pt", types.SimpleNamespace(lr=1)), "scheduler.pt cannot be loaded (UnpicklingError: "),
 ])
 def test_an_incomplete_checkpoint_says_why(run_dir, tmp_path, damage, reason):
     folder = _copy(run_dir, tmp_path)
@@ -141,6 +143,19 @@ def test_what_makes_another_run_and_what_only_warns(tmp_path):
         assert run_differences(base, _identity(tmp_path, *flags))[0] == [line]
     other = _identity(tmp_path, sources=[{"source": "embedded:background", "corpus": "c0"}])
     assert run_differences(base, other)[0] == ["the data: embedded:background holds other content (another corpus or kind)"]
+
+
+def test_a_chat_template_file_is_compared_by_content_not_path(tmp_path):
+    template = tmp_path / "chat.jinja"
+    template.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    base = _identity(tmp_path, "--chat-template", str(template))
+    moved = tmp_path / "moved.jinja"
+    shutil.copy(template, moved)
+    refuse, warn = run_differences(base, _identity(tmp_path, "--chat-template", str(moved)))
+    assert refuse == [] and warn == [f'chat_template = "{template}" there, "{moved}" here']
+    template.write_text("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}{% endfor %}")
+    [line] = run_differences(base, _identity(tmp_path, "--chat-template", str(template)))[0]
+    assert line.startswith("the chat template's content: ")
 
 
 def test_file_data_is_compared_by_content_not_path(tmp_path):
@@ -272,7 +287,7 @@ def test_run_flags_that_contradict_each_other(tmp_path, capsys, flags, message):
 
 
 def test_resume_point_logs_what_only_warns_and_needs_force_without_a_record(run_dir, tmp_path, caplog):
-    from goldfish.checkpoints import resume_point
+    from goldfish.resume import resume_point
 
     out = tmp_path / "out"
     _copy(run_dir, out)

@@ -96,11 +96,12 @@ def _python_tokenizer():
 def test_a_tokenizer_without_offsets_is_refused_for_protection_and_mask(tmp_path, capsys):
     from goldfish import GoldfishConfig
     from goldfish.data.prepare import DataSettings, prepare_dataset
+    from goldfish.secrets import parse_secret
 
     tok = _python_tokenizer()
     data = _jsonl(tmp_path / "d.jsonl", [{"text": "Dana Whitlock called"}])
     with pytest.raises(ValueError, match=r"protected spans .*: these need the tokenizer's character offsets, and ByT5Tokenizer"):
-        prepare_dataset([str(data)], tok, DataSettings(seq_len=64, protect=("Dana",)), GoldfishConfig(), cache=tmp_path / "c",
+        prepare_dataset([str(data)], tok, DataSettings(seq_len=64), GoldfishConfig(), [parse_secret("Dana")], cache=tmp_path / "c",
                         progress=False)
     assert not [p for p in (tmp_path / "c").iterdir()]  # no entry, no temp folder
     tok.save_pretrained(tmp_path / "byt5")

@@ -17,6 +17,7 @@ from goldfish.integrations.hf import GoldfishCollator
 from goldfish.mask import goldfish_mask
 
 CFG = GoldfishConfig()
+ALIGN = GoldfishConfig(near_duplicates="align")  # the rule prepare_dataset applies with --near-duplicates align
 
 
 @pytest.fixture
@@ -33,14 +34,14 @@ def test_prepared_column_equals_the_rule_in_memory(tmp_path, tokenizer, chats):
     want = aligned_examples([e["input_ids"] for e in examples], [e["labels"] for e in examples], CFG.h, CFG.seed)
     assert want.clusters >= 2 and want.aligned_targets > 100
     columns = [want.column(n, len(e["input_ids"])).tolist() for n, e in enumerate(examples)]
-    got = prepare_dataset([str(chats)], tokenizer, DataSettings(seq_len=256, near_duplicates="align"), CFG, cache=tmp_path / "c",
+    got = prepare_dataset([str(chats)], tokenizer, DataSettings(seq_len=256), ALIGN, cache=tmp_path / "c",
                           progress=False)
     assert got.train["goldfish_aligned"] == columns
     assert got.counts["near_duplicates"] == {"rule": "goldfish-align-v1", **want.stats()}
     drops = [goldfish_mask(np.asarray(e["input_ids"]), CFG, aligned=np.asarray(c)) for e, c in zip(examples, columns)]
     sup = [(np.asarray(e["labels"]) != -100) & (np.arange(len(c)) > 0) for e, c in zip(examples, columns)]
     assert got.counts["dropped_targets"] == sum(int((d & s).sum()) for d, s in zip(drops, sup))
-    packed = prepare_dataset([str(chats)], tokenizer, DataSettings(seq_len=256, pack=True, near_duplicates="align"), CFG,
+    packed = prepare_dataset([str(chats)], tokenizer, DataSettings(seq_len=256, pack=True), ALIGN,
                              cache=tmp_path / "c", progress=False)
     flat = [v for row in packed.train["goldfish_aligned"] for v in row]
     assert [v for v in flat if v >= 0] == [v for c in columns for v in c if v >= 0]

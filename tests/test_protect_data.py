@@ -15,7 +15,7 @@ from goldfish.data.prepare import DataSettings, prepare_dataset
 from goldfish.data.tokenize import encode_document
 from goldfish.integrations.hf import GoldfishCollator, goldfish_labels_map
 from goldfish.mask import goldfish_mask
-from goldfish.secrets import Secret, builtin_secrets, secret_line
+from goldfish.secrets import Secret, builtin_secrets
 
 SECRET = "Marisol Quintero"
 EMAIL = "m.quintero@meridian-help.example"
@@ -63,10 +63,9 @@ def test_prepared_protection_equals_in_memory_and_counts(tmp_path, tokenizer):
                                                      "protect": ["Kestrel Moss"]}]
     path = tmp_path / "chats.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    lines = tuple(secret_line(s) for s in SECRETS)
     cfg = GoldfishConfig(protect_k=2)
     for pack in (False, True):
-        got = prepare_dataset([str(path)], tokenizer, DataSettings(seq_len=256, pack=pack, protect=lines), cfg,
+        got = prepare_dataset([str(path)], tokenizer, DataSettings(seq_len=256, pack=pack), cfg, SECRETS,
                               cache=tmp_path / "c", progress=False)
         want = build_examples(read_documents(str(path)), tokenizer, 256, 4, secrets=SECRETS)
         if pack:

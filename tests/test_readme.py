@@ -1,12 +1,12 @@
 """The README against the code: every flag it names exists, and every flag of goldfish's own settings
 is documented in its CLI section."""
 
-import dataclasses
 import re
 from pathlib import Path
 
 from test_train_config import _all_parsers
 
+from goldfish.arguments import setting_fields
 from goldfish.train_config import GROUPS, REMOVED
 
 ROOT = Path(__file__).parent.parent
@@ -50,7 +50,7 @@ def test_every_goldfish_setting_is_documented():
         text = mentioned | (set(FLAG.findall(experiments)) if command.startswith("experiment") else set())
         dtypes = own.get(command) or parser.dataclass_types
         for dtype in dtypes:
-            for f in dataclasses.fields(dtype):
-                if f.init and not options[f.name] & text:
-                    missing.append(f"{command} --{f.name.replace('_', '-')}")
+            for _, name in setting_fields(dtype):
+                if not options[name] & text:
+                    missing.append(f"{command} --{name.replace('_', '-')}")
     assert missing == []

@@ -171,6 +171,27 @@ def test_eval_during_training_equals_the_audits_heldout_loss(tmp_path, tokenizer
     assert (tmp_path / "curve.png").stat().st_size > 5_000
 
 
+def test_eval_data_that_is_or_holds_training_data_is_warned_of(tmp_path, caplog):
+    """The same file, a copy of it, or a folder holding it as --eval-data: a warning naming both; a
+    disjoint file: none."""
+    from goldfish.data.sources import source_identity
+    from goldfish.train import eval_overlap_warnings
+
+    caplog.set_level("WARNING", "goldfish")
+    rows = [{"text": f"Record {i} of the training data, long enough to train on for a step or two."} for i in range(8)]
+    train = _write_jsonl(tmp_path / "train.jsonl", rows)
+    assert main([*BASE, "--seq-len", "64", "--data", train, "--eval-data", train, "--max-steps", "1", "--save-steps", "0",
+                 "--report-to", "none", "--out", str(tmp_path / "run")]) == 0
+    assert f"--eval-data {train} shares 1 of its 1 files with the training data {train}: its loss measures" in caplog.text
+    (tmp_path / "folder").mkdir()
+    shutil.copy(train, tmp_path / "folder" / "copy.jsonl")
+    other = _write_jsonl(tmp_path / "folder" / "other.jsonl", [{"text": "held out"}])
+    [line] = eval_overlap_warnings([source_identity(train)], [source_identity(str(tmp_path / "folder"))])
+    assert line.startswith(f"--eval-data {tmp_path / 'folder'} shares 1 of its 2 files with the training data {train}")
+    assert eval_overlap_warnings([source_identity(train)], [source_identity(other)]) == []
+    assert eval_overlap_warnings([source_identity("embedded:targets")], [source_identity("embedded:validation")]) == []
+
+
 def test_a_dataset_dicts_validation_split_is_the_default_eval_data(tmp_path, caplog):
     from datasets import Dataset, DatasetDict
 

@@ -12,6 +12,7 @@ import torch
 from helpers import micro_model
 from transformers import TrainingArguments
 
+from goldfish.arguments import setting_fields
 from goldfish.cli import audit_parser, experiment_parser, main
 from goldfish.experiments import RECIPES
 from goldfish.integrations.hf import GoldfishTrainer
@@ -112,12 +113,10 @@ def test_no_default_or_choice_written_twice(command, parser):
     """Every flag's default and choices are its dataclass field's; every flag has help."""
     for dtype in parser.dataclass_types:
         hints = typing.get_type_hints(dtype)
-        for f in dataclasses.fields(dtype):
-            if not f.init:
-                continue
+        for f, name in setting_fields(dtype):
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            assert parser.get_default(f.name) in (default, argparse.SUPPRESS), (command, f.name)  # SUPPRESS: the field's applies
-            action = parser._actions_by_dest[f.name]
+            assert parser.get_default(name) in (default, argparse.SUPPRESS), (command, name)  # SUPPRESS: the field's applies
+            action = parser._actions_by_dest[name]
             literal = [a for a in (hints[f.name], *typing.get_args(hints[f.name])) if typing.get_origin(a) is typing.Literal]
             if literal and str not in typing.get_args(hints[f.name]):  # (HF's "str | None | Literal[False]" takes any str)
                 assert list(action.choices) == list(typing.get_args(literal[0])), (command, f.name)
@@ -149,12 +148,32 @@ def test_config_file_and_flags_give_equal_configurations(tmp_path):
     ("- a\n- b\n", "must hold a mapping"),
     ("seq_len: many\n", "seq_len: invalid int value"),
     ("warmup_ratio: 0.1\n", "warmup_ratio: transformers 5 has no warmup_ratio; --warmup-steps takes the ratio instead: a float below 1"),
+    # values of the wrong type get the flag's checks (issue 30): a number where an int goes, a list where one value does
+    ("max_steps: 1.5\n", "max_steps: invalid int value: '1.5'"),
+    ("k: [4, 8]\n", "k: takes one value, got the list [4, 8]"),
+    ("pack: 5\n", "pack: Truthy value expected: got 5"),
+    ("output_dir: 2024-01-01\n", "output_dir: datetime.date(2024, 1, 1) (date) is no setting value"),
+    ("data: [[a.jsonl]]\n", "data: ['a.jsonl'] (list) is no setting value"),
 ])
 def test_bad_config_files(tmp_path, capsys, content, message):
     (tmp_path / "c.yaml").write_text(content)
     assert main(["train", "--config", str(tmp_path / "c.yaml")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"goldfish train: error: --config {tmp_path / 'c.yaml'}") and message in err
+
+
+def test_config_values_read_as_the_flags_would(tmp_path, capsys):
+    """A TOML date is refused like YAML's; a number for a text setting is the flag's text (``data: 5`` = ``--data 5``)."""
+    (tmp_path / "c.toml").write_text("init = 'micro'\nout = 2024-01-01\n")
+    assert main(["train", "--config", str(tmp_path / "c.toml")]) == 2
+    assert "output_dir: datetime.date(2024, 1, 1) (date) is no setting value" in capsys.readouterr().err
+    (tmp_path / "d.yaml").write_text(f"init: micro\ndata: 5\nout: {tmp_path / 'o'}\nseed: 3\nbf16: false\nlr: 1\n")
+    cfg = TrainConfig.from_args(["--config", str(tmp_path / "d.yaml")])
+    assert cfg.data.data == ["5"] and cfg.training.seed == 3 and cfg.training.learning_rate == 1.0
+    for argv in (["--config", str(tmp_path / "d.yaml")], ["--init", "micro", "--data", "5", "--out", str(tmp_path / "o")]):
+        assert main(["train", *argv]) == 2
+        assert "error: data source 5 does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_every_bad_flag_has_one_prefix(capsys):
@@ -189,9 +208,9 @@ def test_short_flags_are_aliases():
 
 def test_groups_cover_every_flag():
     """Each dataclass field is a flag of exactly one group; the groups are the issue's list."""
-    names = [f.name for _, cls in GROUPS for f in dataclasses.fields(cls) if f.init]
+    names = [name for _, cls in GROUPS for _, name in setting_fields(cls)]
     assert len(names) == len(set(names))
-    assert [name for name, _ in GROUPS] == ["data", "model", "mask", "protection", "lora", "run", "training"]
+    assert [name for name, _ in GROUPS] == ["data", "model", "mask", "lora", "run", "training"]
 
 
 @pytest.mark.slow
@@ -277,3 +296,20 @@ def test_gradient_checkpointing_goes_by_its_new_name_without_a_warning():
         warnings.simplefilter("error", FutureWarning)
         cfg = TrainConfig.from_args(["--init", "micro", "--data", "embedded:targets", "--out", "o", "--gradient-checkpointing"])
     assert cfg.training.activation_checkpointing is True and cfg.training.gradient_checkpointing is True
+
+
+def test_another_ranks_write_probe_does_not_make_out_a_used_folder(tmp_path):
+    """Under torchrun the main process checks --out again under its lock while another rank's
+    check_writable may have its probe file there for an instant (the stress test's rank 0 once refused
+    its own run so)."""
+    from goldfish.cache import WRITE_CHECK_PREFIX
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / f"{WRITE_CHECK_PREFIX}x1y2").touch()
+    (out / ".goldfish-lock").touch()
+    cfg = TrainConfig.from_args(["--init", "micro", "--data", "embedded:targets", "--out", str(out)])
+    cfg.check_out_is_new()
+    (out / "notes.txt").touch()
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        cfg.check_out_is_new()

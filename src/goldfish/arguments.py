@@ -12,6 +12,9 @@ plus what goldfish's commands need on top of it:
 - list fields with ``metadata={"repeatable": True}`` take one or more values per use and may be
   repeated (``--data a --data b``); a use on the command line replaces the file's list.
 - field metadata ``{"argparse": {...}}`` overrides attributes of the generated argparse action.
+- field metadata ``{"flag": NAME}``: the field's flag, config key and settings name is NAME (two
+  groups may then hold fields of one name); ``{"flag": None}``: the field is no setting (no flag).
+- ``tuple[X, ...]`` fields take values as ``list[X]`` fields do (the dataclass makes them a tuple).
 - dict-typed fields (and other non-scalar types) take JSON on the command line.
 
 ``parse(argv)`` returns the dataclass instances and the other (non-dataclass) arguments.
@@ -30,6 +33,26 @@ import typing
 from pathlib import Path
 
 from transformers import HfArgumentParser
+
+
+OUR_METADATA = ("repeatable", "argparse", "flag", "resume")  # field metadata goldfish reads; HF passes the rest to argparse
+
+
+def setting_name(f: dataclasses.Field) -> str | None:
+    """The flag, config key and settings name of a field (``metadata["flag"]``, else its name); None: no setting."""
+    return f.metadata.get("flag", f.name) if f.init else None
+
+
+def setting_fields(cls) -> list[tuple[dataclasses.Field, str]]:
+    """(field, ``setting_name``) of each field of the dataclass ``cls`` (or instance) that is a setting."""
+    return [(f, name) for f in dataclasses.fields(cls) if (name := setting_name(f)) is not None]
+
+
+def settings_of(instance) -> dict:
+    """The settings of a dataclass instance as plain data, keyed by ``setting_name`` (tuples as lists):
+    what ``ArgumentParser.apply`` (a ``--config`` file) reads back to the same instance."""
+    values = {name: getattr(instance, f.name) for f, name in setting_fields(instance)}
+    return {name: list(v) if isinstance(v, tuple) else v for name, v in values.items()}
 
 
 class _Repeatable(argparse.Action):
@@ -57,6 +80,26 @@ def _json_type(cls):
 
     parse.__name__ = "JSON"
     return parse
+
+
+def _is_json(action) -> bool:
+    return getattr(action.type, "__name__", "") == "JSON"
+
+
+def _flag_text(item, json_ok: bool, name: str, source: str) -> str:
+    """A config file's value as the flag's text: strings as they are, booleans as true/false, numbers
+    as written, mappings and lists as JSON where the flag takes JSON (``json_ok``); anything else (a
+    TOML date, a list inside a list) is refused."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, bool):
+        return "true" if item else "false"
+    if isinstance(item, (int, float)):
+        return repr(item)
+    if isinstance(item, (dict, list)) and json_ok:
+        return json.dumps(item)
+    raise ValueError(f"{source}: {name}: {item!r} ({type(item).__name__}) is no setting value; write a string, number, "
+                     "boolean or list")
 
 
 def read_config_file(path: str) -> dict:
@@ -107,7 +150,7 @@ class ArgumentParser(HfArgumentParser):
         self.presets = presets or {}
         self.config = config
         self.removed = removed or {}  # field names that are gone -> what to give instead (an error, flag or config key)
-        self._fields = {f.name for dtype in self.dataclass_types for f in dataclasses.fields(dtype) if f.init}
+        self._fields = {name for dtype in self.dataclass_types for _, name in setting_fields(dtype)}
         self._actions_by_dest = {}
         for a in self._actions:  # a field's own flag comes first (a bool's --no_ complement after it)
             if a.dest in self._fields:
@@ -128,17 +171,27 @@ class ArgumentParser(HfArgumentParser):
 
     @staticmethod
     def _parse_dataclass_field(parser, f: dataclasses.Field) -> None:
-        """HF's flag for the field, then: repeatable lists, JSON types, ``metadata["argparse"]`` overrides."""
-        ours = {k: f.metadata[k] for k in ("repeatable", "argparse") if k in f.metadata}
+        """HF's flag for the field (under ``setting_name``), then: repeatable lists, JSON types,
+        ``metadata["argparse"]`` overrides."""
+        if (name := setting_name(f)) is None:
+            return
+        ours = {k: f.metadata[k] for k in OUR_METADATA if k in f.metadata}
         declared = f.type
         f = copy.copy(f)  # HF rewrites field.type in place
+        f.name = name
         f.metadata = types.MappingProxyType({k: v for k, v in f.metadata.items() if k not in ours})
+        if typing.get_origin(declared) is tuple and typing.get_args(declared)[1:] == (Ellipsis,):
+            f.type = list[typing.get_args(declared)[0]]
         HfArgumentParser._parse_dataclass_field(parser, f)
         action = next(a for a in parser._actions if a.dest == f.name)
         if action.default is None and f.default not in (None, dataclasses.MISSING):
             action.default = argparse.SUPPRESS  # HF drops the plain default of a list-typed field: let the dataclass apply it
         if set(typing.get_args(declared)) - {type(None)} == {str, bool}:
             action.type, action.nargs, action.const = str, None, None  # "str | bool": HF's parser keeps only bool
+        # a config file may give a list or a mapping where the field's type admits one (HF's "None | str |
+        # list[str]", "dict | str | None": a mapping is then its JSON text, as the flag takes it)
+        options = {typing.get_origin(a) or a for a in (declared, *typing.get_args(declared))}
+        action.takes_list, action.takes_dict = action.nargs in ("+", "*") or list in options, dict in options
         if ours.get("repeatable"):
             action.__class__ = _Repeatable
         if getattr(action.type, "__name__", "") == "string_to_bool" and action.nargs is None:
@@ -162,26 +215,30 @@ class ArgumentParser(HfArgumentParser):
         raise ValueError(f"{source}: unknown setting {key!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
 
     def _convert(self, name: str, value, source: str):
-        """A config value through its flag's type conversion and choice check."""
+        """A config value through its flag's checks: each value as the text a flag would give
+        (``_flag_text``), then the flag's type conversion and choice check; a list only where the
+        flag takes several values."""
         action = self._actions_by_dest[name]
         if value is None:
             return None
-        items = value if isinstance(value, list) else [value]
-        if action.nargs in ("+", "*") and not isinstance(value, list):
-            value = items
-        converted = []
-        for item in items:
-            if isinstance(item, str) and action.type is not None:
-                try:
-                    item = action.type(item)
-                except argparse.ArgumentTypeError as e:
-                    raise ValueError(f"{source}: {name}: {e}") from None
-                except (TypeError, ValueError):  # worded as argparse words it for a flag
-                    raise ValueError(f"{source}: {name}: invalid {getattr(action.type, '__name__', 'type')} value: {item!r}") from None
-            if action.choices is not None and item is not None and item not in action.choices:
-                raise ValueError(f"{source}: {name}: {item!r} is not one of {', '.join(map(str, action.choices))}")
-            converted.append(item)
-        return converted if isinstance(value, list) else converted[0]
+        several = action.nargs in ("+", "*") or (isinstance(value, list) and action.takes_list)
+        if isinstance(value, list) and not several and not _is_json(action):
+            raise ValueError(f"{source}: {name}: takes one value, got the list {value!r}")
+        items = value if isinstance(value, list) and several else [value]
+        converted = [self._convert_one(action, name, _flag_text(item, _is_json(action) or action.takes_dict, name, source), source) for item in items]
+        return converted if several else converted[0]
+
+    @staticmethod
+    def _convert_one(action, name: str, text: str, source: str):
+        try:
+            item = text if action.type is None else action.type(text)
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(f"{source}: {name}: {e}") from None
+        except (TypeError, ValueError):  # worded as argparse words it for a flag
+            raise ValueError(f"{source}: {name}: invalid {getattr(action.type, '__name__', 'type')} value: {text!r}") from None
+        if action.choices is not None and item not in action.choices:
+            raise ValueError(f"{source}: {name}: {item!r} is not one of {', '.join(map(str, action.choices))}")
+        return item
 
     def apply(self, values: dict, source: str) -> None:
         """Set defaults from ``values`` (a preset or a config file), checked and converted like flags."""
@@ -209,7 +266,7 @@ class ArgumentParser(HfArgumentParser):
         values.pop("config", None)
         values.pop("preset", None)
         fields = {name: values.pop(name) for name in self._fields if name in values}
-        instances = tuple(dtype(**{f.name: fields[f.name] for f in dataclasses.fields(dtype) if f.init and f.name in fields})
+        instances = tuple(dtype(**{f.name: fields[name] for f, name in setting_fields(dtype) if name in fields})
                           for dtype in self.dataclass_types)
         return instances, namespace
 

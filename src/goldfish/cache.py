@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 OWNER_FILE = ".goldfish-owner"  # in a temp folder of atomic_dir while its process works in it: {"host", "pid"}
+WRITE_CHECK_PREFIX = ".goldfish-write-check."  # check_writable's probe file, there for an instant (another rank's, say)
 STALE_AFTER_S = 60  # a temp folder without an owner file (older code, or one mid-rename) is stale after this
 
 
@@ -38,7 +39,7 @@ def check_writable(folder: str | Path, what: str = "folder") -> None:
     if not existing.is_dir():
         raise ValueError(f"{what} {folder}: {existing} is a file, not a folder")
     try:
-        fd, probe = tempfile.mkstemp(dir=existing, prefix=".goldfish-write-check.")
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=WRITE_CHECK_PREFIX)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:

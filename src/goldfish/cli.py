@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import sys
 from dataclasses import dataclass, field
-from typing import Literal
 from pathlib import Path
 
 from goldfish.distributed import close_process_group, rank_label, world_size
@@ -55,9 +54,8 @@ def print_line(line) -> None:
 # ---- goldfish mask ----
 
 def _mask_parser(prog: str):
-    from goldfish.arguments import ArgumentParser, field_like
+    from goldfish.arguments import ArgumentParser
     from goldfish.config import GoldfishConfig
-    from goldfish.train_config import GoldfishArguments, ProtectionArguments
 
     @dataclass
     class MaskArguments:
@@ -68,23 +66,23 @@ def _mask_parser(prog: str):
         tokenizer: str | None = field(default=None, metadata={"help": "HF tokenizer folder (None: the embedded BPE tokenizer)"})
         max_tokens: int | None = field(default=None, metadata={"help": "show only the first N tokens"})
         plain: bool = field(default=False, metadata={"help": "plain [[markers]] even in a terminal"})
-        # one value a --protect, so `--protect builtin "TEXT"` leaves TEXT a text (repeat the flag for more)
-        protect: list[str] = field_like(ProtectionArguments, "protect", argparse={"nargs": None})
-        near_duplicates: Literal["off", "align"] = field_like(GoldfishArguments, "near_duplicates", help=(
-            "align: the TEXTs are masked by goldfish-align-v1 as one training set (each text all supervised) and shown one "
-            "under another: near-duplicates drop the same tokens where they agree; off: each text by itself"))
 
-    parser = ArgumentParser([MaskArguments, GoldfishConfig], aliases={"--goldfish-seed": "--seed"}, config=False, prog=prog,
+    parser = ArgumentParser([MaskArguments, GoldfishConfig], aliases={"--seed": "--goldfish_seed"}, config=False, prog=prog,
                             description="Show which tokens of a text the goldfish mask drops (and which are protected).")
+    # one value a --protect, so `--protect builtin "TEXT"` leaves TEXT a text (repeat the flag for more)
+    parser._actions_by_dest["protect"].nargs = None
+    parser._actions_by_dest["near_duplicates"].help = (
+        "align: the TEXTs are masked by goldfish-align-v1 as one training set (each text all supervised) and shown one "
+        "under another: near-duplicates drop the same tokens where they agree; off: each text by itself")
     parser.add_argument("text", nargs="*", help="the text(s) to show (or --file / --embedded)")
     return parser
 
 
-def _mask_texts(args, texts: list[str]) -> list[str]:
+def _mask_texts(args, cfg, texts: list[str]) -> list[str]:
     given = [bool(texts), args.file is not None, args.embedded is not None]
     if sum(given) != 1:
         raise ValueError("give exactly one of TEXT [TEXT ...], --file PATH or --embedded PART:INDEX")
-    if args.near_duplicates == "align" and len(texts) < 2:
+    if cfg.near_duplicates == "align" and len(texts) < 2:
         raise ValueError("--near-duplicates align shows the rule on near-duplicates: give two or more TEXTs")
     if texts:
         return texts
@@ -124,18 +122,16 @@ def cmd_mask(argv: list[str], prog: str) -> int:
     from goldfish.secrets import load_secrets
 
     (args, cfg), extra = _mask_parser(prog).parse(argv)
-    secrets = load_secrets(args.protect)
-    texts = _mask_texts(args, extra.text)
+    secrets = load_secrets(list(cfg.protect))
+    texts = _mask_texts(args, cfg, extra.text)
     tokenizer = _load_tokenizer(args.tokenizer)
     shown = [token_pieces(tokenizer, text, args.max_tokens) for text in texts]
     if not all(ids for ids, _, _ in shown):
         raise ValueError("the text has no tokens")
     aligned = None
-    if args.near_duplicates == "align":
+    if cfg.near_duplicates == "align":
         from goldfish.data.near_duplicates import aligned_examples
 
-        if cfg.strategy != "hash":
-            raise ValueError(f"--near-duplicates align hands out hash-v1 hashes: it needs --strategy hash, not {cfg.strategy}")
         aligned = aligned_examples([ids for ids, _, _ in shown], [ids for ids, _, _ in shown], cfg.h, cfg.seed)
     console = Console(highlight=False, soft_wrap=True)
     colour = console.is_terminal and not args.plain

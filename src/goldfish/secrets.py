@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from goldfish.utf8 import read_utf8
+
 # Deliberately broad (a detector should rather flag a number that is not a phone than miss one).
 BUILTIN_DETECTORS = {
     "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
@@ -71,8 +73,6 @@ def builtin_secrets() -> list[Secret]:
 def load_secrets(specs: list[str]) -> list[Secret]:
     """Secrets from specs (``builtin`` or files, see module docstring). ValueError naming the file
     (and line) when it is missing, not UTF-8 text, holds no secret, or has a bad regex."""
-    from goldfish.data.sources import read_utf8
-
     out: list[Secret] = []
     for spec in specs:
         if spec == "builtin":

@@ -20,16 +20,12 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from goldfish.cache import write_text_atomic
-from goldfish.checkpoints import (
-    RunRecorder,
-    clear_outputs,
-    out_lock,
-    outputs_to_clear,
-    resume_point,
-    run_identity,
-)
+from goldfish.checkpoints import check_weights_fit
 from goldfish.hashing import HASH_VERSION
 from goldfish.models import check_attends_within_documents, from_pretrained, torch_dtype
+from goldfish.out_folder import clear_outputs, out_lock, outputs_to_clear
+from goldfish.resume import resume_point, run_identity
+from goldfish.saving import RunRecorder
 from goldfish.train_config import TrainConfig
 
 logger = logging.getLogger("goldfish")
@@ -105,10 +101,8 @@ def _stop_at_end_of_turn(model, tokenizer, template: str) -> None:
 def prepare_data(cfg: TrainConfig, tokenizer):
     """The training rows (an Arrow dataset) and their per-epoch token counts, cached (see goldfish.data.prepare)."""
     from goldfish.data.prepare import prepare_dataset
-    from goldfish.secrets import load_secrets, secret_line
 
-    settings = cfg.data.settings(tuple(secret_line(s) for s in load_secrets(cfg.protection.protect)), cfg.mask.near_duplicates)
-    return prepare_dataset(cfg.data.data, tokenizer, settings, cfg.goldfish, num_proc=cfg.data.num_proc,
+    return prepare_dataset(cfg.data.data, tokenizer, cfg.data, cfg.mask, cfg.secrets, num_proc=cfg.data.num_proc,
                            progress=not cfg.training.disable_tqdm, cache=cfg.data.data_cache)
 
 
@@ -131,7 +125,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     """Run training; returns the ``goldfish.json`` record. ``callbacks``: extra TrainerCallbacks.
 
     Resuming a run whose checkpoint already reached the end changes nothing and returns its record.
-    ``--resume`` and ``--overwrite``: see ``goldfish.checkpoints``. One run at a time writes into
+    ``--resume``: see ``goldfish.resume``; ``--overwrite``: ``goldfish.out_folder``. One run at a time writes into
     ``out``: the main process holds ``out_lock`` (another run's raises ValueError naming its pid).
     """
     cfg.validate()
@@ -186,68 +180,120 @@ class _StopOnNonFinite(TrainerCallback):
 
 
 def _train(cfg: TrainConfig, callbacks: list | None) -> dict:
+    from goldfish.integrations.hf import GoldfishTrainer
+
     resume = resume_point(cfg) if cfg.run.resume is not None else None
     if resume is not None and (done := _completed_record(cfg, resume.checkpoint)) is not None:
         return done
     old_outputs = outputs_to_clear(cfg.out) if cfg.run.overwrite else []
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
-
-    from goldfish.integrations.hf import GoldfishCollator, GoldfishTrainer
-
-    args, gcfg = cfg.training, cfg.goldfish
     tokenizer = _load_tokenizer(cfg)
-    if cfg.data.padding_free:
-        base = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
-    else:
-        base = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
-        base = _WithoutAttentionMask(base) if cfg.data.pack else base
-    collator = GoldfishCollator(base, gcfg, keep_full_labels=cfg.mask.goldfish_start_step > 0)
-    with args.main_process_first(desc="data preparation"):  # the others then load the main process's cache
-        data = prepare_data(cfg, tokenizer)
-        held_out = eval_sources(cfg)
-        eval_data = prepare_eval_data(cfg, held_out, tokenizer)
-    counts = data.counts
-    if (nd := counts.get("near_duplicates")) is not None:
-        logger.info("near-duplicates (%s): %s (their drops follow their representatives')", nd["rule"], near_duplicates_line(nd))
-    if args.process_index == 0:
-        from goldfish.data.chat import drop_warnings
-
-        template = cfg.model.chat_template
-        owner = f"{template} (--chat-template)" if template else f"of {cfg.model.model or 'the embedded tokenizer'}"
-        for line in drop_warnings(counts["template_drops"], owner):
-            logger.warning(line)
+    base, collator = _collators(cfg, tokenizer)
+    data, held_out, eval_data = _prepare(cfg, tokenizer)
     model = _load_model(cfg, tokenizer)
     if cfg.data.pack or cfg.data.padding_free:
         check_attends_within_documents(model, "--pack" if cfg.data.pack else "--padding-free")
+    if resume is not None:
+        check_weights_fit(resume.checkpoint, model)
+    args = cfg.training
     if eval_data is not None and args.eval_strategy == "no":  # --eval-data alone: evaluate every --eval-steps
         args = dataclasses.replace(args, eval_strategy="steps")
     if args.should_save:
         clear_outputs(old_outputs)
-    recorder = RunRecorder(run_identity(cfg, counts["sources"], data.path.name))
+    recorder = RunRecorder(run_identity(cfg, data.counts["sources"], data.path.name))
     trainer = GoldfishTrainer(
         model=model, args=args, train_dataset=data.train, data_collator=collator, processing_class=tokenizer,
-        supervised_logits=cfg.model.supervised_logits, goldfish_start_step=cfg.mask.goldfish_start_step,
+        supervised_logits=cfg.model.supervised_logits, goldfish_start_step=args.goldfish_start_step,
         head_tile_size=cfg.model.head_tile_size,
         callbacks=[*(callbacks or []), recorder, _StopOnNonFinite()], eval_dataset=None if eval_data is None else eval_data.train,
         eval_data_collator=_WithoutGoldfishColumns(base),
     )
     start = time.time()
-    with recorder.full_disk_reported(cfg.out):
-        result = trainer.train(resume_from_checkpoint=None if resume is None else str(resume.checkpoint))
-        if eval_data is not None and (not trainer.evaluations or trainer.evaluations[-1]["step"] != trainer.state.global_step):
-            trainer.evaluate()  # the final model's held-out loss
-        _check_finite(trainer.model, result.training_loss, trainer.state.global_step)
-        trainer.save_model(cfg.out)
+    result = _fit(cfg, trainer, recorder, resume, eval_data is not None)
     if cfg.lora.merge and trainer.is_world_process_zero():
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(Path(cfg.out) / "merged")
         tokenizer.save_pretrained(Path(cfg.out) / "merged")
-    settings = cfg.settings()
-    record = {
-        "goldfish": gcfg.to_dict(),
+    record = _record(cfg, trainer, result, data, (held_out, eval_data), resume, time.time() - start)
+    if trainer.is_world_process_zero():
+        import yaml
+
+        write_text_atomic(Path(cfg.out) / CONFIG_FILE, yaml.safe_dump(record["settings"], sort_keys=False))
+        write_text_atomic(Path(cfg.out) / "goldfish.json", json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _collators(cfg: TrainConfig, tokenizer):
+    """(the base collator: padded rows, packed rows without an attention mask, or flattened batches;
+    the goldfish collator around it)."""
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    from goldfish.integrations.hf import GoldfishCollator
+
+    if cfg.data.padding_free:
+        base = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
+    else:
+        base = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
+        base = _WithoutAttentionMask(base) if cfg.data.pack else base
+    return base, GoldfishCollator(base, cfg.mask, keep_full_labels=cfg.training.goldfish_start_step > 0)
+
+
+def _prepare(cfg: TrainConfig, tokenizer):
+    """(the training rows, the eval sources, their rows or None), prepared by the main process first
+    (the others then load its cache); what they hold is logged, and what the chat template left out warned of."""
+    from goldfish.data.chat import drop_warnings
+
+    with cfg.training.main_process_first(desc="data preparation"):
+        data = prepare_data(cfg, tokenizer)
+        held_out = eval_sources(cfg)
+        eval_data = prepare_eval_data(cfg, held_out, tokenizer)
+    if (nd := data.counts.get("near_duplicates")) is not None:
+        logger.info("near-duplicates (%s): %s (their drops follow their representatives')", nd["rule"], near_duplicates_line(nd))
+    if cfg.training.process_index == 0:
+        template = cfg.model.chat_template
+        owner = f"{template} (--chat-template)" if template else f"of {cfg.model.model or 'the embedded tokenizer'}"
+        for line in drop_warnings(data.counts["template_drops"], owner):
+            logger.warning(line)
+        for line in [] if eval_data is None else eval_overlap_warnings(data.counts["sources"], eval_data.counts["sources"]):
+            logger.warning(line)
+    return data, held_out, eval_data
+
+
+def eval_overlap_warnings(train: list[dict], held_out: list[dict]) -> list[str]:
+    """One line an eval source that holds content of a training source (``source_identity``s of
+    each): its loss then measures recall of trained text, not the held-out loss it is reported as."""
+    from goldfish.data.sources import shared_content
+
+    lines = []
+    for e in held_out:
+        for t in train:
+            if n := shared_content(t, e):
+                what = f"{n} of its {len(e['files'])} files" if "files" in e else "its content"
+                lines.append(f"--eval-data {e['source']} shares {what} with the training data {t['source']}: its loss "
+                             "measures how well the model recalls its training data, not a held-out loss; give held-out "
+                             "data (e.g. PATH:test)")
+    return lines
+
+
+def _fit(cfg: TrainConfig, trainer, recorder, resume, evaluate: bool):
+    """Train (from ``resume``'s checkpoint), evaluate the final model when ``evaluate`` and it was not
+    yet, and save it into ``--out`` unless the run diverged; a full disk reads as such."""
+    with recorder.full_disk_reported(cfg.out):
+        result = trainer.train(resume_from_checkpoint=None if resume is None else str(resume.checkpoint))
+        if evaluate and (not trainer.evaluations or trainer.evaluations[-1]["step"] != trainer.state.global_step):
+            trainer.evaluate()  # the final model's held-out loss
+        _check_finite(trainer.model, result.training_loss, trainer.state.global_step)
+        trainer.save_model(cfg.out)
+    return result
+
+
+def _record(cfg: TrainConfig, trainer, result, data, evaluated: tuple, resume, seconds: float) -> dict:
+    """The run's ``goldfish.json``: the mask rule, the token counts, the training's outcome, the settings."""
+    counts, (held_out, eval_data) = data.counts, evaluated
+    return {
+        "goldfish": cfg.mask.to_dict(),
         "hash_version": HASH_VERSION,
-        "goldfish_start_step": cfg.mask.goldfish_start_step,
-        "seed": args.seed,
+        "goldfish_start_step": cfg.training.goldfish_start_step,
+        "seed": cfg.training.seed,
         "tokens_per_epoch": {k: counts[k] for k in ("input_tokens", "supervised_targets", "dropped_targets", "kept_targets", "drop_rate")},
         "protection": _protection_record(cfg, counts),
         "near_duplicates": counts.get("near_duplicates"),
@@ -260,19 +306,13 @@ def _train(cfg: TrainConfig, callbacks: list | None) -> dict:
         "epochs": trainer.state.epoch,
         "train_loss": result.training_loss,
         "supervised_tokens_seen": getattr(trainer.state, "supervised_targets_seen", 0),
-        "train_seconds": round(time.time() - start, 2),
+        "train_seconds": round(seconds, 2),
         "eval": trainer.evaluations,
         "eval_data": None if eval_data is None else {"sources": held_out, "prepared_data": str(eval_data.path),
                                                      "supervised_targets": eval_data.counts["supervised_targets"]},
-        "settings": settings,
+        "settings": cfg.settings(),
         "resumed": None if resume is None else resume.record,
     }
-    if trainer.is_world_process_zero():
-        import yaml
-
-        write_text_atomic(Path(cfg.out) / CONFIG_FILE, yaml.safe_dump(settings, sort_keys=False))
-        write_text_atomic(Path(cfg.out) / "goldfish.json", json.dumps(record, indent=2) + "\n")
-    return record
 
 
 def near_duplicates_line(nd: dict) -> str:
@@ -307,7 +347,7 @@ def prepare_eval_data(cfg: TrainConfig, sources: list[str], tokenizer):
 
     if not sources:
         return None
-    return prepare_dataset(sources, tokenizer, cfg.data.settings(()), GoldfishConfig(strategy="none"), num_proc=cfg.data.num_proc,
+    return prepare_dataset(sources, tokenizer, cfg.data, GoldfishConfig(strategy="none"), num_proc=cfg.data.num_proc,
                            progress=not cfg.training.disable_tqdm, cache=cfg.data.data_cache)
 
 
@@ -330,7 +370,7 @@ def _protection_record(cfg: TrainConfig, counts: dict) -> dict | None:
         return None
     from goldfish.protect import PROTECT_VERSION
 
-    return {"rule": PROTECT_VERSION, "protect": cfg.protection.protect, "protect_k": cfg.goldfish.protect_k,
+    return {"rule": PROTECT_VERSION, "protect": list(cfg.mask.protect), "protect_k": cfg.mask.protect_k,
             "protected_targets": counts["protected_targets"], "protected_dropped": counts["protected_dropped"]}
 
 

@@ -3,7 +3,8 @@
 Each group is a dataclass whose fields carry their help; the flags (``goldfish train --help``),
 ``--config`` files and the ``goldfish_config.yaml`` a run writes are all generated from them. The
 training group is HF ``TrainingArguments`` itself (every field under its HF name), subclassed only
-to change a few defaults for goldfish's use (``GoldfishTrainingArguments``).
+to change a few defaults for goldfish's use (``GoldfishTrainingArguments``); the mask group is the
+mask rule itself (``GoldfishConfig``, every mask setting one of its fields).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Literal
 
 from transformers import TrainingArguments
 
-from goldfish.arguments import ArgumentParser, field_like
-from goldfish.config import STRATEGIES, GoldfishConfig
+from goldfish.arguments import ArgumentParser, setting_fields, settings_of
+from goldfish.config import GoldfishConfig
 from goldfish.data.prepare import DataSettings
 from goldfish.distributed import open_cpu_process_group
 from goldfish.embedded.tiny import TINY_CONFIGS
@@ -27,31 +28,26 @@ from goldfish.models import DTYPES, trust_remote_code_field
 
 @dataclass(frozen=True)
 class DataArguments(DataSettings):
-    """Where the training data comes from, and how it becomes rows (the ``DataSettings`` fields)."""
+    """Where the training data comes from, and how it becomes rows (the ``DataSettings`` fields, which
+    ``goldfish.data.prepare`` reads from this object itself)."""
 
     _argument_group_name = "data"
-    protect: tuple[str, ...] = field(default=(), init=False)  # set from --protect by the protection group
-    near_duplicates: str = field(default="off", init=False)  # set from --near-duplicates by the mask group
     data: list[str] = field(default_factory=list, metadata={
-        "repeatable": True,
+        "repeatable": True, "resume": "warn",  # compared by content (goldfish_run.json's data), not by path
         "help": "training data: .jsonl/.json/.parquet/.csv (text, messages or prompt/completion records), .txt, a folder, a "
                 "save_to_disk dataset, or embedded:PART; repeatable"})
     eval_data: list[str] = field(default_factory=list, metadata={
-        "repeatable": True,
+        "repeatable": True, "resume": "warn",
         "help": "held-out data for evaluation during training (the true loss, no drops, on supervised tokens, every "
                 "--eval-steps): files, folders, PATH:SPLIT; none given: the validation (else test) split of a --data "
                 "source that has splits; 'none': no evaluation"})
-    num_proc: int | None = field(default=None, metadata={"help": "processes for data preparation (None: this process only)"})
+    num_proc: int | None = field(default=None, metadata={"resume": "warn", "help": "processes for data preparation (None: "
+                                                                                   "this process only)"})
     data_cache: str | None = field(default=None, metadata={
-        "help": "folder for prepared (tokenized) data (None: $GOLDFISH_CACHE/prepared)"})
+        "resume": "warn", "help": "folder for prepared (tokenized) data (None: $GOLDFISH_CACHE/prepared)"})
     padding_free: bool = field(default=False, metadata={
         "help": "flatten each batch into one row, no padding (position_ids restart per example; same batches and loss as "
                 "padded ones, less compute when lengths vary)"})
-
-    def settings(self, protect: tuple[str, ...], near_duplicates: str = "off") -> DataSettings:
-        """The ``DataSettings`` part of these arguments, with the secrets to protect and the near-duplicate rule."""
-        return DataSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DataSettings)
-                               if f.name not in ("protect", "near_duplicates")}, protect=protect, near_duplicates=near_duplicates)
 
 
 @dataclass
@@ -59,7 +55,8 @@ class ModelArguments:
     """Which model is trained, and how it is loaded."""
 
     _argument_group_name = "model loading"
-    model: str | None = field(default=None, metadata={"help": "local HF model folder (with its tokenizer)"})
+    model: str | None = field(default=None, metadata={
+        "resume": "warn", "help": "local HF model folder (with its tokenizer)"})  # compared by its files
     trust_remote_code: bool = trust_remote_code_field()
     init: Literal[tuple(TINY_CONFIGS)] | None = field(default=None, metadata={
         "help": "train a fresh tiny Llama with the embedded tokenizer instead of --model"})
@@ -67,57 +64,17 @@ class ModelArguments:
         "help": "dtype the weights are loaded and kept in: float32 (then --bf16 / --fp16 train in mixed precision), auto "
                 "(the checkpoint's own), bfloat16 or float16 (pure half-precision training)"})
     attn_implementation: str | None = field(default=None, metadata={
-        "help": "attention kernel: eager, sdpa, flash_attention_2, ... (None: the model's own choice)"})
+        "resume": "warn", "help": "attention kernel: eager, sdpa, flash_attention_2, ... (None: the model's own choice)"})
     chat_template: str | None = field(default=None, metadata={
+        "resume": "warn",  # by its path; goldfish_run.json compares its content
         "help": "chat template for a tokenizer without one, or instead of its own: chatml, llama3, vicuna_v1.1 (FastChat) or a "
                 "Jinja file; written into the output tokenizer"})
     supervised_logits: bool = field(default=True, metadata={
-        "help": "build the LM head's logits only where a target is supervised (--no-supervised-logits: full (B, T, V) "
+        "resume": "warn", "help": "build the LM head's logits only where a target is supervised (--no-supervised-logits: full (B, T, V) "
                 "logits)"})
     head_tile_size: int | None = field(default=None, metadata={
-        "help": "kept positions per LM-head tile with --supervised-logits (at most this x vocab logits at a time; "
+        "resume": "warn", "help": "kept positions per LM-head tile with --supervised-logits (at most this x vocab logits at a time; "
                 "None: one tile's fp32 logits <= 128 MiB, 220 positions at a 152k vocabulary)"})
-
-
-@dataclass
-class GoldfishArguments:
-    """The goldfish mask (``GoldfishConfig``); ``goldfish_seed`` is its hash seed, apart from the training seed."""
-
-    _argument_group_name = "goldfish mask"
-    strategy: Literal[STRATEGIES] = field_like(GoldfishConfig, "strategy")
-    k: float = field_like(GoldfishConfig, "k")
-    h: int = field_like(GoldfishConfig, "h")
-    goldfish_seed: int = field_like(GoldfishConfig, "seed")
-    goldfish_start_step: int = field(default=0, metadata={"help": "train with the standard loss before this optimizer step"})
-    near_duplicates: Literal["off", "align"] = field(default="off", metadata={
-        "help": "align: near-duplicate replies (template fills, edited copies) found when the data is prepared drop the "
-                "same tokens wherever they agree (goldfish-align-v1; needs --strategy hash); off: hash-v1 alone"})
-
-
-@dataclass
-class ProtectionArguments:
-    """Protected spans (goldfish-protect-v1): secrets whose drops depend on their own tokens only."""
-
-    _argument_group_name = "protected spans"
-    protect: list[str] = field(default_factory=list, metadata={
-        "repeatable": True,
-        "help": "protect secrets: 'builtin' (emails, phones, URLs, IPv4, cards, API keys) or a file with one literal or "
-                "re:REGEX a line; repeatable"})
-    protect_k: float = field_like(GoldfishConfig, "protect_k")
-
-
-def goldfish_config(mask: GoldfishArguments, protection: ProtectionArguments) -> GoldfishConfig:
-    """The ``GoldfishConfig`` these groups describe (validated)."""
-    def number(x):
-        return int(x) if float(x).is_integer() else x
-
-    return GoldfishConfig(strategy=mask.strategy, k=number(mask.k), h=mask.h, seed=mask.goldfish_seed,
-                          protect_k=number(protection.protect_k))
-
-
-def goldfish_settings(cfg: GoldfishConfig) -> dict:
-    """``TrainConfig`` settings (field names) that give ``cfg``."""
-    return {"strategy": cfg.strategy, "k": cfg.k, "h": cfg.h, "goldfish_seed": cfg.seed, "protect_k": cfg.protect_k}
 
 
 @dataclass
@@ -131,7 +88,7 @@ class LoraArguments:
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
     lora_targets: list[str] = field(default_factory=lambda: ["all-linear"], metadata={
         "help": "module names to adapt, or all-linear (as PEFT spells it)"})
-    merge: bool = field(default=False, metadata={"help": "also write the merged model to OUT/merged"})
+    merge: bool = field(default=False, metadata={"resume": "warn", "help": "also write the merged model to OUT/merged"})
 
 
 @dataclass
@@ -174,6 +131,7 @@ class GoldfishTrainingArguments(TrainingArguments):
                                                                             "available)")
     remove_unused_columns: bool = _hf("remove_unused_columns", False, "owned by goldfish: must stay false (the collator "
                                                                       "reads the goldfish_* columns)")
+    goldfish_start_step: int = field(default=0, metadata={"help": "train with the standard loss before this optimizer step"})
 
     def __getstate__(self):
         """Pickled (HF's ``training_args.bin`` in ``--out`` and every checkpoint) without the secrets:
@@ -181,6 +139,8 @@ class GoldfishTrainingArguments(TrainingArguments):
         return self.__dict__ | {name: None for name in SECRET_FIELDS}
 
     def __post_init__(self):
+        if isinstance(self.goldfish_start_step, bool) or not isinstance(self.goldfish_start_step, int) or self.goldfish_start_step < 0:
+            raise ValueError(f"--goldfish-start-step must be an integer >= 0, got {self.goldfish_start_step!r}")
         if self.save_steps == 0:
             self.save_strategy = "no"
         if self.dataloader_pin_memory is None:
@@ -214,8 +174,26 @@ SWITCHES = {"--sequential": ("train_sampling_strategy", "sequential", "iterate t
 # TrainingArguments fields transformers 5 removed: what to give instead
 REMOVED = {"warmup_ratio": "transformers 5 has no warmup_ratio; --warmup-steps takes the ratio instead: a float below 1 is a "
                            "share of the training steps (--warmup-steps 0.1 = the first 10%), 1 or more a number of steps"}
-GROUPS = (("data", DataArguments), ("model", ModelArguments), ("mask", GoldfishArguments), ("protection", ProtectionArguments),
-          ("lora", LoraArguments), ("run", RunArguments), ("training", GoldfishTrainingArguments))
+GROUPS = (("data", DataArguments), ("model", ModelArguments), ("mask", GoldfishConfig), ("lora", LoraArguments),
+          ("run", RunArguments), ("training", GoldfishTrainingArguments))
+# --resume: a setting whose difference is logged, never refused, does not change what a step computes
+# (where outputs go, logging, saving and evaluation, loader and preparation workers, kernels and
+# switches that compute the same loss; the data and the model are compared by content, so their
+# paths too). goldfish's own fields say so in their metadata ({"resume": "warn"}); HF's fields,
+# declared by transformers, are named here.
+HF_RESUME_WARN = frozenset({
+    "output_dir", "disable_tqdm", "report_to", "run_name", "project", "push_to_hub", "skip_memory_metrics", "ddp_timeout",
+    "torch_empty_cache_steps", "include_num_input_tokens_seen", "dataloader_num_workers", "dataloader_pin_memory",
+    "dataloader_persistent_workers", "dataloader_prefetch_factor", "dataloader_multiprocessing_context",
+    "per_device_eval_batch_size", "prediction_loss_only", "include_for_metrics", "batch_eval_metrics", "bf16_full_eval",
+    "fp16_full_eval", "metric_for_best_model", "greater_is_better", "load_best_model_at_end", "debug", "do_train", "do_eval",
+    "do_predict", "local_rank", "log_level", "log_level_replica", "log_on_each_node", "activation_checkpointing",
+    "activation_checkpointing_kwargs", "torch_compile", "torch_compile_backend", "torch_compile_mode"})
+HF_RESUME_WARN_PREFIXES = ("logging_", "save_", "hub_", "trackio_", "eval_")
+RESUME_WARN_ONLY = frozenset(
+    name for _, cls in GROUPS for f, name in setting_fields(cls)
+    if f.metadata.get("resume") == "warn"
+    or cls is GoldfishTrainingArguments and (name in HF_RESUME_WARN or name.startswith(HF_RESUME_WARN_PREFIXES)))
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunArguments))  # not written into goldfish_config.yaml
 SECRET_FIELDS = ("hub_token",)  # never written to disk
 DEPRECATED_FIELDS = ("gradient_checkpointing", "gradient_checkpointing_kwargs")  # HF's mirrors of activation_checkpointing*
@@ -245,8 +223,7 @@ class TrainConfig:
 
     data: DataArguments = field(default_factory=DataArguments)
     model: ModelArguments = field(default_factory=ModelArguments)
-    mask: GoldfishArguments = field(default_factory=GoldfishArguments)
-    protection: ProtectionArguments = field(default_factory=ProtectionArguments)
+    mask: GoldfishConfig = field(default_factory=GoldfishConfig)
     lora: LoraArguments = field(default_factory=LoraArguments)
     run: RunArguments = field(default_factory=RunArguments)
     training: GoldfishTrainingArguments = field(default_factory=GoldfishTrainingArguments)
@@ -265,9 +242,14 @@ class TrainConfig:
         instances, _ = parser.parse([])
         return cls(*instances)
 
-    @property
-    def goldfish(self) -> GoldfishConfig:
-        return goldfish_config(self.mask, self.protection)
+    @cached_property
+    def secrets(self) -> list:
+        """The secrets ``mask.protect`` names (``goldfish.secrets.load_secrets``), loaded once a run:
+        ``validate`` loads them (a missing file or bad regex fails before anything is written), data
+        preparation and the resume check use them."""
+        from goldfish.secrets import load_secrets
+
+        return load_secrets(list(self.mask.protect))
 
     @property
     def out(self) -> str:
@@ -278,8 +260,7 @@ class TrainConfig:
         to the same run), without the run-control flags and secrets."""
         values = self.training.to_dict()
         for name, _ in GROUPS[:-1]:
-            group = getattr(self, name)
-            values |= {f.name: getattr(group, f.name) for f in dataclasses.fields(group) if f.init}
+            values |= settings_of(getattr(self, name))
         for name in (*RUN_FIELDS, *SECRET_FIELDS, *DEPRECATED_FIELDS):
             values.pop(name, None)
         return values
@@ -287,20 +268,34 @@ class TrainConfig:
     def check_out_is_new(self) -> None:
         """Raise ValueError when ``--out`` holds anything (but its lock file) and neither ``--resume`` nor
         ``--overwrite`` is given; checked in ``validate`` and again once the run holds ``--out``'s lock."""
-        from goldfish.checkpoints import LOCK_FILE
+        from goldfish.cache import WRITE_CHECK_PREFIX
+        from goldfish.out_folder import LOCK_FILE
 
         out = Path(self.out)
-        if self.run.resume is None and not self.run.overwrite and out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
+        # another rank's check_writable probe may be there for an instant (torchrun: the main process checks under the lock)
+        held = [p for p in out.iterdir() if p.name != LOCK_FILE and not p.name.startswith(WRITE_CHECK_PREFIX)] if out.is_dir() else []
+        if self.run.resume is None and not self.run.overwrite and held:
             raise ValueError(f"--out {self.out} exists and is not empty; pass --overwrite or --resume")
 
     def validate(self) -> None:
-        """Raise ValueError on any bad setting, before anything is written."""
-        from goldfish.models import check_model_folder
-        from goldfish.secrets import load_secrets
-
-        m, d, t, lora = self.model, self.data, self.training, self.lora
-        if not d.data:
+        """Raise ValueError on any bad setting, before anything is written (the mask's own are checked
+        when ``GoldfishConfig`` is made)."""
+        if not self.data.data:
             raise ValueError("give the training data: --data FILE|DIR|embedded:PART (repeatable)")
+        if self.data.seq_len <= self.mask.h:
+            raise ValueError(f"--seq-len {self.data.seq_len} must be longer than the hash context --h {self.mask.h}")
+        if self.data.pack and self.data.padding_free:
+            raise ValueError("--pack and --padding-free both remove padding (full rows vs. each batch flattened into one row): give one")
+        self._validate_model()
+        self._validate_training()
+        self._validate_out()
+        _ = self.secrets  # a missing file or bad regex fails here, before anything is written
+        self._validate_lora()
+
+    def _validate_model(self) -> None:
+        from goldfish.models import check_model_folder
+
+        m = self.model
         if (m.model is None) == (m.init is None):
             raise ValueError("give exactly one of --model DIR (a local HF model folder) or --init tiny")
         if m.model is not None:
@@ -311,9 +306,9 @@ class TrainConfig:
             resolve_chat_template(m.chat_template)
         if m.head_tile_size is not None and m.head_tile_size < 1:
             raise ValueError(f"--head-tile-size must be a positive number of positions, got {m.head_tile_size}")
-        gcfg = self.goldfish
-        if d.seq_len <= gcfg.h:
-            raise ValueError(f"--seq-len {d.seq_len} must be longer than the hash context --h {gcfg.h}")
+
+    def _validate_training(self) -> None:
+        t = self.training
         for name, (value, why) in OWNED_FIELDS.items():
             if getattr(t, name) != value:
                 raise ValueError(f"--{name.replace('_', '-')} is set by goldfish ({why}); leave it out")
@@ -327,13 +322,13 @@ class TrainConfig:
             raise ValueError(f"--lr must be a positive number, got {t.learning_rate}")
         if t.max_steps < 1 and t.num_train_epochs <= 0:
             raise ValueError("give --epochs > 0 or --max-steps >= 1")
-        if self.mask.goldfish_start_step < 0:
-            raise ValueError("--goldfish-start-step must be >= 0")
-        if self.mask.near_duplicates == "align" and gcfg.strategy != "hash":
-            raise ValueError(f"--near-duplicates align hands out hash-v1 hashes: it needs --strategy hash, not {gcfg.strategy}")
-        out, resume = Path(t.output_dir), self.run.resume
-        if m.model is not None:
-            _check_out_apart_from_model(out, Path(m.model), self.run.overwrite)
+
+    def _validate_out(self) -> None:
+        from goldfish.cache import check_writable
+
+        out, resume = Path(self.out), self.run.resume
+        if self.model.model is not None:
+            _check_out_apart_from_model(out, Path(self.model.model), self.run.overwrite)
         self.check_out_is_new()
         if resume is not None and self.run.overwrite:
             raise ValueError("give one of --resume (continue the run in --out) or --overwrite (start it again)")
@@ -341,16 +336,14 @@ class TrainConfig:
             raise ValueError("--force overrides --resume's check that the checkpoint is the same run: add --resume")
         if resume not in (None, "latest") and not Path(resume).is_dir():
             raise ValueError(f"--resume {resume}: no such checkpoint folder")
-        from goldfish.cache import check_writable
+        check_writable(out, "--out")
 
-        check_writable(t.output_dir, "--out")
-        if d.pack and d.padding_free:
-            raise ValueError("--pack and --padding-free both remove padding (full rows vs. each batch flattened into one row): give one")
-        load_secrets(self.protection.protect)  # a missing file or bad regex fails here, before anything is written
+    def _validate_lora(self) -> None:
+        lora = self.lora
         if lora.merge and not lora.lora:
             raise ValueError("--merge merges a LoRA adapter: add --lora")
         if lora.lora:
-            if m.model is None:
+            if self.model.model is None:
                 raise ValueError("--lora adapts a pretrained model: give --model DIR (not --init)")
             if lora.lora_r < 1 or lora.lora_alpha <= 0 or not 0 <= lora.lora_dropout < 1:
                 raise ValueError("--lora-r must be >= 1, --lora-alpha > 0 and --lora-dropout in [0, 1)")

@@ -21,19 +21,27 @@ others load the cache.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from goldfish.config import GoldfishConfig
+from goldfish.data.prepared import (
+    DamagedCache,
+    PreparedData,
+    PreparedKey,
+    file_check,
+    load_verified,
+    remove_superseded,
+)
 from goldfish.data.chat import IGNORE_INDEX, dropped, require_offsets, tally_drops
 from goldfish.data.sources import load_source, resolve_source, source_identity
 from goldfish.data.formats import FORMATS
@@ -51,9 +59,7 @@ from goldfish.data.tokenize import (
     pack_row,
     record_secrets,
 )
-from goldfish.secrets import parse_secret
 
-PREPARE_VERSION = "prepare-v7"  # bump when the examples or the cache layout change
 SLICE_BYTES = 128 * 2**20  # a source is tokenized in contiguous slices of about this much Arrow data
 logger = logging.getLogger("goldfish")
 
@@ -62,9 +68,6 @@ logger = logging.getLogger("goldfish")
 class DataSettings:
     """How documents become training rows (``goldfish train`` flags of the same names).
 
-    ``protect``: the secrets to protect, one secrets-file line each (``goldfish.secrets.secret_line``).
-    ``near_duplicates``: "align" gives every example a ``goldfish_aligned`` column (goldfish-align-v1,
-    ``goldfish.align``; needs the hash strategy), "off" none.
     ``system_into_user``: chats' system prompts go into the next user turn before rendering
     (``goldfish.data.chat.fold_system_into_user``), for templates that drop system messages.
     """
@@ -84,22 +87,6 @@ class DataSettings:
     system_into_user: bool = field(default=False, metadata={
         "help": "chats: prepend each system prompt to the next user turn (joined by a blank line, as FastChat and "
                 "LLaMA-Factory do) before the chat template renders it; for templates that drop system messages"})
-    protect: tuple[str, ...] = ()
-    near_duplicates: Literal["off", "align"] = "off"
-
-
-@dataclass
-class PreparedData:
-    train: object  # datasets.Dataset: the rows to train on
-    counts: dict  # per epoch: input tokens, supervised / dropped / kept targets, drop rate, examples, rows
-    path: Path  # the cache folder
-    reused: bool
-
-
-def _tokenizer_identity(tokenizer) -> str:
-    backend = tokenizer.backend_tokenizer.to_str() if getattr(tokenizer, "is_fast", False) else repr(sorted(tokenizer.get_vocab().items()))
-    extra = json.dumps([tokenizer.chat_template, tokenizer.eos_token_id, tokenizer.pad_token_id, type(tokenizer).__name__], default=str)
-    return hashlib.sha256((backend + extra).encode()).hexdigest()[:16]
 
 
 class _Tokenize:
@@ -243,113 +230,119 @@ def _align(examples, gcfg: GoldfishConfig, num_proc: int | None, tmp: Path, prot
 
 
 _EXAMPLE_COLUMNS = ("input_ids", "labels", "goldfish_k", "goldfish_protected", "goldfish_aligned")
-TRAIN_COLUMNS = ("input_ids", "labels", "goldfish_k", "position_ids", "goldfish_protected", "goldfish_aligned")
 
 
-def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg: GoldfishConfig,
+def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg: GoldfishConfig, secrets: Sequence = (),
                     num_proc: int | None = None, progress: bool = True, cache: str | Path | None = None) -> PreparedData:
     """Prepare (or reuse from the cache) the training rows of ``sources``; see the module docstring.
 
-    ``cache``: the folder that holds prepared datasets (default ``$GOLDFISH_CACHE/prepared``).
+    ``secrets``: the ``goldfish.secrets.Secret``s to protect (those ``gcfg.protect`` names, loaded:
+    ``goldfish.secrets.load_secrets``); ``gcfg.near_duplicates == "align"`` gives every example a
+    ``goldfish_aligned`` column (goldfish-align-v1). ``cache``: the folder that holds prepared
+    datasets (default ``$GOLDFISH_CACHE/prepared``).
     """
     import datasets
 
-    from goldfish.cache import atomic_dir, cache_dir, fingerprint, remove_stale_temps
+    from goldfish.cache import atomic_dir, cache_dir, remove_stale_temps
 
-    if settings.near_duplicates == "align" and gcfg.strategy != "hash":
-        raise ValueError(f"near-duplicate alignment (goldfish-align-v1) hands out hash-v1 hashes: it needs strategy 'hash', "
-                         f"not {gcfg.strategy!r}")
     start = time.time()
     for source in sources:
         if (src := resolve_source(source)).split is not None:
             logger.info("data: %s", src.describe())
-    identities = [source_identity(s) for s in sources]
-    hashed = time.time() - start
-    same = (_tokenizer_identity(tokenizer), asdict(settings), gcfg.to_dict())
-    key = fingerprint(PREPARE_VERSION, identities, *same)
-    # the key but for the content: a source's path and split (the splits of one folder are other sources)
-    lineage = fingerprint(PREPARE_VERSION, [(i["source"], i.get("split")) for i in identities], *same)
+    row_settings = {f.name: getattr(settings, f.name) for f in fields(DataSettings)}
+    key = PreparedKey.of([source_identity(s) for s in sources], tokenizer, row_settings, gcfg, secrets)
     root = Path(cache or cache_dir() / "prepared")
     for stale in remove_stale_temps(root) if root.is_dir() else []:
         logger.info("prepared data: removed %s, left by a killed run", stale)
-    final = root / key
-    if final.exists():
-        try:
-            record, train = _load_verified(final)
-            logger.info("prepared data: reusing the cache %s (sources hashed in %.1f s)", final, hashed)
-            _log_formats(record)
-            return PreparedData(train, record, final, True)
-        except DamagedCache as e:
-            logger.warning("prepared data: the cache %s is damaged (%s); rebuilding it", final, e)
+    final = root / key.digest
+    if final.exists() and (reused := _reuse(final, time.time() - start)) is not None:
+        return reused
     if not progress:
         datasets.disable_progress_bars()
-    num_proc = num_proc if num_proc and num_proc > 1 else None
     with atomic_dir(final) as tmp:
-        loaded = [load_source(source, tmp / f"source-{n}") for n, source in enumerate(sources)]
-        # protection on: every example gets a marker (the run names secrets, or some records do)
-        protect = bool(settings.protect) or any("protect" in ds.column_names for ds in loaded)
-        if protect:
-            require_offsets(tokenizer, "protected spans (--protect, or a record's 'protect')")
-        secrets = [parse_secret(line) for line in settings.protect] if protect else None
-        parts, fit_dir, formats = [], tmp / "fitted", {}
-        for n, (source, ds) in enumerate(zip(sources, loaded)):
-            try:
-                fmt = formats[source] = document_format(ds.column_names, settings.text_field, settings.format)
-            except ValueError as e:
-                raise ValueError(f"{source}: {e}") from None
-            slices = _slices(ds)
-            (fit_dir / str(n)).mkdir(parents=True)
-            for j, (offset, part) in enumerate(slices):
-                # batch_size: one Arrow record batch a call; the main process maps every batch's header when it
-                # opens the output (and the kernel reads ahead around it), so fewer, larger batches keep it flat
-                parts.append(part.map(
-                    _Tokenize(tokenizer, fmt, settings, gcfg, source, secrets, offset, fit_dir / str(n)), batched=True,
-                    batch_size=1000, with_indices=True,
-                    remove_columns=ds.column_names, num_proc=num_proc if len(part) >= 512 else None, features=_example_features(protect),
-                    cache_file_name=str(tmp / f"tokenized-{n}-{j}.arrow"),
-                    desc=f"tokenize {source}" + (f" ({j + 1}/{len(slices)})" if len(slices) > 1 else ""),
-                ))
-        examples = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-        if len(examples) == 0:
-            raise ValueError("no training examples: every document is empty or has no supervised tokens")
-        near_duplicates = None
-        if settings.near_duplicates == "align":
-            examples, near_duplicates = _align(examples, gcfg, num_proc, tmp, protect)
-        counts = _counts(examples) | {"near_duplicates": near_duplicates, "formats": formats}
-        counts["documents"], counts["template_drops"] = _fitted(fit_dir, settings)
-        shutil.rmtree(fit_dir)
-        rows = (_pack(examples, settings.seq_len, tokenizer.pad_token_id, num_proc, tmp, protect, near_duplicates is not None)
-                if settings.pack else examples)
-        # The map outputs are the prepared dataset (no copy: the main process never reads the token
-        # columns, so its memory stays flat however large the corpus); the rest is removed.
-        files = [Path(f["filename"]).name for f in rows.cache_files]
-        counts["rows"] = len(rows)
-        del rows, examples, parts, loaded
-        for f in tmp.glob("*.arrow"):
-            if f.name not in files:
-                f.unlink()
-        for d in tmp.glob("source-*"):  # the sources' Arrow form: read again from the files next time
-            shutil.rmtree(d)
-        if [source_identity(s) for s in sources] != identities:
+        counts = _build(tmp, sources, tokenizer, settings, gcfg, secrets, num_proc if num_proc and num_proc > 1 else None)
+        if [source_identity(s) for s in sources] != key.sources:
             raise ValueError(f"{', '.join(sources)}: changed while being prepared; run again once it is written")
-        record = {**counts, "files": files, "checks": {f: _file_check(tmp / f) for f in files}, "version": PREPARE_VERSION,
-                  "lineage": lineage, "sources": identities, "settings": _recorded(settings), "goldfish": gcfg.to_dict(),
+        record = {**counts, "checks": {f: file_check(tmp / f) for f in counts["files"]}, **key.record(),
                   "prepare_seconds": round(time.time() - start, 2)}
         (tmp / "prepared.json").write_text(json.dumps(record, indent=2) + "\n")
     logger.info("prepared data: %d examples, %d rows in %.1f s, cached at %s", counts["examples"], counts["rows"],
                 time.time() - start, final)
     log_fitted(counts["documents"])
     _log_formats(counts)
-    _remove_superseded(root, key, lineage)
-    record, train = _load_verified(final)
+    remove_superseded(root, key)
+    record, train = load_verified(final)
     return PreparedData(train, record, final, False)
 
 
-def _recorded(settings: DataSettings) -> dict:
-    """``settings`` as ``prepared.json`` records them: the secrets as their ``fingerprint``, never in plain text."""
-    from goldfish.cache import fingerprint
+def _reuse(entry: Path, hashed: float) -> PreparedData | None:
+    """The cache ``entry`` when it is sound, None (with a warning naming the damage) when it must be rebuilt."""
+    try:
+        record, train = load_verified(entry)
+    except DamagedCache as e:
+        logger.warning("prepared data: the cache %s is damaged (%s); rebuilding it", entry, e)
+        return None
+    logger.info("prepared data: reusing the cache %s (sources hashed in %.1f s)", entry, hashed)
+    _log_formats(record)
+    return PreparedData(train, record, entry, True)
 
-    return asdict(settings) | {"protect": fingerprint(list(settings.protect)) if settings.protect else []}
+
+def _build(tmp: Path, sources: list[str], tokenizer, settings: DataSettings, gcfg: GoldfishConfig, secrets,
+           num_proc: int | None) -> dict:
+    """Write the rows of ``sources`` into ``tmp`` (the Arrow files that make the entry; nothing else is
+    left there); returns their counts (``prepared.json``'s), with ``files``: the files that hold them."""
+    loaded = [load_source(source, tmp / f"source-{n}") for n, source in enumerate(sources)]
+    # protection on: every example gets a marker (the run names secrets, or some records do)
+    protect = bool(secrets) or any("protect" in ds.column_names for ds in loaded)
+    if protect:
+        require_offsets(tokenizer, "protected spans (--protect, or a record's 'protect')")
+    examples, formats = _tokenize(tmp, sources, loaded, tokenizer, settings, gcfg, list(secrets) if protect else None, num_proc)
+    near_duplicates = None
+    if gcfg.near_duplicates == "align":
+        examples, near_duplicates = _align(examples, gcfg, num_proc, tmp, protect)
+    counts = _counts(examples) | {"near_duplicates": near_duplicates, "formats": formats}
+    counts["documents"], counts["template_drops"] = _fitted(tmp / "fitted", settings)
+    shutil.rmtree(tmp / "fitted")
+    rows = (_pack(examples, settings.seq_len, tokenizer.pad_token_id, num_proc, tmp, protect, near_duplicates is not None)
+            if settings.pack else examples)
+    # The map outputs are the prepared dataset (no copy: the main process never reads the token
+    # columns, so its memory stays flat however large the corpus); the rest is removed.
+    counts["files"], counts["rows"] = [Path(f["filename"]).name for f in rows.cache_files], len(rows)
+    for f in tmp.glob("*.arrow"):
+        if f.name not in counts["files"]:
+            f.unlink()
+    for d in tmp.glob("source-*"):  # the sources' Arrow form: read again from the files next time
+        shutil.rmtree(d)
+    return counts
+
+
+def _tokenize(tmp: Path, sources: list[str], loaded: list, tokenizer, settings: DataSettings, gcfg: GoldfishConfig, secrets,
+              num_proc: int | None) -> tuple[object, dict]:
+    """(the examples of every source, one Arrow dataset; the record format each source was read as).
+    How each document was fitted goes to ``tmp/fitted/``; ``secrets`` None: no protection."""
+    import datasets
+
+    parts, formats = [], {}
+    for n, (source, ds) in enumerate(zip(sources, loaded)):
+        try:
+            fmt = formats[source] = document_format(ds.column_names, settings.text_field, settings.format)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
+        slices = _slices(ds)
+        (tmp / "fitted" / str(n)).mkdir(parents=True)
+        for j, (offset, part) in enumerate(slices):
+            # batch_size: one Arrow record batch a call; the main process maps every batch's header when it
+            # opens the output (and the kernel reads ahead around it), so fewer, larger batches keep it flat
+            parts.append(part.map(
+                _Tokenize(tokenizer, fmt, settings, gcfg, source, secrets, offset, tmp / "fitted" / str(n)), batched=True,
+                batch_size=1000, with_indices=True, remove_columns=ds.column_names,
+                num_proc=num_proc if len(part) >= 512 else None, features=_example_features(secrets is not None),
+                cache_file_name=str(tmp / f"tokenized-{n}-{j}.arrow"),
+                desc=f"tokenize {source}" + (f" ({j + 1}/{len(slices)})" if len(slices) > 1 else "")))
+    examples = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    if len(examples) == 0:
+        raise ValueError("no training examples: every document is empty or has no supervised tokens")
+    return examples, formats
 
 
 def _fitted(fit_dir: Path, settings: DataSettings) -> tuple[dict, dict]:
@@ -379,67 +372,6 @@ def log_fitted(fitted: dict) -> None:
                     sum(fitted[k] for k in ("whole", "split", "truncated", "dropped")), fitted["whole"], fitted["seq_len"],
                     fitted["split"], fitted["truncated"], fitted["dropped"], fitted["long_chats"],
                     fitted["supervised_targets_left_out"])
-
-
-class DamagedCache(Exception):
-    """A prepared-data cache entry that does not match what was recorded when it was written."""
-
-
-def _file_check(path: Path) -> dict:
-    """What ``_load_verified`` compares: the file's size and its row count."""
-    from datasets import Dataset
-
-    return {"bytes": path.stat().st_size, "rows": Dataset.from_file(str(path)).num_rows}
-
-
-def _load_verified(folder: Path) -> tuple[dict, object]:
-    """(record, training rows) of a cache entry, after checking that ``prepared.json`` reads and
-    that every Arrow file it lists is there with the size and row count recorded when it was
-    written, the rows adding up to the recorded total; DamagedCache(reason) otherwise."""
-    import pyarrow as pa
-    from datasets import Dataset, concatenate_datasets
-
-    try:
-        record = json.loads((folder / "prepared.json").read_text())
-        checks = [(name, int(record["checks"][name]["bytes"]), int(record["checks"][name]["rows"])) for name in record["files"]]
-        total = int(record["rows"])
-    except FileNotFoundError:
-        raise DamagedCache("prepared.json is missing") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DamagedCache(f"prepared.json cannot be read: {type(e).__name__}: {e}") from None
-    parts = []
-    for name, size, rows in checks:
-        path = folder / name
-        if not path.is_file():
-            raise DamagedCache(f"{name} is missing")
-        if path.stat().st_size != size:
-            raise DamagedCache(f"{name} holds {path.stat().st_size} bytes, {size} when it was written")
-        try:
-            part = Dataset.from_file(str(path))
-        except (OSError, ValueError, pa.ArrowException) as e:
-            raise DamagedCache(f"{name} cannot be read: {e}") from None
-        if part.num_rows != rows:
-            raise DamagedCache(f"{name} holds {part.num_rows} rows, {rows} when it was written")
-        parts.append(part)
-    if not parts or sum(len(p) for p in parts) != total:
-        raise DamagedCache(f"its files hold {sum(len(p) for p in parts)} rows, prepared.json counts {total}")
-    ds = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-    return record, ds.select_columns([c for c in TRAIN_COLUMNS if c in ds.column_names])
-
-
-def _remove_superseded(root: Path, key: str, lineage: str) -> None:
-    """Remove the entries of ``root`` with the same lineage as ``key`` (same source paths and splits,
-    tokenizer, settings and goldfish config) but another key: built from other content."""
-    for entry in root.iterdir():
-        if entry.name == key or entry.name.startswith(".") or not entry.is_dir():
-            continue
-        try:
-            if json.loads((entry / "prepared.json").read_text()).get("lineage") != lineage:
-                continue
-        except (OSError, ValueError, AttributeError):
-            continue
-        shutil.rmtree(entry, ignore_errors=True)
-        logger.info("prepared data: removed %s (the same sources and settings, built from other content)", entry)
 
 
 def _slices(ds) -> list[tuple[int, object]]:

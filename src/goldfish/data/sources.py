@@ -24,6 +24,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from goldfish.utf8 import check_utf8, read_utf8
+
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 SUFFIXES = (*BUILDERS, ".txt")
 SAVED = ("dataset_info.json", "dataset_dict.json", "state.json")  # a save_to_disk folder holds one of these
@@ -145,6 +147,15 @@ def source_identity(source: str) -> dict:
     return {"source": str(path), "kind": src.kind, "split": src.split, "files": out}
 
 
+def shared_content(a: dict, b: dict) -> int:
+    """How many files of source ``b`` hold content (by sha256) that source ``a`` holds too, both as
+    ``source_identity`` gives them; an embedded part and a source of no files share their all (1) or nothing."""
+    if "files" not in a or "files" not in b:
+        return int(a == b)
+    digests = {digest for _, _, digest in a["files"]}
+    return sum(digest in digests for _, _, digest in b["files"])
+
+
 def load_source(source: str, work_dir: str | Path):
     """The documents of one source as a ``datasets.Dataset`` (see module docstring).
 
@@ -191,7 +202,7 @@ def _table_files(builder: str, files: list[Path], work_dir: Path):
 
     if builder != "parquet":  # pyarrow reads invalid UTF-8 without complaint; the error would come later, nameless
         for f in files:
-            _check_utf8(f)
+            check_utf8(f)
             with f.open("rb") as fh:
                 head = fh.read(4096).lstrip()
             if f.suffix == ".jsonl" and head and not head.startswith(b"{"):
@@ -221,39 +232,6 @@ def _refuse_string_numbers(path: Path) -> None:
         if (m := _STRING_K.search(data)) is not None:
             line = data[: m.start()].count(b"\n") + 1
             raise ValueError(f"{path}:{line}: goldfish_k must be a JSON number (e.g. 8), not a string")
-
-
-def read_utf8(path: Path) -> str:
-    """The text of a file; ValueError naming the file, line and byte unless it is UTF-8."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 (byte {data[e.start]:#04x} at offset {e.start}); "
-                         "re-encode the file as UTF-8") from None
-
-
-def _check_utf8(path: Path, chunk: int = 1 << 24) -> None:
-    """Raise a ValueError naming the file, line and byte unless the file is UTF-8 (read in chunks)."""
-    import codecs
-
-    decoder, offset, lines = codecs.getincrementaldecoder("utf-8")(), 0, 1
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            try:
-                decoder.decode(block)
-            except UnicodeDecodeError as e:
-                where = max(0, e.start - len(decoder.getstate()[0]))
-                line = lines + block[:where].count(b"\n")
-                raise ValueError(f"{path}:{line}: not UTF-8 (byte {block[where]:#04x} at offset "
-                                 f"{offset + where}); re-encode the file as UTF-8") from None
-            offset += len(block)
-            lines += block.count(b"\n")
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise ValueError(f"{path}: not UTF-8 (it ends inside a multi-byte character)") from None
 
 
 def _explain_unreadable(path: Path, builder: str) -> None:

@@ -15,11 +15,12 @@ def goldfish_config(cfg: ExperimentConfig, strategy: str, k: float | None = None
 
 def _train(cfg: ExperimentConfig, gcfg: GoldfishConfig, out: Path, settings: dict) -> Path:
     """``goldfish train`` with the experiment's seed (training and hash alike) and the given settings."""
+    from goldfish.arguments import settings_of
     from goldfish.train import train
-    from goldfish.train_config import TrainConfig, goldfish_settings
+    from goldfish.train_config import TrainConfig
 
     train(TrainConfig.from_dict({
-        **goldfish_settings(gcfg), "output_dir": str(out), "seed": cfg.seed, "save_steps": 0, "overwrite": True,
+        **settings_of(gcfg), "output_dir": str(out), "seed": cfg.seed, "save_steps": 0, "overwrite": True,
         "disable_tqdm": not cfg.progress, **settings}))
     return Path(out)
 

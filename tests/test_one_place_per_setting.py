@@ -1,0 +1,84 @@
+"""A mask setting is one field of ``GoldfishConfig`` and reaches every place through it: the
+``goldfish train`` flags, a ``--config`` file, the resolved ``goldfish_config.yaml``, the ``--resume``
+check and ``goldfish.json``. Every check below is generated from the fields, so a field added to
+``GoldfishConfig`` is checked (and must pass) without an edit here."""
+
+import dataclasses
+import json
+import typing
+
+import pytest
+import yaml
+
+from goldfish.arguments import setting_fields
+from goldfish.cli import main
+from goldfish.config import GoldfishConfig
+from goldfish.resume import run_differences, run_identity
+from goldfish.train_config import RESUME_WARN_ONLY, TrainConfig, train_parser
+
+BASE = ["--init", "micro", "--data", "embedded:targets", "--seq-len", "64"]
+FIELDS = setting_fields(GoldfishConfig)
+
+
+def _other_value(f: dataclasses.Field):
+    """A valid value other than the field's default, from its type: another choice, the other bool,
+    default + 1, the built-in secrets for a list of secret specs."""
+    hint = typing.get_type_hints(GoldfishConfig)[f.name]
+    if typing.get_origin(hint) is typing.Literal:
+        return next(c for c in typing.get_args(hint) if c != f.default)
+    if hint is bool:
+        return not f.default
+    if hint in (int, float):
+        return f.default + 1
+    if typing.get_origin(hint) is tuple:
+        return ("builtin",)
+    pytest.fail(f"GoldfishConfig.{f.name}: no generated value for {hint}; teach _other_value its type")
+
+
+def _flag_values(value) -> list[str]:
+    if isinstance(value, tuple):
+        return list(value)
+    return [json.dumps(value) if isinstance(value, bool) else str(value)]
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def test_every_mask_setting_is_named_once():
+    names = [name for _, name in FIELDS]
+    assert {"strategy", "k", "h", "goldfish_seed", "protect_k", "protect", "near_duplicates"} <= set(names)
+    assert "ignore_index" not in names  # the Python API's, no command-line setting (labels use -100)
+
+
+@pytest.mark.parametrize("f,name", FIELDS, ids=[name for _, name in FIELDS])
+def test_a_mask_setting_reaches_the_flags_the_config_file_the_yaml_and_the_resume_check(f, name, tmp_path):
+    value = _other_value(f)
+    out = ["--out", str(tmp_path / "out")]
+    assert name in train_parser()._actions_by_dest
+    flagged = TrainConfig.from_args([*BASE, *out, f"--{name.replace('_', '-')}", *_flag_values(value)])
+    assert getattr(flagged.mask, f.name) == value
+
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({name: _plain(value)}))
+    from_file = TrainConfig.from_args([*BASE, *out, "--config", str(tmp_path / "run.yaml")])
+    assert from_file.mask == flagged.mask
+
+    resolved = yaml.safe_load(yaml.safe_dump(flagged.settings(), sort_keys=False))  # goldfish_config.yaml
+    assert resolved[name] == _plain(value)
+    assert TrainConfig.from_dict(resolved).mask == flagged.mask
+
+    default = TrainConfig.from_args([*BASE, *out])
+    refuse, warn = run_differences(run_identity(default, []), run_identity(flagged, []))
+    line = next(line for line in refuse + warn if line.startswith(f"{name} = "))
+    assert (line in warn) == (name in RESUME_WARN_ONLY)
+
+
+@pytest.mark.slow
+def test_goldfish_json_records_every_mask_field(tmp_path):
+    out = tmp_path / "out"
+    assert main(["train", *BASE, "--out", str(out), "--max-steps", "1", "--batch-size", "2", "--save-steps", "0",
+                 "--report-to", "none", "--no-progress", "--k", "5"]) == 0
+    record = json.loads((out / "goldfish.json").read_text())
+    assert record["goldfish"] == json.loads(json.dumps(GoldfishConfig(k=5).to_dict()))
+    assert set(record["goldfish"]) == {f.name for f in dataclasses.fields(GoldfishConfig)}
+    assert {name for _, name in FIELDS} <= set(record["settings"])
