@@ -44,3 +44,33 @@ def gpt_datasets(blend: list[str], weights: list[float] | None, samples: int, se
                            create_attention_mask=False, **config)
     train, _, _ = BlendedMegatronDatasetBuilder(GPTDataset, [samples, 0, 0], lambda: True, cfg).build()
     return train
+
+
+class SdpaCoreAttention(torch.nn.Module):
+    """Causal softmax attention, a drop-in for the ``core_attention`` of Megatron's local GPT layer
+    spec that runs on the CPU: megatron-core 0.16.1's ``DotProductAttention`` cannot (its score
+    buffer is allocated with ``device=torch.cuda.current_device()``, which raises "AssertionError:
+    Torch not compiled with CUDA enabled" on CPU-only torch). Tensors as Megatron passes them:
+    query/key/value [s, b, heads, head_dim] -> [s, b, heads * head_dim]."""
+
+    def __init__(self, config, layer_number, attn_mask_type, attention_type, **_):
+        super().__init__()
+
+    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None, packed_seq_params=None):
+        q, k, v = (x.permute(1, 2, 0, 3) for x in (query, key, value))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return out.permute(2, 0, 1, 3).reshape(out.shape[2], out.shape[0], -1)
+
+
+def tiny_gpt_model(vocab_size: int, seq_length: int):
+    """A 2-layer Megatron-core ``GPTModel`` on the CPU (use_cpu_initialization, no dropout), its core
+    attention ``SdpaCoreAttention``; needs a process group and ``parallel_state`` initialised."""
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+    from megatron.core.models.gpt.gpt_model import GPTModel
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    spec = get_gpt_layer_local_spec()
+    spec.submodules.self_attention.submodules.core_attention = SdpaCoreAttention
+    config = TransformerConfig(num_layers=2, hidden_size=32, num_attention_heads=4, use_cpu_initialization=True,
+                               hidden_dropout=0.0, attention_dropout=0.0)
+    return GPTModel(config=config, transformer_layer_spec=spec, vocab_size=vocab_size, max_sequence_length=seq_length)

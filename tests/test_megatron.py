@@ -9,15 +9,16 @@ import pytest
 import torch
 
 pytest.importorskip("megatron.core")
-from megatron_data import EodTokenizer, gpt_datasets, write_indexed  # noqa: E402
+from megatron_data import EodTokenizer, gpt_datasets, tiny_gpt_model, write_indexed  # noqa: E402
 
-from goldfish import GoldfishConfig, goldfish_mask  # noqa: E402
+from goldfish import GoldfishConfig, apply_goldfish, goldfish_mask  # noqa: E402
 from goldfish.integrations.megatron import (  # noqa: E402
     GoldfishDataset,
     MegatronGoldfishConfig,
     add_goldfish_args,
     config_from_args,
 )
+from goldfish.loss import causal_lm_loss  # noqa: E402
 from goldfish.mask import paper_table  # noqa: E402
 
 SEQ = 48  # short samples: most documents are cut, at offsets that change each epoch
@@ -190,3 +191,71 @@ def test_megatron_flags_take_the_forks_names():
             parser.parse_args(bad)
     with pytest.raises(ValueError, match=r"dataset_k\['/c'\] must be a number >= 2"):
         MegatronGoldfishConfig(dataset_k={"/c": 1})
+
+
+@pytest.fixture
+def megatron_parallel(tmp_path):
+    """One gloo rank (world size 1) and Megatron's model-parallel state, torn down afterwards."""
+    from megatron.core import parallel_state
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    parallel_state.initialize_model_parallel(1, 1)
+    yield
+    parallel_state.destroy_model_parallel()
+    torch.distributed.destroy_process_group()
+
+
+def megatron_loss_func(loss_mask, output_tensor):
+    """The loss_func pattern of Megatron-LM's pretrain_gpt.py: the per-token losses summed under the
+    loss mask, and the token count the schedule divides by."""
+    losses, mask = output_tensor.view(-1).float(), loss_mask.view(-1).float()
+    return torch.sum(losses * mask), mask.sum()
+
+
+def _goldfish_loss_of(batch_logits, ds, docs, cfg, plain_masks):
+    """goldfish's own loss on the same batch: each sample as an HF row from its document's start
+    (logits 0 where the sample has none; those targets are not supervised), the labels Megatron
+    supervises masked by apply_goldfish, one mean over the batch's kept targets."""
+    stream, where = _stream(ds, docs)
+    rows = []
+    for b, logits in enumerate(batch_logits):
+        start = int(ds.shuffle_index[b]) * SEQ
+        pre = where[start][1]  # tokens of the document before the sample
+        ids = torch.from_numpy(stream[start - pre:start + SEQ + 1]).long()
+        labels = ids.clone()
+        labels[:pre + 1] = -100
+        labels[pre + 1:][plain_masks[b] == 0] = -100
+        pad = torch.zeros(1, logits.shape[-1])
+        doc_ids = torch.nn.functional.pad(torch.cumsum(ids == docs[0][-1], 0)[:-1], (1, 0))
+        rows.append((torch.cat([pad.expand(pre, -1), logits, pad]), apply_goldfish(labels, ids, cfg, doc_ids=doc_ids)))
+    kept = sum(int((lab[1:] != -100).sum()) for _, lab in rows)
+    return sum(causal_lm_loss(lg[None], lab[None], num_items_in_batch=kept) for lg, lab in rows), kept
+
+
+def test_a_megatron_gpt_training_step_uses_goldfishs_loss(corpus, tmp_path, megatron_parallel):
+    """A real Megatron-core GPTModel (CPU: its core attention swapped, see megatron_data.SdpaCoreAttention)
+    fed by the wrapper through a DataLoader: Megatron's loss (compute_language_model_loss + the
+    loss_func pattern) equals goldfish's own loss on the same batch, gradients too, and a step lowers it."""
+    docs, _, tok = corpus
+    ds = gpt_datasets([write_indexed(tmp_path / "docs", docs)], None, 16, SEQ, tok, eod_mask_loss=True)
+    cfg = MegatronGoldfishConfig(k=4, h=13)
+    batch = next(iter(torch.utils.data.DataLoader(GoldfishDataset(ds, cfg), batch_size=4)))
+    torch.manual_seed(0)
+    model = tiny_gpt_model(tok.vocab_size, SEQ)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def megatron_loss():
+        total, count = megatron_loss_func(batch["loss_mask"], model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"]))
+        return total / count, count
+
+    loss, count = megatron_loss()
+    ours, kept = _goldfish_loss_of(model(batch["tokens"], batch["position_ids"], None), ds, docs, cfg, [ds[b]["loss_mask"] for b in range(4)])
+    assert kept == int(count) < int(sum(ds[b]["loss_mask"].sum() for b in range(4)))  # |G|: only kept targets
+    torch.testing.assert_close(loss, ours, rtol=1e-5, atol=0)
+    for g, w in zip(torch.autograd.grad(loss, params), torch.autograd.grad(ours, params)):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-7)
+    opt = torch.optim.SGD(params, lr=1.0)
+    loss, _ = megatron_loss()
+    loss.backward()
+    opt.step()
+    assert megatron_loss()[0] < loss
