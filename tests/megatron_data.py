@@ -74,3 +74,11 @@ def tiny_gpt_model(vocab_size: int, seq_length: int):
     config = TransformerConfig(num_layers=2, hidden_size=32, num_attention_heads=4, use_cpu_initialization=True,
                                hidden_dropout=0.0, attention_dropout=0.0)
     return GPTModel(config=config, transformer_layer_spec=spec, vocab_size=vocab_size, max_sequence_length=seq_length)
+
+
+def tiny_train_ds(folder: Path):
+    """A GPTDataset of 512-token samples over random documents (each ending with EOD), for the README's lines."""
+    rng = np.random.default_rng(0)
+    docs = [list(rng.integers(0, 999, n)) + [999] for n in rng.integers(20, 600, 40)]
+    folder.mkdir(parents=True, exist_ok=True)
+    return gpt_datasets([write_indexed(folder / "docs", docs)], None, 8, 512, EodTokenizer(1000, 999))
