@@ -176,7 +176,7 @@ def add_goldfish_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
             kind = {"choices": STRATEGIES, "type": str} if f.name == "strategy" else {"type": hints[f.name]}
             group.add_argument(f"--goldfish-{f.name}", default=f.default, help=f.metadata["help"], **kind)
     group.add_argument("--goldfish-dataset-k", nargs="+", default=[], metavar="PATH=K", type=_path_k,
-                       help=fields(MegatronGoldfishConfig)[-1].metadata["help"].replace("{path prefix: k}", "PATH=K pairs"))
+                       help="per-dataset k of a blend: PATH=K pairs (PATH as in --data-path); inf never drops")
     return parser
 
 
