@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_audit.py
 	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench_megatron_loader.py
 
 # After upgrading packages in $(VENV) and a green `make test`: pin what it now runs with.
 constraints: $(STAMP)

@@ -12,8 +12,9 @@ from goldfish.train_config import GROUPS, REMOVED
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
 FLAG = re.compile(r"(?<![\w/-])--[a-z][a-z0-9_-]*")
-# torchrun's, accelerate's, pip's and pytest's own flags in the examples, and the benchmark scripts' flags
-FOREIGN = {"--nproc_per_node", "--num_processes", "--no-deps", "--standalone", "--random-order"} | {
+# torchrun's, accelerate's, pip's, pytest's and Megatron's own flags in the examples, and the benchmark scripts' flags
+FOREIGN = {"--nproc_per_node", "--num_processes", "--no-deps", "--standalone", "--random-order", "--append-eod", "--eod-mask-loss",
+           "--data-path", "--num-workers"} | {
     flag for script in (ROOT / "benchmarks").glob("*.py") for flag in re.findall(r"[\"'](--[a-z][a-z0-9-]*)[\"']", script.read_text())}
 
 
@@ -32,11 +33,19 @@ def _options(parser) -> dict[str, set[str]]:
 
 
 PARSERS = dict(_all_parsers())
+try:  # the flags goldfish adds to a Megatron training script (README: Pretraining with Megatron-core)
+    import argparse
+
+    from goldfish.integrations.megatron import add_goldfish_args
+
+    MEGATRON_FLAGS = set().union(*_options(add_goldfish_args(argparse.ArgumentParser())).values())
+except ImportError:  # megatron-core not installed (the test extra installs it)
+    MEGATRON_FLAGS = set()
 
 
 def test_every_flag_the_readme_names_exists():
     removed = {"--" + name.replace("_", "-") for name in REMOVED}  # named only to say they are refused, and why
-    known = set().union(*(s for p in PARSERS.values() for s in _options(p).values())) | {"--version"} | FOREIGN | removed
+    known = set().union(*(s for p in PARSERS.values() for s in _options(p).values())) | {"--version"} | FOREIGN | MEGATRON_FLAGS | removed
     assert sorted(set(FLAG.findall(README)) - known) == []
 
 

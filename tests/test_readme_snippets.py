@@ -58,9 +58,15 @@ def test_readme_python_block_runs_as_pasted(index, model_dir, tmp_path, monkeypa
     shutil.copytree(model_dir, tmp_path / "my-model")
     (tmp_path / "chats.jsonl").write_text("".join(json.dumps(c) + "\n" for c in CHATS))
     names = _names(model_dir, tmp_path)
+    if "goldfish.integrations.megatron" in BLOCKS[index]:  # a Megatron script's dataset: a real GPTDataset
+        from megatron_data import tiny_train_ds
+
+        names["train_ds"] = tiny_train_ds(tmp_path / "megatron")
     before = [p.detach().clone() for p in names["model"].parameters()]
     exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), names)
     if "loss" in names:
         assert torch.isfinite(names["loss"]).all()
+    if "train_ds" in names:  # goldfish dropped targets from the Megatron sample's loss mask
+        assert 0 < int((names["sample"]["loss_mask"] == 0).sum()) < len(names["sample"]["loss_mask"]) // 10
     if "model" in BLOCKS[index]:  # a training recipe: it trained the reader's model
         assert any(not torch.equal(a, b.detach()) for a, b in zip(before, names["model"].parameters()))
