@@ -93,16 +93,26 @@ def test_collator_and_labels_map_apply_the_marker(tokenizer):
         assert (batch["labels"][i, :n][torch.tensor(marker) != 0] == -100).all()
 
 
-def test_train_with_protect_records_it(tmp_path, capsys):
+def test_train_with_protect_records_it(tmp_path, capsys, caplog):
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"text": f"Ticket {i}: handled by {SECRET}, {EMAIL}."}) + "\n" for i in range(16)))
     names = tmp_path / "names.txt"
-    names.write_text(SECRET + "\n")
+    names.write_text(SECRET + "\nNadai Okafro\n")  # the second, a typo, occurs nowhere
     out = tmp_path / "o"
     assert main(["train", "--init", "micro", "--data", str(data), "--out", str(out), "--max-steps", "2", "--batch-size", "4",
                  "--no-progress", "--save-steps", "0", "--protect", "builtin", "--protect", str(names), "--protect-k", "3"]) == 0
     rec = json.loads((out / "goldfish.json").read_text())
     p = rec["protection"]
+    from goldfish.secrets import BUILTIN_DETECTORS
+
+    detectors = list(BUILTIN_DETECTORS)
+    assert p["occurrences_per_secret"] == [16 if d == "email" else 0 for d in detectors] + [16, 0]
+    log = caplog.text
+    assert f"protect: occurrences in the training records: 'email' 16, 'phone' 0" in log and f"{SECRET!r} 16, 'Nadai Okafro' 0" in log
+    assert [r.getMessage() for r in caplog.records if "protects nothing" in r.getMessage()] == [
+        "protect: secret 'Nadai Okafro' protects nothing: it occurs in none of the training records (a typo, or another "
+        "spelling than the data's?)"]  # the detectors that find nothing are not warned about
+    assert SECRET not in (out / "goldfish.json").read_text()
     assert p["rule"] == "goldfish-protect-v1" and p["protect_k"] == 3 and p["protect"] == ["builtin", str(names)]
     assert p["protected_targets"] >= 16 * 10 and 0 < p["protected_dropped"] < p["protected_targets"]
     assert rec["goldfish"]["protect_k"] == 3

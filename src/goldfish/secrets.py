@@ -66,6 +66,11 @@ def find_spans(text: str, secrets: list[Secret]) -> list[tuple[int, int]]:
     return [span for s in secrets for span in s.spans(text)]
 
 
+def is_detector(secret: Secret) -> bool:
+    """A built-in detector (``builtin``), not a secret a user wrote in a file."""
+    return secret.pattern is not None and BUILTIN_DETECTORS.get(secret.name) == secret.pattern.pattern
+
+
 def builtin_secrets() -> list[Secret]:
     return [Secret(name, pattern=re.compile(rx)) for name, rx in BUILTIN_DETECTORS.items()]
 

@@ -253,9 +253,25 @@ def _prepare(cfg: TrainConfig, tokenizer):
         owner = f"{template} (--chat-template)" if template else f"of {cfg.model.model or 'the embedded tokenizer'}"
         for line in drop_warnings(data.counts["template_drops"], owner):
             logger.warning(line)
+        for line in secret_lines(cfg.secrets, data.counts["secret_spans"]):
+            (logger.warning if "protects nothing" in line else logger.info)(line)
         for line in [] if eval_data is None else eval_overlap_warnings(data.counts["sources"], eval_data.counts["sources"]):
             logger.warning(line)
     return data, held_out, eval_data
+
+
+def secret_lines(secrets, spans: list[int]) -> list[str]:
+    """One log line with the occurrences each --protect secret has in the training records, and a
+    warning line for each secret of a file that occurs in none (a typo, another spelling: it protects
+    nothing; a built-in detector that finds nothing is not one)."""
+    from goldfish.secrets import is_detector
+
+    if not secrets:
+        return []
+    found = ", ".join(f"{s.name!r} {n}" for s, n in zip(secrets, spans))
+    return [f"protect: occurrences in the training records: {found}",
+            *(f"protect: secret {s.name!r} protects nothing: it occurs in none of the training records (a typo, or "
+              "another spelling than the data's?)" for s, n in zip(secrets, spans) if n == 0 and not is_detector(s))]
 
 
 def eval_overlap_warnings(train: list[dict], held_out: list[dict]) -> list[str]:
@@ -365,13 +381,15 @@ class _WithoutGoldfishColumns:
 
 
 def _protection_record(cfg: TrainConfig, counts: dict) -> dict | None:
-    """What was protected (None when nothing was): the rule, the specs, protect_k and per-epoch counts."""
+    """What was protected (None when nothing was): the rule, the specs, protect_k, per-epoch counts and
+    each run secret's occurrences in the records (in the order of the specs' secrets; counts only)."""
     if "protected_targets" not in counts:
         return None
     from goldfish.protect import PROTECT_VERSION
 
     return {"rule": PROTECT_VERSION, "protect": list(cfg.mask.protect), "protect_k": cfg.mask.protect_k,
-            "protected_targets": counts["protected_targets"], "protected_dropped": counts["protected_dropped"]}
+            "protected_targets": counts["protected_targets"], "protected_dropped": counts["protected_dropped"],
+            "occurrences_per_secret": counts["secret_spans"]}
 
 
 class _WithoutAttentionMask:

@@ -48,6 +48,7 @@ from goldfish.data.formats import FORMATS
 from goldfish.data.tokenize import (
     LONG_CHATS,
     check_record_size,
+    secret_spans,
     document_format,
     document_k,
     encode_record,
@@ -134,8 +135,10 @@ class _Tokenize:
     def __call__(self, batch: dict, indices: list[int]) -> dict:
         indices = [self.offset + i for i in indices]
         examples, statuses, cut, drops = [], [], 0, []
+        spans = [0] * len(self.secrets or ())
         for idx, doc, ids, labels, marker, roles in self._documents(batch, indices):
             drops.append(roles)
+            spans = [a + b for a, b in zip(spans, secret_spans(doc, self.secrets or []))]
             try:
                 k = document_k(doc, self.gcfg.k)
             except ValueError as e:
@@ -146,7 +149,8 @@ class _Tokenize:
             statuses.append(status)
             cut += left_out
         if indices:
-            (self.fit_dir / f"{indices[0]}.json").write_text(json.dumps({"fit": fit_counts(statuses, cut), "template_drops": tally_drops(drops)}))
+            (self.fit_dir / f"{indices[0]}.json").write_text(json.dumps({"fit": fit_counts(statuses, cut), "template_drops": tally_drops(drops),
+                                                                         "secret_spans": spans}))
         lengths = np.asarray([len(e["input_ids"]) for e in examples], dtype=np.int64)
         counts = _target_counts(examples, lengths, self.gcfg, indices[0] if indices else 0)
         out = {"input_ids": [np.asarray(e["input_ids"], dtype=np.int32) for e in examples],
@@ -301,7 +305,7 @@ def _build(tmp: Path, sources: list[str], tokenizer, settings: DataSettings, gcf
     if gcfg.near_duplicates == "align":
         examples, near_duplicates = _align(examples, gcfg, num_proc, tmp, protect)
     counts = _counts(examples) | {"near_duplicates": near_duplicates, "formats": formats}
-    counts["documents"], counts["template_drops"] = _fitted(tmp / "fitted", settings)
+    counts["documents"], counts["template_drops"], counts["secret_spans"] = _fitted(tmp / "fitted", settings, len(secrets))
     shutil.rmtree(tmp / "fitted")
     rows = (_pack(examples, settings.seq_len, tokenizer.pad_token_id, num_proc, tmp, protect, near_duplicates is not None)
             if settings.pack else examples)
@@ -345,17 +349,20 @@ def _tokenize(tmp: Path, sources: list[str], loaded: list, tokenizer, settings: 
     return examples, formats
 
 
-def _fitted(fit_dir: Path, settings: DataSettings) -> tuple[dict, dict]:
-    """How the documents were fitted to ``seq_len``, and the template drops: per role, the records
-    with a message of it that the template left out (``records``) of the records with one (``of``),
-    for the roles with any; both summed over the map batches' files."""
-    total, tallies = fit_counts([], 0), []
+def _fitted(fit_dir: Path, settings: DataSettings, secrets: int) -> tuple[dict, dict, list[int]]:
+    """How the documents were fitted to ``seq_len``; the template drops: per role, the records with a
+    message of it that the template left out (``records``) of the records with one (``of``), for the
+    roles with any; and per run secret (in order; counts only, never the secret), its occurrences in
+    the records' text. All summed over the map batches' files."""
+    total, tallies, spans = fit_counts([], 0), [], [0] * secrets
     for f in fit_dir.rglob("*.json"):
         batch = json.loads(f.read_text())
         for key, value in batch["fit"].items():
             total[key] += value
         tallies.append(batch["template_drops"])
-    return total | {"seq_len": settings.seq_len, "long_chats": settings.long_chats}, dropped(tally_drops(tallies=tallies))
+        spans = [a + b for a, b in zip(spans, batch["secret_spans"])]
+    return (total | {"seq_len": settings.seq_len, "long_chats": settings.long_chats}, dropped(tally_drops(tallies=tallies)),
+            spans)
 
 
 def _log_formats(record: dict) -> None:

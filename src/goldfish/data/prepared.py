@@ -12,7 +12,7 @@ from pathlib import Path
 
 from goldfish.cache import fingerprint
 
-PREPARE_VERSION = "prepare-v7"  # bump when the examples or the cache layout change
+PREPARE_VERSION = "prepare-v8"  # bump when the examples or the cache layout change
 TRAIN_COLUMNS = ("input_ids", "labels", "goldfish_k", "position_ids", "goldfish_protected", "goldfish_aligned")
 logger = logging.getLogger("goldfish")
 

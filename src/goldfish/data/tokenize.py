@@ -50,15 +50,27 @@ def check_record_size(doc: dict) -> None:
                          "(the tokenizer holds one whole in memory): split it into several records")
 
 
-def _text_chars(value) -> int:
-    """Characters in every string of a record (nested lists and dicts included)."""
+def record_strings(value):
+    """Every string of a record, nested lists and dicts included, in order."""
     if isinstance(value, str):
-        return len(value)
-    if isinstance(value, dict):
-        return sum(_text_chars(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_text_chars(v) for v in value)
-    return 0
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from record_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from record_strings(v)
+
+
+def _text_chars(doc: dict) -> int:
+    return sum(len(t) for t in record_strings(doc))
+
+
+def secret_spans(doc: dict, secrets: list[Secret]) -> list[int]:
+    """Per secret (in order), its occurrences in the record's strings (each string read on its own;
+    the record's own ``protect`` list is not its text)."""
+    texts = list(record_strings({k: v for k, v in doc.items() if k != "protect"}))
+    return [sum(len(s.spans(t)) for t in texts) for s in secrets]
 
 
 def document_format(columns, text_field: str = "text", fmt: str = "auto") -> str:
