@@ -87,3 +87,13 @@ def test_a_split_folder_with_a_file_in_no_split_names_it(tmp_path, tokenizer, ca
         resolve_source(f"{folder}:test")
     assert main(["train", "--init", "micro", "--data", str(folder), "--out", str(tmp_path / "out"), "--max-steps", "1"]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_empty_assistant_replies_are_counted_and_warned_about(tmp_path, tokenizer, caplog):
+    rows = [_chat(i) for i in range(4)]
+    rows[1]["messages"][1]["content"] = "  "
+    rows[3]["messages"][1]["content"] = ""
+    rows.append({"prompt": "Q?", "completion": ""})
+    data = _prepare([_jsonl(tmp_path / "c.jsonl", rows[:4]), _jsonl(tmp_path / "p.jsonl", rows[4:])], tokenizer, tmp_path)
+    assert data.counts["documents"]["empty_replies"] == 3
+    assert "3 of 5 records have an assistant reply with no text: each is trained as the end-of-turn tokens only" in caplog.text

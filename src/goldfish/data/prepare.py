@@ -48,6 +48,7 @@ from goldfish.data.formats import FORMATS
 from goldfish.data.tokenize import (
     LONG_CHATS,
     check_record_size,
+    empty_replies,
     secret_spans,
     document_format,
     document_k,
@@ -135,9 +136,10 @@ class _Tokenize:
     def __call__(self, batch: dict, indices: list[int]) -> dict:
         indices = [self.offset + i for i in indices]
         examples, statuses, cut, drops = [], [], 0, []
-        spans = [0] * len(self.secrets or ())
+        spans, empty = [0] * len(self.secrets or ()), 0
         for idx, doc, ids, labels, marker, roles in self._documents(batch, indices):
             drops.append(roles)
+            empty += self.fmt != "text" and empty_replies(doc, self.settings.text_field, self.fmt) > 0
             spans = [a + b for a, b in zip(spans, secret_spans(doc, self.secrets or []))]
             try:
                 k = document_k(doc, self.gcfg.k)
@@ -149,7 +151,8 @@ class _Tokenize:
             statuses.append(status)
             cut += left_out
         if indices:
-            (self.fit_dir / f"{indices[0]}.json").write_text(json.dumps({"fit": fit_counts(statuses, cut), "template_drops": tally_drops(drops),
+            (self.fit_dir / f"{indices[0]}.json").write_text(json.dumps({"fit": fit_counts(statuses, cut) | {"empty_replies": empty},
+                                                                         "template_drops": tally_drops(drops),
                                                                          "secret_spans": spans}))
         lengths = np.asarray([len(e["input_ids"]) for e in examples], dtype=np.int64)
         counts = _target_counts(examples, lengths, self.gcfg, indices[0] if indices else 0)
@@ -350,11 +353,12 @@ def _tokenize(tmp: Path, sources: list[str], loaded: list, tokenizer, settings: 
 
 
 def _fitted(fit_dir: Path, settings: DataSettings, secrets: int) -> tuple[dict, dict, list[int]]:
-    """How the documents were fitted to ``seq_len``; the template drops: per role, the records with a
+    """How the documents were fitted to ``seq_len`` (and ``empty_replies``: the records with an
+    assistant reply of no text); the template drops: per role, the records with a
     message of it that the template left out (``records``) of the records with one (``of``), for the
     roles with any; and per run secret (in order; counts only, never the secret), its occurrences in
     the records' text. All summed over the map batches' files."""
-    total, tallies, spans = fit_counts([], 0), [], [0] * secrets
+    total, tallies, spans = fit_counts([], 0) | {"empty_replies": 0}, [], [0] * secrets
     for f in fit_dir.rglob("*.json"):
         batch = json.loads(f.read_text())
         for key, value in batch["fit"].items():
@@ -372,7 +376,12 @@ def _log_formats(record: dict) -> None:
 
 
 def log_fitted(fitted: dict) -> None:
-    """One log line on what did not fit in ``seq_len``, when anything did not."""
+    """One log line on what did not fit in ``seq_len``, when anything did not; a warning with the
+    records holding an empty assistant reply, when any do."""
+    if fitted.get("empty_replies"):
+        logger.warning("%d of %d records have an assistant reply with no text: each is trained as the end-of-turn tokens "
+                       "only; drop those turns or mark them \"train\": false", fitted["empty_replies"],
+                       sum(fitted[k] for k in ("whole", "split", "truncated", "dropped")))
     if fitted["split"] or fitted["truncated"] or fitted["dropped"]:
         logger.info("prepared data: of %d documents, %d fit in --seq-len %d, %d were split into chunks, %d truncated and %d "
                     "left out (--long-chats %s; text is split, never truncated); %d supervised targets are in no example",

@@ -73,6 +73,18 @@ def secret_spans(doc: dict, secrets: list[Secret]) -> list[int]:
     return [sum(len(s.spans(t)) for t in texts) for s in secrets]
 
 
+def empty_replies(doc: dict, text_field: str = "text", fmt: str = "auto") -> int:
+    """The record's assistant messages (or string completion) with no text but whitespace: each is
+    trained as the template's end-of-turn tokens only, which is rarely what a user meant."""
+    doc = to_record(doc, document_format([k for k, v in doc.items() if v is not None], text_field, fmt))
+    if isinstance(doc.get("completion"), str):
+        messages = [{"role": "assistant", "content": doc["completion"]}]
+    else:
+        messages = doc.get("messages") or [*(doc.get("prompt") or []), *(doc.get("completion") or [])]
+    return sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant" and m.get("train") is not False
+               and not str(m.get("content") or "").strip())
+
+
 def document_format(columns, text_field: str = "text", fmt: str = "auto") -> str:
     """The format of records with these columns (``goldfish.data.formats.detect_format``), or ``fmt``
     when one is forced."""
