@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar, Literal
 
+from goldfish.arguments import field_like
 from goldfish.config import STRATEGIES
 from goldfish.embedded.tiny import TINY_CONFIGS
 
@@ -73,6 +74,24 @@ class ExtremeConfig(DocumentsConfig):
         "argparse": {"choices": STRATEGIES}, "help": "runs to compare (none = the standard loss)"})
 
     PRESETS: ClassVar[dict] = {"quick": {"n_docs": 8, "epochs": 40, "base_steps": 120}, "test": {**_TEST_DOCS, "epochs": 3}}
+
+
+@dataclass
+class SweepConfig(DocumentsConfig):
+    """``experiment sweep``: ``goldfish sweep`` on the demo's extreme setting (its documents, base and fine-tuning),
+    with the demo's sampled attacker (best of ``samples`` at ``temperature``, top-p ``top_p``)."""
+
+    epochs: float = field_like(ExtremeConfig, "epochs")
+    batch_size: int = field_like(ExtremeConfig, "batch_size")
+    lr: float = field_like(ExtremeConfig, "lr")
+    ks: list[float] = field(default_factory=lambda: [2, 3, 4, 8, 16, 32], metadata={"help": "goldfish k of each point"})
+    samples: int = field(default=32, metadata={"help": "sampled continuations per prompt besides greedy"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    top_p: float = field(default=0.9, metadata={"help": "sampling nucleus (1: off)"})
+    target: str | None = field(default=None, metadata={"help": "the memorization target (goldfish sweep --target; None: its default)"})
+
+    PRESETS: ClassVar[dict] = {"quick": ExtremeConfig.PRESETS["quick"],
+                               "test": {**_TEST_DOCS, "epochs": 3, "ks": [2, 8], "samples": 4}}
 
 
 @dataclass
