@@ -86,9 +86,8 @@ def test_missing_non_members_and_foreign_out_folder_are_refused(tmp_path, docs, 
     assert main(["sweep", *argv]) == 2
     assert "holds files that are not a sweep's (notes.txt)" in capsys.readouterr().err
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
-    members = json.loads(docs[0].read_text().splitlines()[0])
     assert main(["sweep", *_argv(docs, tmp_path / "o2"), "--data", str(docs[1])]) == 2  # two --data sources, no --audit-data
-    assert "give one --data source (got 2)" in capsys.readouterr().err and members
+    assert "give one --data source (got 2)" in capsys.readouterr().err
 
 
 def test_a_failed_sweep_leaves_the_previous_one(tmp_path, docs, monkeypatch):
@@ -113,6 +112,7 @@ def test_a_failed_sweep_leaves_the_previous_one(tmp_path, docs, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp folder left beside it
 
 
+@pytest.mark.slow
 def test_sweep_end_to_end(tmp_path, docs, capsys):
     out = tmp_path / "sweep"
     out.mkdir()
@@ -152,6 +152,7 @@ def test_sweep_end_to_end(tmp_path, docs, capsys):
     assert [p["meets_target"] for p in s["points"]] == [False, False, False]
 
 
+@pytest.mark.slow
 def test_experiment_sweep_runs_the_sweep(tmp_path):
     out = tmp_path / "exp"
     assert main(["experiment", "sweep", "--preset", "test", "--out", str(out)]) == 0
