@@ -119,7 +119,7 @@ def test_sweep_end_to_end(tmp_path, docs, capsys):
     (out / "report.md").write_text("an older sweep's report")  # a previous sweep's folder is replaced whole
     assert main(["sweep", *_argv(docs, out, "--ks", "2", "8")]) == 0
     printed = capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == sorted(SWEEP_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(set(SWEEP_FILES) - {"benchmarks"})  # no --benchmarks
     assert sorted(p.name for p in (out / "models").iterdir()) == ["k=2", "k=8", "standard"]
     s = json.loads((out / "summary.json").read_text())
     audit = json.loads((out / "audit" / "summary.json").read_text())
@@ -145,11 +145,20 @@ def test_sweep_end_to_end(tmp_path, docs, capsys):
     assert "frontier.png" in (out / "report.md").read_text() and "an older sweep" not in (out / "report.md").read_text()
     assert f"recommended k: {'none meets the target' if s['recommended_k'] is None else format(s['recommended_k'], 'g')}" in printed
     assert str(out) in (out / "audit" / "summary.json").read_text() and ".tmp" not in (out / "audit" / "summary.json").read_text()
-    # a target the user gives: held-out loss and p_exact clauses, read against the same audit
-    assert main(["sweep", *_argv(docs, out, "--ks", "2", "8", "--target", "heldout_loss_change<=-100%")]) == 0
+    assert s["benchmarks_verdict"] is None and not (out / "benchmarks").exists()
+    # a target the user gives (no point lowers the held-out loss by 100%), and the benchmarks
+    assert main(["sweep", *_argv(docs, out, "--ks", "2", "--target", "heldout_loss_change<=-100%", "--benchmarks",
+                                 "--benchmark-limit", "4")]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["recommended_k"] is None and s["target_given"]
-    assert [p["meets_target"] for p in s["points"]] == [False, False, False]
+    assert [p["meets_target"] for p in s["points"]] == [False, False]
+    assert [p["failed"] for p in s["points"]][1][0].startswith("heldout_loss_change = ")
+    bench = json.loads((out / "benchmarks" / "summary.json").read_text())
+    for p in s["points"]:
+        for task, b in p["benchmarks"].items():
+            assert b["score"] == bench["models"][p["name"]][task]["metrics"][b["metric"]]["score"]
+            assert (b["delta"] is None) == (p["name"] == "standard")
+    assert "goldfish eval" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow

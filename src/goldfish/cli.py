@@ -200,6 +200,8 @@ def cmd_sweep(argv: list[str], prog: str) -> int:
     print_line(frontier_rows(summary))
     for line in recommendation_lines(summary):
         print(line)
+    if summary["benchmarks_verdict"]:
+        print(f"benchmarks: {summary['benchmarks_verdict']}")
     k = summary["recommended_k"]
     print(f"recommended k: {'none meets the target' if k is None else f'{k:g}'}")
     print(f"report: {Path(summary['settings']['out']) / 'report.html'}; frontier: {Path(summary['settings']['out']) / 'frontier.png'}")

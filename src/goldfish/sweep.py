@@ -32,11 +32,12 @@ from pathlib import Path
 
 from goldfish.arguments import ArgumentParser, field_like
 from goldfish.audit import AuditConfig
+from goldfish.eval import EvalConfig
 from goldfish.frontier import check, default_target, frontier_png, measures, parse_target, recommend
 from goldfish.train_config import ALIASES, GROUPS, REMOVED, SWITCHES, TrainConfig
 
 logger = logging.getLogger("goldfish")
-SWEEP_FILES = ("models", "audit", "summary.json", "report.md", "report.html", "frontier.png")
+SWEEP_FILES = ("models", "audit", "benchmarks", "summary.json", "report.md", "report.html", "frontier.png")
 REFERENCE = "standard"
 
 
@@ -73,6 +74,12 @@ class SweepArguments:
     max_documents: int | None = field_like(AuditConfig, "max_documents")
     secrets: list[str] = field_like(AuditConfig, "secrets")
     device: str | None = field_like(AuditConfig, "device", help="the audit's device: cpu, cuda, cuda:1 ... (None: cuda if available)")
+    benchmarks: bool = field(default=False, metadata={
+        "help": "also score every point on downstream tasks with goldfish eval (lm-evaluation-harness, offline; report in "
+                "OUT/benchmarks)"})
+    benchmark_tasks: list[str] = field_like(EvalConfig, "tasks", help="with --benchmarks: lm-eval task names (goldfish eval "
+                                                                      "--tasks; default: the embedded tasks)")
+    benchmark_limit: int | None = field_like(EvalConfig, "limit", help="with --benchmarks: score only the first N items of each task")
 
 
 # train settings the sweep sets itself: what to give instead
@@ -183,6 +190,10 @@ def _validate(train: TrainConfig, args: SweepArguments) -> list:
         raise ValueError("give the sweep's folder: --out DIR")
     if args.samples < 0:
         raise ValueError(f"--samples must be >= 0, got {args.samples}")
+    if args.benchmarks:
+        from goldfish.eval import require_lm_eval
+
+        require_lm_eval()
     clauses = parse_target(args.target or default_target(train.mask.h, args.samples > 0), args.samples > 0,
                            args.extraction_probability)
     check_sweep_out(Path(train.out), train.model.model)
@@ -198,6 +209,25 @@ def audit_config(train: TrainConfig, args: SweepArguments, models: dict[str, Pat
         "text_field": train.data.text_field, "assistant_turns": train.data.assistant_turns,
         "system_into_user": train.data.system_into_user, "trust_remote_code": train.model.trust_remote_code,
         "progress": not train.training.disable_tqdm})
+
+
+def benchmarks(train: TrainConfig, args: SweepArguments, models: dict[str, Path], out: Path) -> dict:
+    """``goldfish eval`` of every point (its report in ``out``): per point and task, the primary metric's
+    score and its difference to the reference, each with its stderr; and the eval's verdict line."""
+    from goldfish.eval import primary_metric, run_eval, verdict_line
+
+    result = run_eval(EvalConfig(models=[str(p) for p in models.values()], names=list(models), baseline=REFERENCE,
+                                 tasks=args.benchmark_tasks, limit=args.benchmark_limit, out=str(out), device=args.device,
+                                 trust_remote_code=train.model.trust_remote_code, seed=train.training.seed,
+                                 progress=not train.training.disable_tqdm))
+    points = {}
+    for name, tasks in result["models"].items():
+        points[name] = {}
+        for task, r in tasks.items():
+            metric = primary_metric(task, r["metrics"])
+            d = result["vs_baseline"].get(name, {}).get(task, {}).get(metric)
+            points[name][task] = {"metric": metric, **r["metrics"][metric], "delta": d and d["delta"], "delta_stderr": d and d["stderr"]}
+    return {"points": points, "verdict": verdict_line(result)}
 
 
 def point_results(points: list[Point], audit: dict, clauses: list, sampled: bool) -> list[dict]:
@@ -249,6 +279,9 @@ def run_sweep(train: TrainConfig, args: SweepArguments) -> dict:
             records[name] = train_run(cfg)
         audit = run_audit(audit_config(train, args, {n: Path(c.out) for n, c in configs.items()}, tmp / "audit"))
         results = point_results(points, audit, clauses, args.samples > 0)
+        bench = benchmarks(train, args, {n: Path(c.out) for n, c in configs.items()}, tmp / "benchmarks") if args.benchmarks else None
+        for p in results if bench else []:
+            p["benchmarks"] = bench["points"][p["name"]]
         recommended = recommendations(results)
         plain = recommended.get("goldfish")
         summary = {
@@ -256,6 +289,7 @@ def run_sweep(train: TrainConfig, args: SweepArguments) -> dict:
             "recommended": {f: p and {"name": p["name"], "k": p["k"], "heldout_loss_change": p["heldout_loss_change"],
                                       "heldout_loss_change_ci": p["heldout_loss_change_ci"]} for f, p in recommended.items()},
             "target": " and ".join(map(str, clauses)), "target_given": args.target is not None, "reference": REFERENCE,
+            "benchmarks_verdict": bench and bench["verdict"],
             "train_seconds": {n: r["train_seconds"] for n, r in records.items()}, "audit_wall_time_s": audit["wall_time_s"],
             "settings": {"sweep": dataclasses.asdict(args), "train": train.settings()} | {"out": str(out)},
             "wall_time_s": round(time.time() - start, 1)}
@@ -267,7 +301,8 @@ def run_sweep(train: TrainConfig, args: SweepArguments) -> dict:
 def _relocate(tmp: Path, out: Path) -> None:
     """Name ``out`` instead of the temp folder in the text files goldfish wrote (each run's goldfish.json
     and goldfish_config.yaml, the audit's summary and report): the paths they record hold after the rename."""
-    for pattern in ("models/*/goldfish.json", "models/*/goldfish_config.yaml", "audit/summary.json", "audit/report.*"):
+    for pattern in ("models/*/goldfish.json", "models/*/goldfish_config.yaml", "audit/summary.json", "audit/report.*",
+                    "benchmarks/summary.json", "benchmarks/report.*"):
         for path in tmp.glob(pattern):
             path.write_text(path.read_text(encoding="utf-8").replace(str(tmp), str(out)), encoding="utf-8")
 
@@ -333,6 +368,8 @@ def add_frontier(report, summary: dict) -> None:
                      f"{s['non_members']}). Wall time {summary['wall_time_s']:.0f} s; the audit's own report is in audit/.")
     for line in recommendation_lines(summary):
         report.paragraph(line)
+    if summary.get("benchmarks_verdict"):
+        report.paragraph(f"Benchmarks (goldfish eval, report in benchmarks/): {summary['benchmarks_verdict']}.")
     report.table(*frontier_rows(summary))
     clauses = parse_target(summary["target"], samples > 0, s["extraction_probability"])
     thresholds = {c.measure: c.value for c in clauses if c.op in ("<=", "<")}
