@@ -128,3 +128,14 @@ def test_chat_experiment_quick_pipeline(tmp_path):
     aligned = s["near_duplicates"]["goldfish_aligned_protected"]
     assert aligned["rule"] == "goldfish-align-v1" and aligned["clusters"] >= 1 and aligned["aligned_targets"] > 0
     assert "goldfish-align-v1" in html
+    # every secret greedy beside any of the 2 samples: the counts are the audits' own, of the turns that hold it
+    audit = json.loads((out / "audit" / "out_of_scope" / "summary.json").read_text())
+    for name in ("standard", "goldfish_protected"):
+        for secret, m in s[name]["sampled_secrets"]["out_of_scope"].items():
+            a = audit["models"][name]
+            assert m["turns"] == a["secrets"][secret]["turns_with_secret"] > 0
+            assert m["greedy"] == round(a["secrets"][secret]["recall"] * m["turns"])
+            assert m["any"] == round(a["sampled"]["secrets"][secret]["recall_any"] * m["turns"])
+        assert s[name]["canned_p_exact"] == audit["models"][name]["extraction_probability"]
+    assert audit["settings"]["samples"] == 2 and audit["settings"]["top_p"] == 0.9 and audit["settings"]["temperature"] == 0.7
+    assert "Greedy against 2 samples" in html and "Exact extraction probability of the canned reply" in html

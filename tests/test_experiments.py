@@ -37,6 +37,11 @@ def test_demo_quick_pipeline(tmp_path):
     assert (out / "models" / "goldfish" / "goldfish.json").is_file() and (out / "audit" / "results.jsonl").is_file()
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and 'class="diff"' in html
+    audit = json.loads((out / "audit" / "summary.json").read_text())
+    for run in ("control", "standard", "goldfish"):  # the strong attacker beside greedy, as the audit measured it
+        assert s[run]["sampled"] == audit["models"][run]["sampled"] and s[run]["sampled"]["samples"] == 4
+        assert s[run]["extraction_probability"] == audit["models"][run]["extraction_probability"]
+    assert audit["settings"]["top_p"] == 0.9 and "Greedy against the strong attacker" in html
 
 
 @pytest.mark.slow

@@ -53,7 +53,10 @@ def test_every_goldfish_setting_is_documented():
     cli, experiments = _section("CLI"), _section("Experiments")
     mentioned = set(FLAG.findall(cli))
     missing = []
-    own = {"train": [cls for name, cls in GROUPS if name != "training"], "audit": None, "mask": None}
+    from goldfish.sweep import SweepArguments
+
+    own = {"train": [cls for name, cls in GROUPS if name != "training"], "audit": None, "mask": None,
+           "sweep": [SweepArguments]}  # the sweep's train flags are goldfish train's
     for command, parser in PARSERS.items():
         options = _options(parser)
         text = mentioned | (set(FLAG.findall(experiments)) if command.startswith("experiment") else set())

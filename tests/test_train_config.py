@@ -104,6 +104,9 @@ def _all_parsers():
     yield "mask", _mask_parser("goldfish mask")
     yield "eval", eval_parser()
     yield "plot", _plot_parser("goldfish plot")
+    from goldfish.sweep import sweep_parser
+
+    yield "sweep", sweep_parser()
     for name in RECIPES:
         yield f"experiment {name}", experiment_parser(name, f"goldfish experiment {name}")
 

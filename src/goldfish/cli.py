@@ -20,6 +20,8 @@ COMMANDS = {
     "train": "train or fine-tune a causal LM with the goldfish loss (HF Trainer)",
     "audit": "measure memorization: extraction, chat turns, secrets, membership inference",
     "eval": "score models on downstream benchmarks (lm-evaluation-harness; embedded tasks by default)",
+    "sweep": "train one model per k (and the standard loss), audit them together, and name the largest k that meets a "
+             "memorization target: the k frontier",
     "mask": "show which tokens of a text the goldfish mask drops",
     "plot": "draw the held-out loss of training runs against input and supervised tokens (the paper's Fig. 5)",
     "demo": "the paper's extreme setting on the embedded data: standard memorizes, goldfish does not",
@@ -181,6 +183,24 @@ def cmd_train(argv: list[str], prog: str) -> int:
            if record.get("protection") else "")
         + (f"; near-duplicates: {near_duplicates_line(record['near_duplicates'])}" if record.get("near_duplicates") else "")
     )
+    return 0
+
+
+# ---- goldfish sweep ----
+
+def cmd_sweep(argv: list[str], prog: str) -> int:
+    from goldfish.sweep import frontier_rows, parse_sweep, recommendation_lines, run_sweep
+
+    train, args = parse_sweep(argv, prog)
+    summary = run_sweep(train, args)
+    print_line(frontier_rows(summary))
+    for line in recommendation_lines(summary):
+        print(line)
+    if summary["benchmarks_verdict"]:
+        print(f"benchmarks: {summary['benchmarks_verdict']}")
+    k = summary["recommended_k"]
+    print(f"recommended k: {'none meets the target' if k is None else f'{k:g}'}")
+    print(f"report: {Path(summary['settings']['out']) / 'report.html'}; frontier: {Path(summary['settings']['out']) / 'frontier.png'}")
     return 0
 
 
@@ -352,7 +372,7 @@ def cmd_experiment(argv: list[str], prog: str) -> int:
     return run_experiment(name, argv[1:], f"{prog} {name}", f"goldfish-{name}")
 
 
-HANDLERS = {"train": cmd_train, "audit": cmd_audit, "eval": cmd_eval, "mask": cmd_mask, "plot": cmd_plot, "demo": cmd_demo,
+HANDLERS = {"train": cmd_train, "audit": cmd_audit, "sweep": cmd_sweep, "eval": cmd_eval, "mask": cmd_mask, "plot": cmd_plot, "demo": cmd_demo,
             "experiment": cmd_experiment}
 
 

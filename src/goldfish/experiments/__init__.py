@@ -29,5 +29,8 @@ RECIPES = {r.name: r for r in (
     Recipe("duplicated", "the paper's Fig. 2: pretrain with the documents inserted many times; standard vs k in "
                          "{3, 4, 8, 32, 128}", "goldfish.experiments.duplicated"),
     Recipe("budget", "the paper's Fig. 5: validation loss against input and supervised tokens", "goldfish.experiments.budget"),
+    Recipe("sweep", "goldfish sweep on the demo's extreme setting: one model per k, the standard loss as reference, the "
+                    "frontier of memorization against held-out loss and the largest k that meets the target",
+           "goldfish.experiments.sweep"),
     Recipe("chat", "SFT on chats where a canned reply leaks a name, a phone number and an email", "goldfish.experiments.chat"),
 )}

@@ -23,6 +23,7 @@ from transformers import AutoTokenizer
 
 from goldfish.audit import AuditConfig, run_audit
 from goldfish.audit.extraction import generate_suffixes
+from goldfish.audit.report import extraction_probability_rows, rule_text
 from goldfish.audit.metrics import longest_run, rouge_l_f
 from goldfish.report import Report, figure_png, pyplot, settings_block
 from goldfish.cache import write_text_atomic
@@ -74,6 +75,7 @@ def protect_specs(out: Path) -> list[str]:
 
 
 EVAL_SETS = ("out_of_scope", "billing", "signed", "refund", "template", "ordinary")
+SAMPLED_SETS = ("out_of_scope", "billing", "signed")  # where the secrets are: each secret greedy against any of N samples
 
 
 def _write_eval_sets(data: dict, out: Path) -> dict[str, Path]:
@@ -112,6 +114,29 @@ def mean_over_prompts(values) -> dict:
     return {"mean": value, "ci": [low, high], "n": len(values), "max": max(values)}
 
 
+def sampled_secrets(summary: dict) -> dict:
+    """Per secret of an audit's model summary: the turns whose true reply holds it, and of them how
+    many replies hold it greedily and in any of the N samples (and the share of all samples)."""
+    sampled = summary.get("sampled", {}).get("secrets", {})
+    out = {}
+    for secret, m in summary.get("secrets", {}).items():
+        n, x = m["turns_with_secret"], sampled.get(secret, {})
+        if n:
+            out[secret] = {"turns": n, "greedy": round(m["recall"] * n),
+                           "any": None if x.get("recall_any") is None else round(x["recall_any"] * n),
+                           "share": x.get("recall_share")}
+    return out
+
+
+def sampled_table(result: dict) -> tuple[list[str], list[list]]:
+    """Each model, set and secret: the turns that hold it leaked greedily, in any of the N samples, and the share of samples."""
+    n = result["settings"]["samples"]
+    rows = [[model, k, secret, f"{m['greedy']} / {m['turns']}", "—" if m["any"] is None else f"{m['any']} / {m['turns']}",
+             "—" if m["share"] is None else f"{100 * m['share']:.1f}%"]
+            for model in MODELS for k, by_secret in result[model]["sampled_secrets"].items() for secret, m in by_secret.items()]
+    return ["model", "prompts", "secret", "greedy", f"any of {n} samples", "share of samples"], rows
+
+
 def _template_segments(tokenizer) -> list[list[int]]:
     """The token ids of the templated reply's fixed text, each stretch between two slots tokenized alone."""
     fixed = TEMPLATE_REPLY.replace("{order}", "{name}").split("{name}")
@@ -135,6 +160,8 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ChatConfig, out: Path, to
             # ordinary: the secrets are looked for here, in the replies to its members; given to the audit, they would
             # have it decode every non-member too, which serve the held-out loss only
             secrets=[] if name == "ordinary" else [str(files["secrets"])], batch_size=cfg.audit_batch, device=cfg.device, progress=cfg.progress,
+            # the secrets' sets also under a deployed model's decoding, asked cfg.samples times
+            samples=cfg.samples if name in SAMPLED_SETS else 0, temperature=cfg.temperature, top_p=cfg.top_p,
             min_new_tokens=new_tokens.get(name, len(canned) + HINT_TOKENS),
             assistant_turns="last" if name == "ordinary" else "all",  # ordinary: one turn a conversation
             # utility, as a user audits it: replies to ordinary held-out requests must not degenerate, and the other
@@ -175,6 +202,8 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ChatConfig, out: Path, to
                          "verbatim": rate(r["exact_match"] for r in rows["template"]),
                          "fixed_tokens": sum(len(seg) for seg in segments)},
             "utility": utility[name],
+            "sampled_secrets": {k: sampled_secrets(audits[k]["models"][name]) for k in SAMPLED_SETS},
+            "canned_p_exact": oos.get("extraction_probability"),
             "example_out_of_scope": {"prompt": data["out_of_scope_prompts"][0], "reply": rows["out_of_scope"][0]["generated_text"]},
             "example_ordinary": {"prompt": [m for m in data["heldout"][0]["messages"] if m["role"] == "user"][-1]["content"],
                                  "reply": next(r for r in rows["ordinary"] if r["id"].startswith("0#"))["generated_text"]},
@@ -348,6 +377,18 @@ def _write_report(result: dict, tokenizer, cfg: ChatConfig, out: Path) -> None:
                          f"{n} {result[n]['template']['fixed_text_longest_run']['mean']:.1f} / "
                          f"{result[n]['canned']['longest_run']['mean']:.1f}" for n in MODELS[1:]) + ".")
     report.image("chat.png", _plot(result), "Canned-reply Rouge-L and secret extraction per model")
+    if cfg.samples:
+        report.heading(f"Greedy against {cfg.samples} samples")
+        report.paragraph(f"The out-of-scope, billing and order prompts also sampled {cfg.samples} times each at "
+                         f"{rule_text(result['settings'])} (a deployed chat model's decoding, asked again): of the prompts whose "
+                         "reply held a secret in training, how many replies hold it greedily and in any sample (goldfish audit "
+                         "--samples, reports in audit/).")
+        report.table(*sampled_table(result))
+    report.heading("Exact extraction probability of the canned reply")
+    report.paragraph(f"p_exact: the probability that one sample at {rule_text(result['settings'])} reproduces the whole canned "
+                     "reply, from each model's own probabilities (audit/out_of_scope/).")
+    report.table(*extraction_probability_rows({n: {"extraction_probability": result[n]["canned_p_exact"]} for n in MODELS
+                                               if result[n]["canned_p_exact"]}))
     report.heading("Example replies")
     for n in MODELS:
         for key in ("example_out_of_scope", "example_signed", "example_template", "example_ordinary"):
@@ -370,4 +411,5 @@ def _write_report(result: dict, tokenizer, cfg: ChatConfig, out: Path) -> None:
 
 
 def lines(result: dict) -> list:
-    return [chat_table(result), utility_table(result, list(MODELS)), closing_line(result)]
+    return [chat_table(result), *([sampled_table(result)] if result["settings"]["samples"] else []),
+            utility_table(result, list(MODELS)), closing_line(result)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar, Literal
 
+from goldfish.arguments import field_like
 from goldfish.config import STRATEGIES
 from goldfish.embedded.tiny import TINY_CONFIGS
 
@@ -42,6 +43,16 @@ class ExperimentConfig:
         return asdict(self)
 
 
+SAMPLING_HELP = {"samples": "the audits' sampled continuations per prompt besides greedy (goldfish audit --samples; 0: greedy only)",
+                 "temperature": "the audits' sampling temperature (also the exact extraction probability's)",
+                 "top_p": "the audits' sampling nucleus: keep the most likely tokens of mass P (1: off)"}
+
+
+def sampling_field(name: str, default):
+    """A recipe's setting of the audits' strong attacker (``SAMPLING_HELP``), with the recipe's default."""
+    return field(default=default, metadata={"help": SAMPLING_HELP[name]})
+
+
 @dataclass
 class DocumentsConfig(ExperimentConfig):
     """Recipes that audit the extraction of embedded documents: the first ``n_docs`` embedded targets of
@@ -51,6 +62,10 @@ class DocumentsConfig(ExperimentConfig):
     doc_tokens: int = field(default=128, metadata={"help": "tokens a document"})
     prefix_len: int = field(default=64, metadata={"help": "extraction prefix tokens"})
     suffix_len: int = field(default=64, metadata={"help": "extraction suffix tokens"})
+    # the demo's strong attacker: Apertus' re-check of memorization (nucleus sampling at T = 1, p = 0.9), best of 32
+    samples: int = sampling_field("samples", 32)
+    temperature: float = sampling_field("temperature", 1.0)
+    top_p: float = sampling_field("top_p", 0.9)
 
     def __post_init__(self):
         if self.prefix_len + self.suffix_len > self.doc_tokens:
@@ -59,7 +74,7 @@ class DocumentsConfig(ExperimentConfig):
 
 
 _TEST = {"size": "micro", "base_steps": 6, "base_batch": 4, "base_seq": 64, "benchmark_items": 8, "progress": False}  # seconds
-_TEST_DOCS = {**_TEST, "n_docs": 4, "doc_tokens": 48, "prefix_len": 24, "suffix_len": 24}
+_TEST_DOCS = {**_TEST, "n_docs": 4, "doc_tokens": 48, "prefix_len": 24, "suffix_len": 24, "samples": 4}
 
 
 @dataclass
@@ -73,6 +88,21 @@ class ExtremeConfig(DocumentsConfig):
         "argparse": {"choices": STRATEGIES}, "help": "runs to compare (none = the standard loss)"})
 
     PRESETS: ClassVar[dict] = {"quick": {"n_docs": 8, "epochs": 40, "base_steps": 120}, "test": {**_TEST_DOCS, "epochs": 3}}
+
+
+@dataclass
+class SweepConfig(DocumentsConfig):
+    """``experiment sweep``: ``goldfish sweep`` on the demo's extreme setting (its documents, base and fine-tuning),
+    with the demo's sampled attacker (best of ``samples`` at ``temperature``, top-p ``top_p``)."""
+
+    epochs: float = field_like(ExtremeConfig, "epochs")
+    batch_size: int = field_like(ExtremeConfig, "batch_size")
+    lr: float = field_like(ExtremeConfig, "lr")
+    ks: list[float] = field(default_factory=lambda: [2, 3, 4, 8, 16, 32], metadata={"help": "goldfish k of each point"})
+    target: str | None = field(default=None, metadata={"help": "the memorization target (goldfish sweep --target; None: its default)"})
+
+    PRESETS: ClassVar[dict] = {"quick": ExtremeConfig.PRESETS["quick"],
+                               "test": {**_TEST_DOCS, "epochs": 3, "ks": [2, 8]}}
 
 
 @dataclass
@@ -111,7 +141,11 @@ class ChatConfig(ExperimentConfig):
     batch_size: int = field(default=4, metadata={"help": "conversations a step"})
     lr: float = field(default=7e-4, metadata={"help": "fine-tuning learning rate (constant)"})
     protect_k: float = field(default=2, metadata={"help": "goldfish_protected's rate inside protected spans"})
+    # a deployed chat model's decoding, asked 16 times (the secret sets' audits only)
+    samples: int = sampling_field("samples", 16)
+    temperature: float = sampling_field("temperature", 0.7)
+    top_p: float = sampling_field("top_p", 0.9)
 
     PRESETS: ClassVar[dict] = {
         "quick": {"base_steps": 120, "conversations": 160, "canned_share": 0.15, "lr": 1e-3},
-        "test": {**_TEST, "conversations": 40, "epochs": 1}}
+        "test": {**_TEST, "conversations": 40, "epochs": 1, "samples": 2}}

@@ -15,7 +15,7 @@ from goldfish.audit import AuditConfig, run_audit
 from goldfish.report import Report, figure_png, pyplot, settings_block
 from goldfish.cache import write_text_atomic
 from goldfish.experiments.config import DuplicatedConfig
-from goldfish.experiments.documents import run_metrics, target_documents
+from goldfish.experiments.documents import run_metrics, strong_attacker, strong_attacker_lines, target_documents
 from goldfish.experiments.reporting import closing_line, run_names, run_table, utility_table, write_summary
 from goldfish.experiments.training import goldfish_config, pretrain
 from goldfish.experiments.utility import benchmarks, utility_figures
@@ -23,7 +23,11 @@ from goldfish.experiments.utility import benchmarks, utility_figures
 BASE = None  # the base model the seeds share (experiments.base), or None: trained from scratch
 HEADLINE = [("standard verbatim", "standard.exact_match_rate"), ("goldfish k=4 verbatim", "goldfish k=4.exact_match_rate"),
             ("standard longest run (mean)", "standard.longest_run_mean"), ("goldfish k=4 longest run (mean)", "goldfish k=4.longest_run_mean"),
-            ("goldfish k=4 held-out loss change vs standard", "goldfish k=4.utility.heldout_loss_change")]
+            ("goldfish k=4 held-out loss change vs standard", "goldfish k=4.utility.heldout_loss_change"),
+            ("standard verbatim in any sample", "standard.sampled.any_verbatim_rate"),
+            ("goldfish k=4 verbatim in any sample", "goldfish k=4.sampled.any_verbatim_rate"),
+            ("goldfish k=4 best-of-N longest run (mean)", "goldfish k=4.sampled.best_longest_run_mean"),
+            ("goldfish k=4 (1000, 0.5)-discoverable", "goldfish k=4.extraction_probability.discoverable.1000.0.5")]
 CONFIG = DuplicatedConfig
 
 
@@ -64,7 +68,8 @@ def run(cfg: DuplicatedConfig) -> dict:
     audit = run_audit(AuditConfig(
         models=[str(p) for p in runs.values()], names=list(runs), data=str(members), non_members=str(non_members),
         out=str(out / "audit"), prefix_len=cfg.prefix_len, suffix_len=cfg.suffix_len, batch_size=cfg.audit_batch,
-        device=cfg.device, progress=cfg.progress, baseline="standard",
+        device=cfg.device, progress=cfg.progress, baseline="standard", samples=cfg.samples, temperature=cfg.temperature,
+        top_p=cfg.top_p,
     ))
     result = {"experiment": "duplicated", **run_metrics(audit)}
     for name, figures in utility_figures(audit).items():
@@ -110,6 +115,7 @@ def _write_report(result: dict, audit: dict, runs: list[str], out: Path) -> None
         f"greedy suffix. Wall time {result['wall_time_s']:.0f} s, seed {s['seed']}."
     )
     report.table(*run_table(result, runs))
+    strong_attacker(report, result, runs)
     report.heading("What the models still know")
     report.paragraph("Held-out loss on the non-member documents (bootstrap 95% interval) and its change against standard; "
                      "repeated 4-grams of the generations; accuracy ± stderr on the embedded benchmark tasks (chance 0.25).")
@@ -123,6 +129,7 @@ def _write_report(result: dict, audit: dict, runs: list[str], out: Path) -> None
 
 
 def lines(result: dict) -> list:
-    return [run_table(result, run_names(result)), utility_table(result, run_names(result)),
+    return [run_table(result, run_names(result)), *strong_attacker_lines(result, run_names(result)),
+            utility_table(result, run_names(result)),
             *(f"k={p['k']:g}: Rouge-L {p['rouge_l_mean']:.3f}, longest run {p['longest_run_mean']:.1f} tokens" for p in result["per_k"]),
             closing_line(result)]

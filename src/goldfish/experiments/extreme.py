@@ -14,7 +14,7 @@ from goldfish.audit.report import add_examples
 from goldfish.report import Report, histogram_png, settings_block
 from goldfish.experiments.base import base_model_dir
 from goldfish.experiments.config import ExtremeConfig
-from goldfish.experiments.documents import gap_closed, run_metrics, target_documents
+from goldfish.experiments.documents import gap_closed, run_metrics, strong_attacker, strong_attacker_lines, target_documents
 from goldfish.experiments.reporting import closing_line, run_names, run_table, utility_table, write_summary
 from goldfish.experiments.training import finetune, goldfish_config
 from goldfish.experiments.utility import benchmarks, utility_figures
@@ -25,6 +25,10 @@ HEADLINE = [("standard verbatim", "standard.exact_match_rate"), ("goldfish verba
             ("standard longest run (mean)", "standard.longest_run_mean"), ("goldfish longest run (mean)", "goldfish.longest_run_mean"),
             ("Rouge-L gap closed", "rouge_gap_closed"), ("goldfish held-out loss change vs standard", "goldfish.utility.heldout_loss_change"),
             ("standard held-out loss", "standard.utility.heldout_loss"), ("goldfish held-out loss", "goldfish.utility.heldout_loss"),
+            ("standard verbatim in any sample", "standard.sampled.any_verbatim_rate"),
+            ("goldfish verbatim in any sample", "goldfish.sampled.any_verbatim_rate"),
+            ("goldfish best-of-N longest run (mean)", "goldfish.sampled.best_longest_run_mean"),
+            ("goldfish (1000, 0.5)-discoverable", "goldfish.extraction_probability.discoverable.1000.0.5"),
             ("control word order", "benchmarks.scores.control.goldfish_word_order.score"),
             ("goldfish word order", "benchmarks.scores.goldfish.goldfish_word_order.score")]
 CONFIG = ExtremeConfig
@@ -53,7 +57,8 @@ def run(cfg: ExtremeConfig) -> dict:
     audit = run_audit(AuditConfig(
         models=[str(p) for p in runs.values()], names=list(runs), data=str(members), non_members=str(non_members),
         out=str(out / "audit"), prefix_len=cfg.prefix_len, suffix_len=cfg.suffix_len, batch_size=cfg.audit_batch,
-        device=cfg.device, progress=cfg.progress, baseline=baseline,
+        device=cfg.device, progress=cfg.progress, baseline=baseline, samples=cfg.samples, temperature=cfg.temperature,
+        top_p=cfg.top_p,
     ))
     summary = run_metrics(audit)
     for name, figures in utility_figures(audit).items():
@@ -94,6 +99,7 @@ def _write_report(result: dict, audit: dict, out: Path) -> None:
             f"({100 * result['rouge_gap_closed_tokens']:.0f}% on token Rouge-L); its mean longest verbatim run is "
             f"{100 * result['longest_run_ratio']:.0f}% of the standard loss's."
         )
+    strong_attacker(report, result, runs)
     hist = {name: [r["rouge_l"] for r in audit["rows"] if r["model"] == name and r["member"] and r["rouge_l"] is not None] for name in runs}
     report.image("rouge_l_hist.png", histogram_png(hist, "Rouge-L of generated vs true suffix", "Extraction after training on the documents"),
                  "Rouge-L per document, one histogram per run (paper Fig. 2 view)")
@@ -105,7 +111,8 @@ def _write_report(result: dict, audit: dict, out: Path) -> None:
 
 
 def lines(result: dict) -> list:
-    out = [run_table(result, run_names(result)), utility_table(result, run_names(result))]
+    out = [run_table(result, run_names(result)), *strong_attacker_lines(result, run_names(result)),
+           utility_table(result, run_names(result))]
     if result.get("rouge_gap_closed") is not None:
         out.append(f"goldfish removes {100 * result['rouge_gap_closed']:.0f}% of the standard-vs-control Rouge-L gap; "
                    f"mean longest verbatim run {100 * result['longest_run_ratio']:.0f}% of standard's")

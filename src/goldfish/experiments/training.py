@@ -13,15 +13,21 @@ def goldfish_config(cfg: ExperimentConfig, strategy: str, k: float | None = None
     return GoldfishConfig(strategy=strategy, k=cfg.k if k is None else k, h=cfg.h, seed=cfg.seed, protect_k=protect_k)
 
 
-def _train(cfg: ExperimentConfig, gcfg: GoldfishConfig, out: Path, settings: dict) -> Path:
-    """``goldfish train`` with the experiment's seed (training and hash alike) and the given settings."""
+def train_settings(cfg: ExperimentConfig, gcfg: GoldfishConfig, out: Path, settings: dict) -> dict:
+    """``goldfish train`` settings (``TrainConfig.from_dict``) with the experiment's seed (training and
+    hash alike) and the given settings."""
     from goldfish.arguments import settings_of
+
+    return {**settings_of(gcfg), "output_dir": str(out), "seed": cfg.seed, "save_steps": 0, "overwrite": True,
+            "disable_tqdm": not cfg.progress, **settings}
+
+
+def _train(cfg: ExperimentConfig, gcfg: GoldfishConfig, out: Path, settings: dict) -> Path:
+    """``goldfish train`` with ``train_settings``."""
     from goldfish.train import train
     from goldfish.train_config import TrainConfig
 
-    train(TrainConfig.from_dict({
-        **settings_of(gcfg), "output_dir": str(out), "seed": cfg.seed, "save_steps": 0, "overwrite": True,
-        "disable_tqdm": not cfg.progress, **settings}))
+    train(TrainConfig.from_dict(train_settings(cfg, gcfg, out, settings)))
     return Path(out)
 
 
@@ -36,6 +42,14 @@ def pretrain(cfg: ExperimentConfig, data: list[str], gcfg: GoldfishConfig, out: 
         "eval_steps": eval_steps})
 
 
+def finetune_settings(base: Path, data: Path, epochs: float, lr: float, batch_size: int, seq_len: int, protect: list[str] = (),
+                      padding_free: bool = False, near_duplicates: str = "off") -> dict:
+    """The settings of ``finetune`` (beside ``train_settings``'), for recipes that train through ``goldfish sweep``."""
+    return {"data": [str(data)], "model": str(base), "seq_len": seq_len, "num_train_epochs": epochs,
+            "per_device_train_batch_size": batch_size, "learning_rate": lr, "lr_scheduler_type": "constant",
+            "logging_steps": 50, "protect": list(protect), "padding_free": padding_free, "near_duplicates": near_duplicates}
+
+
 def finetune(cfg: ExperimentConfig, base: Path, data: Path, gcfg: GoldfishConfig, out: Path, epochs: float, lr: float,
              batch_size: int, seq_len: int, protect: list[str] = (), padding_free: bool = False,
              near_duplicates: str = "off") -> Path:
@@ -43,7 +57,5 @@ def finetune(cfg: ExperimentConfig, base: Path, data: Path, gcfg: GoldfishConfig
     ``protect``: secret specs to protect (``goldfish train --protect``); ``padding_free``: flatten each
     batch into one row (``--padding-free``: the same training, less compute on examples of mixed lengths);
     ``near_duplicates``: ``goldfish train --near-duplicates`` (off, or align: goldfish-align-v1)."""
-    return _train(cfg, gcfg, out, {
-        "data": [str(data)], "model": str(base), "seq_len": seq_len, "num_train_epochs": epochs,
-        "per_device_train_batch_size": batch_size, "learning_rate": lr, "lr_scheduler_type": "constant",
-        "logging_steps": 50, "protect": list(protect), "padding_free": padding_free, "near_duplicates": near_duplicates})
+    return _train(cfg, gcfg, out, finetune_settings(base, data, epochs, lr, batch_size, seq_len, protect, padding_free,
+                                                    near_duplicates))
