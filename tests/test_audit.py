@@ -103,6 +103,41 @@ def test_offsets_give_per_offset_metrics_and_a_plot(memorized, tmp_path):
     assert "the prefix starts mid-document" in (tmp_path / "mid" / "report.html").read_text()
 
 
+@pytest.mark.slow
+def test_prefix_lens_give_per_length_metrics_on_the_same_documents_and_a_plot(memorized, tmp_path):
+    """--prefix-lens: the suffix stays the document's last --suffix-len tokens; each length's prefix is
+    the L tokens before it; a document too short for the longest length is skipped at every length."""
+    model_dir, members, _ = memorized
+    short = json.loads(members.read_text().splitlines()[0])["text"][:150]  # 36 tokens: room for 8 + 24, not 40 + 24
+    data = tmp_path / "docs.jsonl"
+    data.write_text(members.read_text() + json.dumps({"id": "short", "text": short}) + "\n")
+    out = tmp_path / "report"
+    assert main(["audit", "--model", str(model_dir), "--data", str(data), "--prefix-lens", "8,16,40", "--suffix-len", "24",
+                 "--samples", "2", "--out", str(out), "--no-progress"]) == 0
+    s = json.loads((out / "summary.json").read_text())["models"]["model"]
+    assert set(s["by_prefix_len"]) == {"8", "16", "40"} and s["documents"] == 12 and s["skipped_too_short"] == 3
+    assert all(m["documents"] == 4 and m["sampled"]["documents"] == 4 for m in s["by_prefix_len"].values())
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    by_doc = {}
+    for r in rows:
+        assert r["id"] == f"{r['id'].split('@')[0]}@p{r['prefix_len']}" and r["prefix_tokens"] == r["prefix_len"]
+        by_doc.setdefault(r["id"].split("@")[0], {})[r["prefix_len"]] = r
+    assert set(by_doc) == {"m0", "m1", "m2", "m3"}
+    for lengths in by_doc.values():
+        assert len({tuple(r["true_ids"]) for r in lengths.values()}) == 1  # one suffix
+        assert lengths[40]["prefix_ids"][-8:] == lengths[8]["prefix_ids"]  # the tokens right before it
+        assert lengths[40]["prefix_start"] == 0 and lengths[8]["prefix_start"] == 32
+    for n, m in s["by_prefix_len"].items():
+        assert m["exact_match_rate"] == sum(r["exact_match"] for r in rows if r["prefix_len"] == int(n)) / 4
+    assert s["by_prefix_len"]["40"]["exact_match_rate"] == 1.0  # the whole document before the suffix, as in training
+    report = (out / "report.html").read_text()
+    assert (out / "prefix_lens.png").is_file() and "By prefix length" in report and "8, 16 and 40 (--prefix-lens)" in report
+    with pytest.raises(ValueError, match="--prefix-lens needs lengths >= 1 .* replaces --prefix-len"):
+        run_audit(AuditConfig(models=[str(model_dir)], data=str(data), prefix_lens=[8], prefix_len=8, progress=False))
+    with pytest.raises(ValueError, match="--prefix-lens 120 with --suffix-len 24: .* at most 128 tokens"):
+        run_audit(AuditConfig(models=[str(model_dir)], data=str(data), prefix_lens=[8, 120], suffix_len=24, progress=False))
+
+
 def test_flags_follow_the_stated_thresholds():
     """compare_to_baseline flags exactly when the whole paired interval lies past +10% held-out loss
     or +0.05 repeated 4-grams."""

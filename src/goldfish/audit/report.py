@@ -214,23 +214,70 @@ def add_secrets(report: Report, models: dict, rows: list[dict], per_model: int =
                        f"<pre>{marked_html.strip()}</pre>")
 
 
-def offsets_png(models: dict) -> bytes:
-    """Verbatim rate and mean longest run against the prefix's start offset, one line per model."""
+def tpr_cell(m: dict, fpr: float) -> str:
+    """The TPR at an FPR with its interval, or why it has none."""
+    from goldfish.audit.metrics import fpr_label
+
+    key = f"tpr_at_{fpr_label(fpr)}_fpr"
+    if m[key] is None:
+        return f"not resolvable (≥ {m['min_fpr']:.1%} FPR)"
+    if m[f"{key}_ci"] is None:
+        return f"{m[key]:.3f} (no interval: needs ≥ {m['tpr_ci_min_non_members'][fpr_label(fpr)]:,} non-members)"
+    return with_interval(m[key], m[f"{key}_ci"], "{:.3f}")
+
+
+def add_mia(report: Report, mia: dict, dropped: int | None) -> None:
+    """Membership inference: per model and score the ROC AUC and TPR at low FPR with their intervals,
+    the non-members' 13-gram overlap with the members, and the non-members --drop-overlap left out."""
+    from goldfish.audit.metrics import FPRS, MIN_TAIL, fpr_label
+
+    report.heading("Membership inference")
+    scores = [k for k in next(iter(mia.values())) if k not in ("non_members", "ngram_overlap")]
+    report.table(["model", "score", "ROC AUC [95% interval]"] + [f"TPR @ {fpr_label(f)} FPR" for f in FPRS],
+                 [[name, k, with_interval(m[k]["auc"], m[k]["auc_ci"])] + [tpr_cell(m[k], f) for f in FPRS]
+                  for name, m in mia.items() for k in scores])
+    n = next(iter(mia.values()))["non_members"]
+    report.paragraph(f"{n} non-members: a TPR at an FPR below one over that count cannot be resolved (the first false "
+                     f"positive already exceeds it); its bootstrap interval (members and non-members resampled apart) needs "
+                     f"the threshold to pass at least {MIN_TAIL} non-members, FPR × non-members ≥ {MIN_TAIL}."
+                     + (f" --drop-overlap left out {dropped} non-member record(s) that share their content with a --data "
+                        "record." if dropped is not None else ""))
+    for name, m in mia.items():
+        o = m.get("ngram_overlap")
+        if o and o["above_threshold"]:
+            report.paragraph(f"Warning ({name}): {_count(o['above_threshold'], o['non_members'])} non-members overlap the "
+                             f"members by {o['n']}-grams at {o['threshold']:.0%} or more (summary.json: "
+                             "mia.ngram_overlap): they measure duplication, not membership (MIMIR filters non-members at "
+                             f"{o['threshold']:g}); give non-members that do not repeat the training text.")
+
+
+def variant_png(models: dict, by: str, xlabel: str) -> bytes:
+    """Verbatim rate and mean longest run against a prompt variant (``by``: "by_offset" or
+    "by_prefix_len" of each model's summary), one line per model."""
     fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.6), dpi=110)
     for name, s in models.items():
-        offsets = sorted(s.get("by_offset", {}), key=int)
+        values = sorted(s.get(by, {}), key=int)
         for ax, key in zip(axes, ("exact_match_rate", "longest_run_mean")):
-            ax.plot([int(o) for o in offsets], [s["by_offset"][o][key] for o in offsets], marker="o", label=name)
+            ax.plot([int(v) for v in values], [s[by][v][key] for v in values], marker="o", label=name)
     for ax, title in zip(axes, ("verbatim rate", "longest verbatim run (mean tokens)")):
-        ax.set_xlabel("prefix start (tokens into the document)")
+        ax.set_xlabel(xlabel)
         ax.set_title(title, fontsize=10)
         ax.legend()
     fig.tight_layout()
     return figure_png(fig)
 
 
+# the prompt variants' report sections: (settings key, summary key, heading, column, plot file, x label, caption)
+VARIANT_SECTIONS = (
+    ("offsets", "by_offset", "By prefix offset", "prefix offset", "offsets.png", "prefix start (tokens into the document)",
+     "Verbatim rate and longest run against where the prefix starts"),
+    ("prefix_lens", "by_prefix_len", "By prefix length", "prefix length", "prefix_lens.png", "prefix length (tokens)",
+     "Verbatim rate and longest run against the prefix length (suffix fixed)"),
+)
+
+
 def _extraction_notes(report: Report, result: dict) -> None:
-    """Undefined text Rouge-L, prefixes that start mid-document, and the per-offset view."""
+    """Undefined text Rouge-L, prefixes that start mid-document, and the per-offset or per-prefix-length view."""
     models = result["models"]
     undefined = {n: s["rouge_l_undefined"] for n, s in models.items() if s.get("rouge_l_undefined")}
     if undefined:
@@ -238,12 +285,21 @@ def _extraction_notes(report: Report, result: dict) -> None:
         report.paragraph(f"Text Rouge-L is undefined for {n} document(s) whose true suffix has no alphanumeric word (rouge-score "
                          "scores them 0 even when reproduced exactly); they are left out of the Rouge-L mean and counted in "
                          "summary.json as rouge_l_undefined. Token Rouge-L covers them.")
-    if result["settings"].get("offsets"):
-        report.heading("By prefix offset")
-        rows = [[n, int(o), m["documents"], m["exact_match_rate"], m["longest_run_mean"], m["rouge_l_tokens_mean"]]
-                for n, s in models.items() for o, m in sorted(s.get("by_offset", {}).items(), key=lambda kv: int(kv[0]))]
-        report.table(["model", "prefix offset", "docs", "verbatim", "longest run (mean)", "Rouge-L (tokens)"], rows)
-        report.image("offsets.png", offsets_png(models), "Verbatim rate and longest run against where the prefix starts")
+    variant = next((v for v in VARIANT_SECTIONS if result["settings"].get(v[0])), None)
+    if variant:
+        _, by, heading, column, png, xlabel, caption = variant
+        report.heading(heading)
+        rows = [[n, int(v), m["documents"], m["exact_match_rate"], m["longest_run_mean"], m["rouge_l_tokens_mean"]]
+                + ([m["sampled"]["any_verbatim_rate"]] if "sampled" in m else [])
+                for n, s in models.items() for v, m in sorted(s.get(by, {}).items(), key=lambda kv: int(kv[0]))]
+        sampled = any("sampled" in s for s in models.values())
+        report.table(["model", column, "docs", "verbatim", "longest run (mean)", "Rouge-L (tokens)"]
+                     + (["verbatim in any sample"] if sampled else []), rows)
+        if by == "by_prefix_len":
+            report.paragraph("Each length reads the same documents (one too short for the longest prefix is skipped at every "
+                             "length) and the same suffix: the document's last --suffix-len tokens, after the L tokens before "
+                             "it. A short prefix starts mid-document.")
+        report.image(png, variant_png(models, by, xlabel), caption)
     elif any(s.get("prefix_mid_document") for s in models.values()):
         n = max(s.get("prefix_mid_document", 0) for s in models.values())
         report.paragraph(f"Warning: for {n} document(s) the prefix starts mid-document (--prefix-len shorter than the text "
@@ -252,7 +308,7 @@ def _extraction_notes(report: Report, result: dict) -> None:
                          "that starts where the document starts (the default, or --offsets 0).")
 
 
-AUDIT_FILES = ("results.jsonl", "summary.json", "report.md", "report.html", "rouge_l_hist.png", "offsets.png")
+AUDIT_FILES = ("results.jsonl", "summary.json", "report.md", "report.html", "rouge_l_hist.png", "offsets.png", "prefix_lens.png")
 
 
 def check_out_folder(out: str | Path) -> None:
@@ -270,6 +326,14 @@ def check_out_folder(out: str | Path) -> None:
                              f"{', ...' if len(other) > 5 else ''}); the audit replaces the whole folder: give a new or empty one")
 
 
+def _prefix_text(settings: dict) -> str:
+    """The prefix length in words: "32", "16, 32 and 64 (--prefix-lens)" or "all preceding"."""
+    if settings.get("prefix_lens"):
+        *rest, last = [str(n) for n in settings["prefix_lens"]]
+        return f"{', '.join(rest)} and {last} (--prefix-lens)" if rest else f"{last} (--prefix-lens)"
+    return str(settings["prefix_len"] or "all preceding")
+
+
 def write_report(result: dict, out: str | Path) -> None:
     """The audit's files (AUDIT_FILES: results.jsonl, summary.json, report.md, report.html and the
     plots) as one set: written into a temp folder beside ``out``, which then replaces ``out`` in one
@@ -277,7 +341,8 @@ def write_report(result: dict, out: str | Path) -> None:
     out = Path(out).absolute()
     rows = result["rows"]
     summary = {"models": result["models"], "baseline": result["baseline"], "settings": result["settings"],
-               "wall_time_s": result["wall_time_s"], "versions": versions()}
+               "wall_time_s": result["wall_time_s"], "versions": versions()} | (
+        {"non_members_dropped": result["non_members_dropped"]} if "non_members_dropped" in result else {})
     report = Report("Memorization audit")
     chat = result["settings"].get("kind") == "chat"
     protocol = ("each trained assistant turn, prompted with the conversation before it (generation prompt included), "
@@ -286,7 +351,7 @@ def write_report(result: dict, out: str | Path) -> None:
                                       "tokens (--min-new-tokens), up to the same end-of-turn token"
                                       if result["settings"].get("min_new_tokens") else "") if chat else
                 f"suffix of {result['settings']['suffix_len']} tokens after a prefix of "
-                f"{result['settings']['prefix_len'] or 'all preceding'} tokens")
+                f"{_prefix_text(result['settings'])} tokens")
     report.paragraph(f"{len(result['models'])} model(s) on {result['settings']['data']}: {protocol}, "
                      f"{'greedy' if result['settings']['beams'] == 1 else str(result['settings']['beams']) + '-beam'} decoding. "
                      f"Wall time {result['wall_time_s']:.1f} s.")
@@ -312,14 +377,7 @@ def write_report(result: dict, out: str | Path) -> None:
                      f"Rouge-L per {unit[:-1]}, one histogram per model")
     mia = {name: s["mia"] for name, s in result["models"].items() if "mia" in s}
     if mia:
-        report.heading("Membership inference")
-        scores = [k for k in next(iter(mia.values())) if k != "non_members"]
-        unresolved = lambda m, v: f"not resolvable (≥ {m['min_fpr']:.1%} FPR)" if v is None else v  # noqa: E731
-        report.table(["model", "score", "ROC AUC [95% interval]", "TPR @ 0.1% FPR", "TPR @ 1% FPR"],
-                     [[name, k, with_interval(m[k]["auc"], m[k]["auc_ci"]), unresolved(m[k], m[k]["tpr_at_0.1%_fpr"]),
-                       unresolved(m[k], m[k]["tpr_at_1%_fpr"])] for name, m in mia.items() for k in scores])
-        report.paragraph(f"{next(iter(mia.values()))['non_members']} non-members: a TPR at an FPR below one over that count "
-                         "cannot be resolved (the first false positive already exceeds it).")
+        add_mia(report, mia, result.get("non_members_dropped"))
     if any("secrets" in s for s in result["models"].values()):
         add_secrets(report, result["models"], rows)
     report.heading("Most-memorized turns" if result["settings"].get("kind") == "chat" else "Most-memorized documents")
