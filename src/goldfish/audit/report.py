@@ -35,7 +35,7 @@ def both_halves_rows(result: dict) -> tuple[list[str], list[list]]:
     for name, s in result["models"].items():
         u = s["utility"]
         loss, change, deg = u["heldout_loss"], u.get("vs_baseline", {}), u["degeneration"]
-        loss_change = change.get("heldout_loss_change")
+        loss_change = change.get("heldout_loss_change_ordinary")  # what the flag reads
         rep = change.get("repeated_4grams_change")
         mia = s.get("mia", {}).get("loss")
         rows.append([
@@ -47,7 +47,7 @@ def both_halves_rows(result: dict) -> tuple[list[str], list[list]]:
             "baseline" if name == result["baseline"] else with_interval(rep["difference"], rep["ci"], "{:+.3f}") if rep else "—",
             ", ".join(u["flags"]) or "—"])
     return (["model", "docs/turns", "verbatim", "longest run (mean)", "MIA loss AUC", "held-out loss (nats/token)",
-             f"Δ held-out loss vs {result['baseline']}", "repeated 4-grams (generated / true)",
+             f"Δ held-out loss vs {result['baseline']} (ordinary rows)", "repeated 4-grams (generated / true)",
              f"Δ repeated 4-grams vs {result['baseline']}", "flags"], rows)
 
 
@@ -63,8 +63,11 @@ def verdict_lines(result: dict) -> list[str]:
         parts = [f"verbatim {_rate(base.get('exact_match_rate'))} → {_rate(s.get('exact_match_rate'))}",
                  f"longest run {with_interval(base.get('longest_run_mean'), None, '{:.1f}')} → {with_interval(s.get('longest_run_mean'), None, '{:.1f}')}"]
         if change.get("heldout_loss_change"):
-            c = change["heldout_loss_change"]
-            parts.append(f"held-out loss {with_interval(c['relative'], c['ci'], '{:+.1%}')}")
+            c, near = change["heldout_loss_change_ordinary"], change["heldout_loss_change_near_duplicate"]
+            parts.append(f"held-out loss {with_interval(c['relative'], c['ci'], '{:+.1%}')}" if c else "held-out loss: no ordinary row")
+            if near:
+                parts[-1] += (f" (ordinary rows; on the {near['rows']} near-duplicates of training text "
+                              f"{with_interval(near['relative'], near['ci'], '{:+.1%}')})")
         if change.get("repeated_4grams_change"):
             c = change["repeated_4grams_change"]
             parts.append(f"repeated 4-grams {with_interval(c['difference'], c['ci'], '{:+.3f}')}")
@@ -77,6 +80,23 @@ def verdict_lines(result: dict) -> list[str]:
             verdict = f"not flagged: utility within the flag thresholds of {result['baseline']}"
         lines.append(f"{name} vs {result['baseline']}: {'; '.join(parts)} — {verdict}.")
     return lines
+
+
+def _near_duplicate_note(report: Report, result: dict) -> None:
+    """The held-out loss split into ordinary rows and near-duplicates of training text, when there are any."""
+    rows = []
+    for name, s in result["models"].items():
+        u = s["utility"]
+        near, ordinary = u.get("heldout_loss_near_duplicate"), u.get("heldout_loss_ordinary")
+        if near:
+            rows.append([name, with_interval(ordinary["mean"], ordinary["ci"]) if ordinary else "—", ordinary["rows"] if ordinary else 0,
+                         with_interval(near["mean"], near["ci"]), near["rows"]])
+    if rows:
+        report.paragraph(f"Held-out loss on {rows[0][2] + rows[0][4]} {result['models'][rows[0][0]]['utility']['heldout_data']} "
+                         "rows, split: a row is a near-duplicate of training text under goldfish-align-v1's rule (MinHash "
+                         "candidates, LCS similarity ≥ 0.6 with a member's targets). Those repeat what goldfish should forget, "
+                         "so the flag and the Δ in the verdicts read the ordinary rows.")
+        report.table(["model", "held-out loss, ordinary", "ordinary rows", "held-out loss, near-duplicates", "near-duplicate rows"], rows)
 
 
 def summary_rows(models: dict) -> tuple[list[str], list[list]]:
@@ -364,6 +384,7 @@ def write_report(result: dict, out: str | Path) -> None:
                      "Repeated 4-grams: the share of a generation's 4-grams that already occurred in it (the true texts' "
                      "share beside it). A model is flagged when the whole interval of its held-out-loss change lies above "
                      f"{LOSS_FLAG:+.0%}, or that of its repeated-4-gram change above {DEGENERATION_FLAG:+.2f}.")
+    _near_duplicate_note(report, result)
     report.heading("Extraction")
     report.table(*summary_rows(result["models"]))
     _extraction_notes(report, result)
