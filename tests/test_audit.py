@@ -103,6 +103,41 @@ def test_offsets_give_per_offset_metrics_and_a_plot(memorized, tmp_path):
     assert "the prefix starts mid-document" in (tmp_path / "mid" / "report.html").read_text()
 
 
+@pytest.mark.slow
+def test_prefix_lens_give_per_length_metrics_on_the_same_documents_and_a_plot(memorized, tmp_path):
+    """--prefix-lens: the suffix stays the document's last --suffix-len tokens; each length's prefix is
+    the L tokens before it; a document too short for the longest length is skipped at every length."""
+    model_dir, members, _ = memorized
+    short = json.loads(members.read_text().splitlines()[0])["text"][:150]  # 36 tokens: room for 8 + 24, not 40 + 24
+    data = tmp_path / "docs.jsonl"
+    data.write_text(members.read_text() + json.dumps({"id": "short", "text": short}) + "\n")
+    out = tmp_path / "report"
+    assert main(["audit", "--model", str(model_dir), "--data", str(data), "--prefix-lens", "8,16,40", "--suffix-len", "24",
+                 "--samples", "2", "--out", str(out), "--no-progress"]) == 0
+    s = json.loads((out / "summary.json").read_text())["models"]["model"]
+    assert set(s["by_prefix_len"]) == {"8", "16", "40"} and s["documents"] == 12 and s["skipped_too_short"] == 3
+    assert all(m["documents"] == 4 and m["sampled"]["documents"] == 4 for m in s["by_prefix_len"].values())
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    by_doc = {}
+    for r in rows:
+        assert r["id"] == f"{r['id'].split('@')[0]}@p{r['prefix_len']}" and r["prefix_tokens"] == r["prefix_len"]
+        by_doc.setdefault(r["id"].split("@")[0], {})[r["prefix_len"]] = r
+    assert set(by_doc) == {"m0", "m1", "m2", "m3"}
+    for lengths in by_doc.values():
+        assert len({tuple(r["true_ids"]) for r in lengths.values()}) == 1  # one suffix
+        assert lengths[40]["prefix_ids"][-8:] == lengths[8]["prefix_ids"]  # the tokens right before it
+        assert lengths[40]["prefix_start"] == 0 and lengths[8]["prefix_start"] == 32
+    for n, m in s["by_prefix_len"].items():
+        assert m["exact_match_rate"] == sum(r["exact_match"] for r in rows if r["prefix_len"] == int(n)) / 4
+    assert s["by_prefix_len"]["40"]["exact_match_rate"] == 1.0  # the whole document before the suffix, as in training
+    report = (out / "report.html").read_text()
+    assert (out / "prefix_lens.png").is_file() and "By prefix length" in report and "8, 16 and 40 (--prefix-lens)" in report
+    with pytest.raises(ValueError, match="--prefix-lens needs lengths >= 1 .* replaces --prefix-len"):
+        run_audit(AuditConfig(models=[str(model_dir)], data=str(data), prefix_lens=[8], prefix_len=8, progress=False))
+    with pytest.raises(ValueError, match="--prefix-lens 120 with --suffix-len 24: .* at most 128 tokens"):
+        run_audit(AuditConfig(models=[str(model_dir)], data=str(data), prefix_lens=[8, 120], suffix_len=24, progress=False))
+
+
 def test_flags_follow_the_stated_thresholds():
     """compare_to_baseline flags exactly when the whole paired interval lies past +10% held-out loss
     or +0.05 repeated 4-grams."""
@@ -120,6 +155,69 @@ def test_flags_follow_the_stated_thresholds():
         "base": [], "fine": [], "worse": ["held-out loss"], "repeats": ["degeneration"]}
     change = summaries["worse"]["utility"]["vs_baseline"]["heldout_loss_change"]
     assert change["ci"][0] <= change["relative"] <= change["ci"][1] and change["relative"] > 0.25
+
+
+def test_the_heldout_loss_flag_reads_the_ordinary_part():
+    """Near-duplicate held-out rows are reported apart: a model far worse on them only is not flagged;
+    one far worse on the ordinary rows is; with --utility-data rows, those are the held-out set."""
+    from goldfish.audit.summary import compare_to_baseline, summarize
+
+    def rows(model, ordinary, near, utility=False):
+        return [{"model": model, "member": False, "id": f"n{i}", "nll": (near if i < 10 else ordinary) + 0.01 * (i % 3),
+                 "scored_tokens": 20, "near_duplicate": i < 10, **({"utility": True} if utility else {})} for i in range(40)]
+
+    cases = {"base": (2.0, 0.1), "forgets": (2.05, 2.2), "broken": (2.6, 0.1)}
+    all_rows = [r for name, (o, n) in cases.items() for r in rows(name, o, n)]
+    summaries = {name: {"utility": {}} for name in cases}
+    compare_to_baseline(summaries, all_rows, "base")
+    assert {n: s["utility"]["flags"] for n, s in summaries.items()} == {"base": [], "forgets": [], "broken": ["held-out loss"]}
+    change = summaries["forgets"]["utility"]["vs_baseline"]
+    assert change["heldout_loss_change"]["ci"][0] > 0.10  # the whole set would have flagged it
+    assert change["heldout_loss_change_near_duplicate"]["relative"] > 10 and change["heldout_loss_change_ordinary"]["rows"] == 30
+    s = summarize([r for r in all_rows if r["model"] == "forgets"], 0, False)["utility"]
+    assert s["heldout_loss_ordinary"]["rows"] == 30 and s["heldout_loss_near_duplicate"]["rows"] == 10
+    assert s["heldout_loss_ordinary"]["mean"] == pytest.approx(sum(2.05 + 0.01 * (i % 3) for i in range(10, 40)) / 30)
+    assert s["heldout_data"] == "--non-members"
+    kept = summarize(rows("x", 9.0, 9.0) + rows("x", 1.0, 1.0, utility=True), 0, False)["utility"]
+    assert kept["heldout_data"] == "--utility-data" and kept["heldout_loss"]["mean"] == pytest.approx(1 + 0.01 * 39 / 40)
+
+
+@pytest.mark.slow
+def test_a_heldout_canned_reply_is_split_off_and_overlapping_non_members_are_dropped(tmp_path):
+    """A tiny chat model trained on chats whose reply is a canned text: held-out chats holding that
+    reply are near-duplicates, reported apart; --drop-overlap leaves out the non-member that is a
+    training record and says so; the MIA warns about non-members repeating the training text."""
+    from chat_styles import chat_model_folder
+
+    canned = "Hi, your refund of 36 dollars for order 4417 is on its way and reaches your card in three to five days."
+    chat = lambda q, a: {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}  # noqa: E731
+    train = [chat(f"Where is my refund for order {n}?", canned) for n in range(3)]
+    other = chat("How do I reset my password?", "Open the settings page, choose security and follow the reset link we email you.")
+    held = [chat("My refund has not arrived, where is it?", canned.replace("36", "41")), other]
+    for name, records in (("train", train), ("non", [train[0], *held]), ("kept", held)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    model = chat_model_folder(tmp_path / "m")
+    out = tmp_path / "audit"
+    assert main(["audit", "--model", model, "--data", str(tmp_path / "train.jsonl"), "--non-members", str(tmp_path / "non.jsonl"),
+                 "--utility-data", str(tmp_path / "kept.jsonl"), "--drop-overlap", "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    s = summary["models"]["m"]
+    assert summary["non_members_dropped"] == 1 and s["mia"]["non_members"] == 2
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    kept = {r["id"]: r for r in rows if r.get("utility")}
+    assert kept["0#0"]["near_duplicate"] and not kept["1#0"]["near_duplicate"] and kept["0#0"]["ngram_overlap"] > 0.3
+    u = s["utility"]
+    assert u["heldout_data"] == "--utility-data" and u["heldout_loss"]["rows"] == 2
+    assert u["heldout_loss_ordinary"]["mean"] == pytest.approx(kept["1#0"]["nll"])
+    assert u["heldout_loss_near_duplicate"]["mean"] == pytest.approx(kept["0#0"]["nll"])
+    o = s["mia"]["ngram_overlap"]
+    assert o["non_members"] == 2 and o["above_threshold"] == sum(
+        r["ngram_overlap"] >= 0.8 for r in rows if not r["member"] and not r.get("utility"))
+    report = (out / "report.md").read_text()
+    assert "near-duplicate" in report and "--drop-overlap left out 1" in report
+    with pytest.raises(ValueError, match="share 1 record.*--drop-overlap to leave"):
+        run_audit(AuditConfig(models=[model], data=str(tmp_path / "train.jsonl"), non_members=str(tmp_path / "non.jsonl"),
+                              progress=False))
 
 
 @pytest.mark.slow

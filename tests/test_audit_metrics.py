@@ -136,3 +136,72 @@ def test_reproduced_runs_marks_every_long_common_run_in_both_sequences():
     assert gen == [[0, 6], [9, 17], [23, 29]] and tru == [[0, 6], [12, 20]]
     assert reproduced_runs(generated, true, min_len=9) == ([], [])
     assert reproduced_runs([], true) == ([], []) and reproduced_runs(true, true) == ([[0, 30]], [[0, 30]])
+
+
+def _slow_tpr_at_fpr(members, non, fpr):
+    """Every threshold t in the scores (and +inf): "member" iff score >= t; the largest TPR whose FPR <= fpr."""
+    best = 0.0
+    for t in sorted(set(members) | set(non)) + [float("inf")]:
+        if sum(n >= t for n in non) / len(non) <= fpr:
+            best = max(best, sum(m >= t for m in members) / len(members))
+    return best
+
+
+def test_tpr_at_fpr_equals_a_threshold_loop_and_scikit_learn():
+    from sklearn.metrics import roc_curve
+
+    from goldfish.audit.metrics import tpr_at_fpr
+
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        n_m, n_n = rng.integers(1, 40), rng.integers(1, 400)
+        members = np.round(rng.normal(0.5, 1, n_m), 1).tolist()  # rounded: ties within and across the groups
+        non = np.round(rng.normal(0, 1, n_n), 1).tolist()
+        fpr, tpr, _ = roc_curve(np.r_[np.ones(n_m), np.zeros(n_n)], np.r_[members, non])
+        for f in (0.001, 0.01, 0.05, 0.3, 1.0):
+            got = tpr_at_fpr(members, non, f)
+            assert got == pytest.approx(_slow_tpr_at_fpr(members, non, f)), (trial, f)
+            assert got == pytest.approx(tpr[fpr <= f].max(initial=0.0)), (trial, f)
+
+
+def test_tpr_intervals_only_when_resolvable_and_close_to_an_independent_bootstrap():
+    """The interval needs FPR x non-members >= 10; where given, it agrees with a slow bootstrap of
+    another generator (4000 resamples: Monte-Carlo error ~0.01) within 0.03."""
+    import random
+
+    from goldfish.audit.metrics import tpr_at_fpr
+
+    rng = np.random.default_rng(0)
+    members, non = rng.normal(1.5, 1, 300), rng.normal(0, 1, 1500)
+    got = roc_summary(members, non)
+    assert got["tpr_at_0.1%_fpr_ci"] is None and got["tpr_at_0.1%_fpr"] is not None  # 1.5 false positives: a point, no interval
+    assert got["tpr_ci_min_non_members"] == {"0.1%": 10000, "1%": 1000}
+    low, high = got["tpr_at_1%_fpr_ci"]
+    assert low < got["tpr_at_1%_fpr"] < high and roc_summary(members, non)["tpr_at_1%_fpr_ci"] == [low, high]  # seeded
+    draw, stats = random.Random(1), []
+    for _ in range(4000):
+        m = [members[draw.randrange(len(members))] for _ in members]
+        n = [non[draw.randrange(len(non))] for _ in non]
+        stats.append(tpr_at_fpr(m, n, 0.01))
+    ref = np.percentile(stats, [2.5, 97.5])
+    assert abs(low - ref[0]) < 0.03 and abs(high - ref[1]) < 0.03, (low, high, ref)
+    assert roc_summary(members, non[:999])["tpr_at_1%_fpr_ci"] is None  # 9.99 false positives: no interval
+
+
+def test_ngram_overlap_equals_a_tuple_set_and_near_duplicates_follow_the_align_rule():
+    from goldfish.audit.overlap import near_duplicates, ngram_overlaps
+
+    rng = np.random.default_rng(5)
+    training = [rng.integers(0, 50, n).tolist() for n in (40, 60, 13, 5)]
+    copy = training[1][10:50]
+    held = [copy, copy[:20] + rng.integers(50, 99, 20).tolist(), rng.integers(0, 50, 30).tolist(), training[0][:12], []]
+    grams = {tuple(t[i : i + 13]) for t in training for i in range(len(t) - 12)}
+    want = [sum(tuple(h[i : i + 13]) in grams for i in range(len(h) - 12)) / (len(h) - 12) if len(h) >= 13 else None for h in held]
+    assert ngram_overlaps(held, training) == pytest.approx(want) and want[0] == 1.0 and want[3] is None
+    edited = list(training[1])
+    edited[30], edited[31] = 99, 98  # two tokens changed of 60: LCS similarity 58/60
+    unrelated = rng.integers(100, 200, 40).tolist()
+    half = training[1][:20] + unrelated  # LCS 20 of 60 and 60: similarity 2 * 20 / 120 < 0.6
+    assert near_duplicates([edited, unrelated, training[1][:15], half, training[1] + unrelated], training) == [
+        True, False, False, False, True]  # under 16 targets never; the last: 2 * 60 / 160 = 0.75
+    assert near_duplicates([edited], []) == [False] and near_duplicates([], training) == []

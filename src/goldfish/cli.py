@@ -220,7 +220,14 @@ def audit_parser(prog: str = "goldfish audit"):
 
 def cmd_audit(argv: list[str], prog: str) -> int:
     from goldfish.audit import run_audit
-    from goldfish.audit.report import both_halves_rows, extraction_probability_rows, sampled_rows, summary_rows, verdict_lines
+    from goldfish.audit.report import (
+        both_halves_rows,
+        extraction_probability_rows,
+        sampled_rows,
+        summary_rows,
+        tpr_cell,
+        verdict_lines,
+    )
     from goldfish.report import with_interval
 
     (cfg,), _ = audit_parser(prog).parse(argv)
@@ -237,10 +244,8 @@ def cmd_audit(argv: list[str], prog: str) -> int:
         print_line(extraction_probability_rows(result["models"]))
     for name, s in result["models"].items():
         for score, m in s.get("mia", {}).items():
-            if score != "non_members":
-                tpr = m["tpr_at_1%_fpr"]
-                print(f"{name}: MIA {score}: AUC {with_interval(m['auc'], m['auc_ci'])}, TPR@1%FPR "
-                      + (f"{tpr:.3f}" if tpr is not None else f"not resolvable with {round(1 / m['min_fpr'])} non-members"))
+            if score not in ("non_members", "ngram_overlap"):
+                print(f"{name}: MIA {score}: AUC {with_interval(m['auc'], m['auc_ci'])}, TPR@1%FPR {tpr_cell(m, 0.01)}")
         for secret, m in s.get("secrets", {}).items():
             rate = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
             print(f"{name}: secret {secret!r}: recall {rate(m['recall'])} of {m['turns_with_secret']} turns, spill {rate(m['spill'])}")

@@ -2,8 +2,12 @@
 a trained chat turn's reply after the conversation before it.
 
 Text documents: the suffix is the document's last ``suffix_len`` tokens, the prefix the
-``prefix_len`` tokens before it (default: all, up to the model's context), or, with ``offsets``,
-``prefix_len`` tokens from each offset. Membership scores and the held-out loss read the document as
+``prefix_len`` tokens before it (default: all, up to the model's context); with ``offsets``,
+``prefix_len`` tokens from each offset (suffix right after, id ``DOC@OFFSET``); with
+``prefix_lens``, the suffix stays the document's last ``suffix_len`` tokens and each length L gives
+a probe with the L tokens before it (id ``DOC@pL``). A document too short for the longest of the
+``prefix_lens`` is skipped at every length (each is counted), so every length reads the same
+documents. Membership scores and the held-out loss read the document as
 training encodes it: its tokens and EOS (the last ``context`` of them), every token after the first
 a target.
 
@@ -35,6 +39,7 @@ class Probe:
     suffix: list[int] = field(default_factory=list)
     turn: int | None = None
     offset: int | None = None
+    prefix_len: int | None = None  # set with --prefix-lens: the probe's prefix length
     prefix_start: int | None = None
 
     def row(self) -> dict:
@@ -42,14 +47,14 @@ class Probe:
         row = {"id": self.id, "member": self.member, "scored_tokens": self.n_scored}
         if self.suffix:
             row["prefix_tokens"] = len(self.prefix)
-        for key in ("turn", "offset", "prefix_start"):
+        for key in ("turn", "offset", "prefix_len", "prefix_start"):
             if getattr(self, key) is not None:
                 row[key] = getattr(self, key)
         return row
 
 
 def text_probes(docs: list[dict], tokenizer, member: bool, context: int, prefix_len: int | None, suffix_len: int,
-                offsets: list[int] | None, extract: bool) -> tuple[list[Probe], int]:
+                offsets: list[int] | None, extract: bool, prefix_lens: list[int] | None = None) -> tuple[list[Probe], int]:
     """Probes of text documents ``{"id", "text"}`` and how many were too short for prefix + suffix."""
     probes, skipped = [], 0
     for doc in docs:
@@ -59,17 +64,21 @@ def text_probes(docs: list[dict], tokenizer, member: bool, context: int, prefix_
         if not extract:
             probes.append(Probe(id=doc["id"], **base))
             continue
-        for offset in offsets if offsets is not None else [None]:
+        if prefix_lens and split_document(ids, max(prefix_lens), suffix_len, context) is None:
+            skipped += len(prefix_lens)  # too short for the longest prefix: left out at every length
+            continue
+        for offset, length in [(o, None) for o in offsets] if offsets is not None else [(None, n) for n in prefix_lens or [None]]:
             if offset is None:
-                split = split_document(ids, prefix_len, suffix_len, context)
+                split = split_document(ids, length or prefix_len, suffix_len, context)
                 start = len(ids) - suffix_len - len(split[0]) if split else 0
             else:
                 split, start = split_at_offset(ids, offset, prefix_len, suffix_len, context), offset
             if split is None:
                 skipped += 1
                 continue
-            probes.append(Probe(id=doc["id"] if offset is None else f"{doc['id']}@{offset}", prefix=split[0], suffix=split[1],
-                                offset=offset, prefix_start=start, **base))
+            name = doc["id"] if offset is None and length is None else f"{doc['id']}@{offset if length is None else f'p{length}'}"
+            probes.append(Probe(id=name, prefix=split[0], suffix=split[1], offset=offset, prefix_len=length, prefix_start=start,
+                                **base))
     return probes, skipped
 
 

@@ -35,7 +35,7 @@ def both_halves_rows(result: dict) -> tuple[list[str], list[list]]:
     for name, s in result["models"].items():
         u = s["utility"]
         loss, change, deg = u["heldout_loss"], u.get("vs_baseline", {}), u["degeneration"]
-        loss_change = change.get("heldout_loss_change")
+        loss_change = change.get("heldout_loss_change_ordinary")  # what the flag reads
         rep = change.get("repeated_4grams_change")
         mia = s.get("mia", {}).get("loss")
         rows.append([
@@ -47,7 +47,7 @@ def both_halves_rows(result: dict) -> tuple[list[str], list[list]]:
             "baseline" if name == result["baseline"] else with_interval(rep["difference"], rep["ci"], "{:+.3f}") if rep else "—",
             ", ".join(u["flags"]) or "—"])
     return (["model", "docs/turns", "verbatim", "longest run (mean)", "MIA loss AUC", "held-out loss (nats/token)",
-             f"Δ held-out loss vs {result['baseline']}", "repeated 4-grams (generated / true)",
+             f"Δ held-out loss vs {result['baseline']} (ordinary rows)", "repeated 4-grams (generated / true)",
              f"Δ repeated 4-grams vs {result['baseline']}", "flags"], rows)
 
 
@@ -63,8 +63,11 @@ def verdict_lines(result: dict) -> list[str]:
         parts = [f"verbatim {_rate(base.get('exact_match_rate'))} → {_rate(s.get('exact_match_rate'))}",
                  f"longest run {with_interval(base.get('longest_run_mean'), None, '{:.1f}')} → {with_interval(s.get('longest_run_mean'), None, '{:.1f}')}"]
         if change.get("heldout_loss_change"):
-            c = change["heldout_loss_change"]
-            parts.append(f"held-out loss {with_interval(c['relative'], c['ci'], '{:+.1%}')}")
+            c, near = change["heldout_loss_change_ordinary"], change["heldout_loss_change_near_duplicate"]
+            parts.append(f"held-out loss {with_interval(c['relative'], c['ci'], '{:+.1%}')}" if c else "held-out loss: no ordinary row")
+            if near:
+                parts[-1] += (f" (ordinary rows; on the {near['rows']} near-duplicates of training text "
+                              f"{with_interval(near['relative'], near['ci'], '{:+.1%}')})")
         if change.get("repeated_4grams_change"):
             c = change["repeated_4grams_change"]
             parts.append(f"repeated 4-grams {with_interval(c['difference'], c['ci'], '{:+.3f}')}")
@@ -77,6 +80,23 @@ def verdict_lines(result: dict) -> list[str]:
             verdict = f"not flagged: utility within the flag thresholds of {result['baseline']}"
         lines.append(f"{name} vs {result['baseline']}: {'; '.join(parts)} — {verdict}.")
     return lines
+
+
+def _near_duplicate_note(report: Report, result: dict) -> None:
+    """The held-out loss split into ordinary rows and near-duplicates of training text, when there are any."""
+    rows = []
+    for name, s in result["models"].items():
+        u = s["utility"]
+        near, ordinary = u.get("heldout_loss_near_duplicate"), u.get("heldout_loss_ordinary")
+        if near:
+            rows.append([name, with_interval(ordinary["mean"], ordinary["ci"]) if ordinary else "—", ordinary["rows"] if ordinary else 0,
+                         with_interval(near["mean"], near["ci"]), near["rows"]])
+    if rows:
+        report.paragraph(f"Held-out loss on {rows[0][2] + rows[0][4]} {result['models'][rows[0][0]]['utility']['heldout_data']} "
+                         "rows, split: a row is a near-duplicate of training text under goldfish-align-v1's rule (MinHash "
+                         "candidates, LCS similarity ≥ 0.6 with a member's targets). Those repeat what goldfish should forget, "
+                         "so the flag and the Δ in the verdicts read the ordinary rows.")
+        report.table(["model", "held-out loss, ordinary", "ordinary rows", "held-out loss, near-duplicates", "near-duplicate rows"], rows)
 
 
 def summary_rows(models: dict) -> tuple[list[str], list[list]]:
@@ -214,23 +234,70 @@ def add_secrets(report: Report, models: dict, rows: list[dict], per_model: int =
                        f"<pre>{marked_html.strip()}</pre>")
 
 
-def offsets_png(models: dict) -> bytes:
-    """Verbatim rate and mean longest run against the prefix's start offset, one line per model."""
+def tpr_cell(m: dict, fpr: float) -> str:
+    """The TPR at an FPR with its interval, or why it has none."""
+    from goldfish.audit.metrics import fpr_label
+
+    key = f"tpr_at_{fpr_label(fpr)}_fpr"
+    if m[key] is None:
+        return f"not resolvable (≥ {m['min_fpr']:.1%} FPR)"
+    if m[f"{key}_ci"] is None:
+        return f"{m[key]:.3f} (no interval: needs ≥ {m['tpr_ci_min_non_members'][fpr_label(fpr)]:,} non-members)"
+    return with_interval(m[key], m[f"{key}_ci"], "{:.3f}")
+
+
+def add_mia(report: Report, mia: dict, dropped: int | None) -> None:
+    """Membership inference: per model and score the ROC AUC and TPR at low FPR with their intervals,
+    the non-members' 13-gram overlap with the members, and the non-members --drop-overlap left out."""
+    from goldfish.audit.metrics import FPRS, MIN_TAIL, fpr_label
+
+    report.heading("Membership inference")
+    scores = [k for k in next(iter(mia.values())) if k not in ("non_members", "ngram_overlap")]
+    report.table(["model", "score", "ROC AUC [95% interval]"] + [f"TPR @ {fpr_label(f)} FPR" for f in FPRS],
+                 [[name, k, with_interval(m[k]["auc"], m[k]["auc_ci"])] + [tpr_cell(m[k], f) for f in FPRS]
+                  for name, m in mia.items() for k in scores])
+    n = next(iter(mia.values()))["non_members"]
+    report.paragraph(f"{n} non-members: a TPR at an FPR below one over that count cannot be resolved (the first false "
+                     f"positive already exceeds it); its bootstrap interval (members and non-members resampled apart) needs "
+                     f"the threshold to pass at least {MIN_TAIL} non-members, FPR × non-members ≥ {MIN_TAIL}."
+                     + (f" --drop-overlap left out {dropped} non-member record(s) that share their content with a --data "
+                        "record." if dropped is not None else ""))
+    for name, m in mia.items():
+        o = m.get("ngram_overlap")
+        if o and o["above_threshold"]:
+            report.paragraph(f"Warning ({name}): {_count(o['above_threshold'], o['non_members'])} non-members overlap the "
+                             f"members by {o['n']}-grams at {o['threshold']:.0%} or more (summary.json: "
+                             "mia.ngram_overlap): they measure duplication, not membership (MIMIR filters non-members at "
+                             f"{o['threshold']:g}); give non-members that do not repeat the training text.")
+
+
+def variant_png(models: dict, by: str, xlabel: str) -> bytes:
+    """Verbatim rate and mean longest run against a prompt variant (``by``: "by_offset" or
+    "by_prefix_len" of each model's summary), one line per model."""
     fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.6), dpi=110)
     for name, s in models.items():
-        offsets = sorted(s.get("by_offset", {}), key=int)
+        values = sorted(s.get(by, {}), key=int)
         for ax, key in zip(axes, ("exact_match_rate", "longest_run_mean")):
-            ax.plot([int(o) for o in offsets], [s["by_offset"][o][key] for o in offsets], marker="o", label=name)
+            ax.plot([int(v) for v in values], [s[by][v][key] for v in values], marker="o", label=name)
     for ax, title in zip(axes, ("verbatim rate", "longest verbatim run (mean tokens)")):
-        ax.set_xlabel("prefix start (tokens into the document)")
+        ax.set_xlabel(xlabel)
         ax.set_title(title, fontsize=10)
         ax.legend()
     fig.tight_layout()
     return figure_png(fig)
 
 
+# the prompt variants' report sections: (settings key, summary key, heading, column, plot file, x label, caption)
+VARIANT_SECTIONS = (
+    ("offsets", "by_offset", "By prefix offset", "prefix offset", "offsets.png", "prefix start (tokens into the document)",
+     "Verbatim rate and longest run against where the prefix starts"),
+    ("prefix_lens", "by_prefix_len", "By prefix length", "prefix length", "prefix_lens.png", "prefix length (tokens)",
+     "Verbatim rate and longest run against the prefix length (suffix fixed)"),
+)
+
+
 def _extraction_notes(report: Report, result: dict) -> None:
-    """Undefined text Rouge-L, prefixes that start mid-document, and the per-offset view."""
+    """Undefined text Rouge-L, prefixes that start mid-document, and the per-offset or per-prefix-length view."""
     models = result["models"]
     undefined = {n: s["rouge_l_undefined"] for n, s in models.items() if s.get("rouge_l_undefined")}
     if undefined:
@@ -238,12 +305,21 @@ def _extraction_notes(report: Report, result: dict) -> None:
         report.paragraph(f"Text Rouge-L is undefined for {n} document(s) whose true suffix has no alphanumeric word (rouge-score "
                          "scores them 0 even when reproduced exactly); they are left out of the Rouge-L mean and counted in "
                          "summary.json as rouge_l_undefined. Token Rouge-L covers them.")
-    if result["settings"].get("offsets"):
-        report.heading("By prefix offset")
-        rows = [[n, int(o), m["documents"], m["exact_match_rate"], m["longest_run_mean"], m["rouge_l_tokens_mean"]]
-                for n, s in models.items() for o, m in sorted(s.get("by_offset", {}).items(), key=lambda kv: int(kv[0]))]
-        report.table(["model", "prefix offset", "docs", "verbatim", "longest run (mean)", "Rouge-L (tokens)"], rows)
-        report.image("offsets.png", offsets_png(models), "Verbatim rate and longest run against where the prefix starts")
+    variant = next((v for v in VARIANT_SECTIONS if result["settings"].get(v[0])), None)
+    if variant:
+        _, by, heading, column, png, xlabel, caption = variant
+        report.heading(heading)
+        rows = [[n, int(v), m["documents"], m["exact_match_rate"], m["longest_run_mean"], m["rouge_l_tokens_mean"]]
+                + ([m["sampled"]["any_verbatim_rate"]] if "sampled" in m else [])
+                for n, s in models.items() for v, m in sorted(s.get(by, {}).items(), key=lambda kv: int(kv[0]))]
+        sampled = any("sampled" in s for s in models.values())
+        report.table(["model", column, "docs", "verbatim", "longest run (mean)", "Rouge-L (tokens)"]
+                     + (["verbatim in any sample"] if sampled else []), rows)
+        if by == "by_prefix_len":
+            report.paragraph("Each length reads the same documents (one too short for the longest prefix is skipped at every "
+                             "length) and the same suffix: the document's last --suffix-len tokens, after the L tokens before "
+                             "it. A short prefix starts mid-document.")
+        report.image(png, variant_png(models, by, xlabel), caption)
     elif any(s.get("prefix_mid_document") for s in models.values()):
         n = max(s.get("prefix_mid_document", 0) for s in models.values())
         report.paragraph(f"Warning: for {n} document(s) the prefix starts mid-document (--prefix-len shorter than the text "
@@ -252,7 +328,15 @@ def _extraction_notes(report: Report, result: dict) -> None:
                          "that starts where the document starts (the default, or --offsets 0).")
 
 
-AUDIT_FILES = ("results.jsonl", "summary.json", "report.md", "report.html", "rouge_l_hist.png", "offsets.png")
+AUDIT_FILES = ("results.jsonl", "summary.json", "report.md", "report.html", "rouge_l_hist.png", "offsets.png", "prefix_lens.png")
+
+
+def _prefix_text(settings: dict) -> str:
+    """The prefix length in words: "32", "16, 32 and 64 (--prefix-lens)" or "all preceding"."""
+    if settings.get("prefix_lens"):
+        *rest, last = [str(n) for n in settings["prefix_lens"]]
+        return f"{', '.join(rest)} and {last} (--prefix-lens)" if rest else f"{last} (--prefix-lens)"
+    return str(settings["prefix_len"] or "all preceding")
 
 
 def write_report(result: dict, out: str | Path) -> None:
@@ -262,7 +346,8 @@ def write_report(result: dict, out: str | Path) -> None:
     out = Path(out).absolute()
     rows = result["rows"]
     summary = {"models": result["models"], "baseline": result["baseline"], "settings": result["settings"],
-               "wall_time_s": result["wall_time_s"], "versions": versions()}
+               "wall_time_s": result["wall_time_s"], "versions": versions()} | (
+        {"non_members_dropped": result["non_members_dropped"]} if "non_members_dropped" in result else {})
     report = Report("Memorization audit")
     chat = result["settings"].get("kind") == "chat"
     protocol = ("each trained assistant turn, prompted with the conversation before it (generation prompt included), "
@@ -271,7 +356,7 @@ def write_report(result: dict, out: str | Path) -> None:
                                       "tokens (--min-new-tokens), up to the same end-of-turn token"
                                       if result["settings"].get("min_new_tokens") else "") if chat else
                 f"suffix of {result['settings']['suffix_len']} tokens after a prefix of "
-                f"{result['settings']['prefix_len'] or 'all preceding'} tokens")
+                f"{_prefix_text(result['settings'])} tokens")
     report.paragraph(f"{len(result['models'])} model(s) on {result['settings']['data']}: {protocol}, "
                      f"{'greedy' if result['settings']['beams'] == 1 else str(result['settings']['beams']) + '-beam'} decoding. "
                      f"Wall time {result['wall_time_s']:.1f} s.")
@@ -284,6 +369,7 @@ def write_report(result: dict, out: str | Path) -> None:
                      "Repeated 4-grams: the share of a generation's 4-grams that already occurred in it (the true texts' "
                      "share beside it). A model is flagged when the whole interval of its held-out-loss change lies above "
                      f"{LOSS_FLAG:+.0%}, or that of its repeated-4-gram change above {DEGENERATION_FLAG:+.2f}.")
+    _near_duplicate_note(report, result)
     report.heading("Extraction")
     report.table(*summary_rows(result["models"]))
     _extraction_notes(report, result)
@@ -297,14 +383,7 @@ def write_report(result: dict, out: str | Path) -> None:
                      f"Rouge-L per {unit[:-1]}, one histogram per model")
     mia = {name: s["mia"] for name, s in result["models"].items() if "mia" in s}
     if mia:
-        report.heading("Membership inference")
-        scores = [k for k in next(iter(mia.values())) if k != "non_members"]
-        unresolved = lambda m, v: f"not resolvable (≥ {m['min_fpr']:.1%} FPR)" if v is None else v  # noqa: E731
-        report.table(["model", "score", "ROC AUC [95% interval]", "TPR @ 0.1% FPR", "TPR @ 1% FPR"],
-                     [[name, k, with_interval(m[k]["auc"], m[k]["auc_ci"]), unresolved(m[k], m[k]["tpr_at_0.1%_fpr"]),
-                       unresolved(m[k], m[k]["tpr_at_1%_fpr"])] for name, m in mia.items() for k in scores])
-        report.paragraph(f"{next(iter(mia.values()))['non_members']} non-members: a TPR at an FPR below one over that count "
-                         "cannot be resolved (the first false positive already exceeds it).")
+        add_mia(report, mia, result.get("non_members_dropped"))
     if any("secrets" in s for s in result["models"].values()):
         add_secrets(report, result["models"], rows)
     report.heading("Most-memorized turns" if result["settings"].get("kind") == "chat" else "Most-memorized documents")

@@ -13,6 +13,7 @@ from typing import Literal
 
 from goldfish.audit.extraction import generate_suffixes, max_context, token_logprobs
 from goldfish.audit.metrics import degeneration_metrics, extraction_metrics, longest_run, mia_scores, reproduced_runs
+from goldfish.audit.overlap import OVERLAP_FLAG, overlap_fields
 from goldfish.audit.probes import Probe, chat_probes, text_probes
 from goldfish.audit.sampling import DecodingRule, exact_logprobs, sample_suffixes
 from goldfish.audit.summary import compare_to_baseline, sampled_secret_summary, secret_summary, summarize
@@ -59,9 +60,15 @@ class AuditConfig:
         "argparse": {"type": int_list, "nargs": None},
         "help": "text: comma-separated token offsets where prefixes start (e.g. 0,16,32; needs --prefix-len): metrics per "
                 "offset"})
+    prefix_lens: list[int] | None = field(default=None, metadata={
+        "argparse": {"type": int_list, "nargs": None},
+        "help": "text: comma-separated prompt lengths (e.g. 16,32,64), the suffix fixed (the document's last --suffix-len "
+                "tokens): metrics per prefix length"})
     batch_size: int = field(default=16, metadata={"help": "sequences a batch"})
     non_members: str | None = field(default=None, metadata={
         "help": "documents or chats the model never saw: runs membership inference"})
+    utility_data: str | None = field(default=None, metadata={
+        "help": "documents or chats to measure the held-out loss on (text that should be kept; default: --non-members)"})
     reference_model: str | None = field(default=None, metadata={"help": "reference model for the loss-difference MIA score"})
     beams: int = field(default=1, metadata={"help": "beam search width (1 = greedy)"})
     stop_at_eos: bool = field(default=False, metadata={"help": "stop a generation at EOS"})
@@ -88,6 +95,9 @@ class AuditConfig:
     allow_overlap: bool = field(default=False, metadata={
         "help": "audit even when --data and --non-members share records (membership inference and the held-out loss "
                 "then read members as non-members)"})
+    drop_overlap: bool = field(default=False, metadata={
+        "help": "leave out the --non-members records that share their content with a --data record (counted in the log "
+                "and summary.json's non_members_dropped) instead of refusing them"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
     ddp_timeout: float = field(default=1800, metadata={
         "help": "under torchrun / accelerate: seconds a rank waits in a collective for its peers before it stops with "
@@ -108,6 +118,10 @@ def _validate(cfg: AuditConfig) -> list:
         raise ValueError(f"--prefix-len must be >= 1, got {cfg.prefix_len}")
     if cfg.offsets is not None and (cfg.prefix_len is None or any(o < 0 for o in cfg.offsets) or not cfg.offsets):
         raise ValueError("--offsets needs --prefix-len and offsets >= 0 (e.g. --offsets 0,16 --prefix-len 32)")
+    if cfg.prefix_lens is not None and (not cfg.prefix_lens or min(cfg.prefix_lens) < 1 or cfg.prefix_len is not None
+                                        or cfg.offsets is not None):
+        raise ValueError(f"--prefix-lens needs lengths >= 1 (e.g. --prefix-lens 16,32,64) and replaces --prefix-len and "
+                         f"--offsets (got --prefix-lens {cfg.prefix_lens}, --prefix-len {cfg.prefix_len}, --offsets {cfg.offsets})")
     if cfg.max_documents is not None and cfg.max_documents < 1:
         raise ValueError(f"--max-documents must be >= 1, got {cfg.max_documents} (leave it out to audit every document)")
     if cfg.batch_size < 1 or cfg.beams < 1:
@@ -117,6 +131,8 @@ def _validate(cfg: AuditConfig) -> list:
     if cfg.samples < 0 or not cfg.temperature > 0 or not 0 < cfg.top_p <= 1 or (cfg.top_k is not None and cfg.top_k < 1):
         raise ValueError(f"sampling needs --samples >= 0, --temperature > 0, 0 < --top-p <= 1 and --top-k >= 1 (got --samples "
                          f"{cfg.samples}, --temperature {cfg.temperature}, --top-p {cfg.top_p}, --top-k {cfg.top_k})")
+    if cfg.allow_overlap and cfg.drop_overlap:
+        raise ValueError("--allow-overlap keeps the shared records and --drop-overlap leaves them out: give one of them")
     if cfg.keep_samples and not cfg.samples:
         raise ValueError("--keep-samples keeps the sampled texts: give --samples N too")
     names = display_names(cfg.models, cfg.names)
@@ -151,18 +167,31 @@ def _documents(source: str, text_field: str, limit: int | None) -> tuple[list[di
     return (docs[:limit] if limit else docs), kind
 
 
-def _refuse_overlap(docs: list[dict], non_members: list[dict], cfg: AuditConfig) -> None:
-    """ValueError when a --non-members record has the content of a --data record (ids aside)."""
+def _shared(docs: list[dict], non_members: list[dict]) -> list[tuple[int, int]]:
+    """(i, j) for each --non-members record j with the content of --data record i (ids aside)."""
     def content(d):
         return json.dumps({k: v for k, v in d.items() if k != "id"}, sort_keys=True, default=str)
 
     seen = {content(d): i for i, d in enumerate(docs)}
-    shared = [(seen[c], j) for j, d in enumerate(non_members) if (c := content(d)) in seen]
+    return [(seen[c], j) for j, d in enumerate(non_members) if (c := content(d)) in seen]
+
+
+def _disjoint_non_members(docs: list[dict], non_members: list[dict], cfg: AuditConfig) -> tuple[list[dict], int]:
+    """The --non-members records and how many were dropped: a ValueError when some share the content
+    of a --data record, unless --drop-overlap (they are left out) or --allow-overlap (kept)."""
+    shared = [] if cfg.allow_overlap else _shared(docs, non_members)
+    if shared and cfg.drop_overlap:
+        logger.warning("--drop-overlap: left out %d of %d --non-members records that share their content with a --data record",
+                       len(shared), len(non_members))
+        drop = {j for _, j in shared}
+        return [d for j, d in enumerate(non_members) if j not in drop], len(shared)
     if shared:
         (i, j), n = shared[0], len(shared)
         raise ValueError(f"--data {cfg.data} and --non-members {cfg.non_members} share {n} record(s) (the first: record {i} "
                          f"and record {j}); membership inference and the held-out loss need records the model never saw: "
-                         "give disjoint data (e.g. PATH:train and PATH:test), or --allow-overlap")
+                         "give disjoint data (e.g. PATH:train and PATH:test), --drop-overlap to leave those non-members out, "
+                         "or --allow-overlap")
+    return non_members, 0
 
 
 def _shard(items: list, state) -> list:
@@ -190,7 +219,8 @@ def _distributed_state(timeout_s: float):
 def _probes(docs: list[dict], tokenizer, cfg: AuditConfig, kind: str, member: bool, context: int, extract: bool):
     """(probes, skipped, template drops: ``goldfish.data.chat.tally_drops``, {} for text)."""
     if kind == "text":
-        return *text_probes(docs, tokenizer, member, context, cfg.prefix_len, cfg.suffix_len, cfg.offsets, extract), {}
+        return *text_probes(docs, tokenizer, member, context, cfg.prefix_len, cfg.suffix_len, cfg.offsets, extract,
+                            cfg.prefix_lens), {}
     try:
         return chat_probes(docs, tokenizer, member, context, cfg.text_field, cfg.assistant_turns, cfg.system_into_user)
     except ValueError as e:
@@ -207,6 +237,11 @@ def _template_drops(tallies: list[dict], model: str, state) -> dict:
         for line in drop_warnings(drops, f"of {model}", "the audit's prompts"):
             logger.warning(line)
     return drops
+
+
+def _document_id(row: dict) -> str:
+    """The id of a row's document: its own, less ``@OFFSET`` / ``@pLEN`` under --offsets / --prefix-lens."""
+    return row["id"].rsplit("@", 1)[0] if "offset" in row or "prefix_len" in row else row["id"]
 
 
 def _reply(decoded: list[int], p: Probe) -> list[int]:
@@ -300,12 +335,14 @@ def run_audit(cfg: AuditConfig) -> dict:
     non_members, non_kind = _documents(cfg.non_members, cfg.text_field, None) if cfg.non_members else ([], kind)
     if non_kind != kind:
         raise ValueError(f"--non-members {cfg.non_members} holds {non_kind} records but --data {cfg.data} holds {kind} records")
-    if non_members and not cfg.allow_overlap:
-        _refuse_overlap(docs, non_members, cfg)
+    non_members, dropped = _disjoint_non_members(docs, non_members, cfg)
+    utility, utility_kind = _documents(cfg.utility_data, cfg.text_field, None) if cfg.utility_data else ([], kind)
+    if utility_kind != kind:
+        raise ValueError(f"--utility-data {cfg.utility_data} holds {utility_kind} records but --data {cfg.data} holds {kind} records")
     if secrets and kind != "chat":
         raise ValueError("--secrets scans assistant replies: give chat data (messages or prompt/completion records)")
     state = _distributed_state(cfg.ddp_timeout)
-    my_docs, my_non = _shard(docs, state), _shard(non_members, state)
+    my_docs, my_non, my_utility = _shard(docs, state), _shard(non_members, state), _shard(utility, state)
     score = bool(non_members)
     reference_nll = {}
     if cfg.reference_model:
@@ -322,15 +359,30 @@ def run_audit(cfg: AuditConfig) -> dict:
         if kind == "text" and cfg.suffix_len >= context:
             raise ValueError(f"--suffix-len {cfg.suffix_len}: the model {name!r} reads at most {context} tokens, prefix and suffix "
                              f"together; give a --suffix-len below {context}")
+        if kind == "text" and cfg.prefix_lens and max(cfg.prefix_lens) + cfg.suffix_len > context:
+            raise ValueError(f"--prefix-lens {max(cfg.prefix_lens)} with --suffix-len {cfg.suffix_len}: the model {name!r} reads at "
+                             f"most {context} tokens, prefix and suffix together; give prefix lengths up to "
+                             f"{context - cfg.suffix_len}")
         members, skipped, member_drops = _probes(my_docs, tokenizer, cfg, kind, True, context, extract=True)
         non, _, non_drops = _probes(my_non, tokenizer, cfg, kind, False, context, extract=bool(secrets))
+        kept, _, _ = _probes(my_utility, tokenizer, cfg, kind, False, context, extract=False)
         timing = {}
         rows = (audit_model(model, tokenizer, name, members, cfg, kind, extract=True, score=score, timing=timing)
                 + audit_model(model, tokenizer, name, non, cfg, kind, extract=bool(secrets), score=score, timing=timing))
+        utility_rows = audit_model(model, tokenizer, name, kept, cfg, kind, extract=False, score=True, timing=timing)
+        for r in utility_rows:
+            r["utility"] = True
+        if non or kept:  # every rank compares its held-out rows with every member's targets
+            training, _, _ = _probes(docs, tokenizer, cfg, kind, True, context, extract=False)
+            for r, extra in zip(rows[len(members):] + utility_rows,
+                                overlap_fields([p.scored_ids[-p.n_scored:] for p in non + kept],
+                                               [p.scored_ids[-p.n_scored:] for p in training])):
+                r.update(extra)
         for r in rows:
-            if reference_nll and (r["member"], r["id"]) in reference_nll:
-                r["reference"] = reference_nll[(r["member"], r["id"])] - r["nll"]  # higher = member
-        rows = sorted(_gather(rows, state), key=lambda r: (not r["member"], r["id"]))  # any sharding: one order, one summary
+            if reference_nll and (r["member"], _document_id(r)) in reference_nll:
+                r["reference"] = reference_nll[(r["member"], _document_id(r))] - r["nll"]  # higher = member
+        rows = sorted(_gather(rows + utility_rows, state), key=lambda r: (not r["member"], bool(r.get("utility")), r["id"]))
+        # any sharding: one order, one summary
         skipped = sum(_gather([skipped], state))
         summaries[name] = summarize(rows, skipped, bool(reference_nll))
         if kind == "chat":
@@ -354,7 +406,13 @@ def run_audit(cfg: AuditConfig) -> dict:
     result = {
         "models": summaries, "rows": all_rows, "baseline": baseline, "wall_time_s": round(time.time() - start, 2),
         "settings": {k: v for k, v in asdict(cfg).items() if k != "progress"} | {"kind": kind},
-    }
+    } | ({"non_members_dropped": dropped} if cfg.drop_overlap else {})
+    if state is None or state.is_main_process:
+        for name, s in summaries.items():
+            if (o := s.get("mia", {}).get("ngram_overlap")) and o["above_threshold"]:
+                logger.warning("%s: %d of %d non-members overlap the members by %d-grams at %.0f%% or more: they measure "
+                               "duplication, not membership (MIMIR filters them out)", name, o["above_threshold"],
+                               o["non_members"], o["n"], 100 * OVERLAP_FLAG)
     if cfg.out and (state is None or state.is_main_process):
         from goldfish.audit.report import write_report
 

@@ -13,20 +13,34 @@ means p_exact = 0):
     discoverable[n][p]              share of documents that are (n, p)-discoverable (metrics module),
                                     for n in DISCOVERABLE_N, p in DISCOVERABLE_P; discoverable_count alike
 
+Per prompt variant (rows with ``offset`` / ``prefix_len``: --offsets / --prefix-lens): every figure
+above once per value, under ``by_offset`` / ``by_prefix_len``.
+
+Membership inference (``mia``): per score ``goldfish.audit.metrics.roc_summary``; ``ngram_overlap``:
+how many non-members overlap the members by NGRAM-grams at OVERLAP_FLAG or more (they measure
+duplication, not membership).
+
 Utility, from the rows of one model:
-    heldout_loss    mean NLL per target token over the ``--non-members`` rows (token-weighted: the sum
-                    of each row's ``nll * scored_tokens`` over the sum of ``scored_tokens``), with its
-                    bootstrap interval over rows, and its perplexity; None without non-members
+    heldout_loss    mean NLL per target token over the held-out rows: the ``--utility-data`` rows when
+                    given, else the ``--non-members`` rows (``heldout_data`` says which; token-weighted:
+                    the sum of each row's ``nll * scored_tokens`` over the sum of ``scored_tokens``),
+                    with its bootstrap interval over rows, and its perplexity; None without held-out rows
+    heldout_loss_ordinary / _near_duplicate   the same over the held-out rows that are not / are
+                    near-duplicates of the members' text (``goldfish.audit.overlap``)
     degeneration    the member rows' generations and true texts side by side: mean repeated-4-gram
                     share, mean longest repeat (tokens), distinct-2 over all of them
 
 Against the baseline (``--baseline NAME``; default the first model), on the rows both share:
-    heldout_loss_change       relative: this model's held-out loss / the baseline's - 1
+    heldout_loss_change       relative: this model's held-out loss / the baseline's - 1; and
+                              heldout_loss_change_ordinary / _near_duplicate on those parts (a row
+                              counts as near-duplicate when it is one for both models)
     repeated_4grams_change    this model's mean repeated-4-gram share - the baseline's
 each with its paired bootstrap interval. A model is flagged (``flags``) for "held-out loss" when the
-whole interval of its change lies above ``LOSS_FLAG`` (+10%), and for "degeneration" when the whole
-interval of its repeated-4-gram change lies above ``DEGENERATION_FLAG`` (+0.05): clearly worse,
-not noise. A flagged model's lower memorization may come from a broken model, not from goldfish.
+whole interval of its change on the ordinary part lies above ``LOSS_FLAG`` (+10%): held-out text
+that repeats the training text is what goldfish should forget, so its loss may rise; and for
+"degeneration" when the whole interval of its repeated-4-gram change lies above
+``DEGENERATION_FLAG`` (+0.05): clearly worse, not noise. A flagged model's lower memorization may
+come from a broken model, not from goldfish.
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ import math
 import numpy as np
 
 from goldfish.audit.metrics import discoverable, distinct_n, roc_summary
+from goldfish.audit.overlap import NGRAM, OVERLAP_FLAG
 from goldfish.stats import paired_change_ci, weighted_mean_ci
 
 MIA_SCORES = ("loss", "zlib", "min_k", "min_k_pp")
@@ -86,16 +101,34 @@ def extraction_probability_summary(members: list[dict]) -> dict:
             "discoverable_count": found}
 
 
+VARIANTS = {"offset": "by_offset", "prefix_len": "by_prefix_len"}  # a row field of --offsets / --prefix-lens: its summary key
+
+
 def mia_summary(members: list[dict], non: list[dict], reference: bool) -> dict:
-    """ROC summary of each membership score (one score per document: the first offset's row)."""
-    first = min((r["offset"] for r in members if "offset" in r), default=None)
-    members = [r for r in members if r.get("offset") == first]
+    """ROC summary of each membership score (one score per document: the row of its first offset or
+    prefix length; every row of a document holds the same scores)."""
+    for key in VARIANTS:
+        first = min((r[key] for r in members if key in r), default=None)
+        members = [r for r in members if r.get(key) == first]
     names = MIA_SCORES + (("reference",) if reference else ())
-    return {k: roc_summary([r[k] for r in members], [r[k] for r in non]) for k in names} | {"non_members": len(non)}
+    return {k: roc_summary([r[k] for r in members], [r[k] for r in non]) for k in names} | {
+        "non_members": len(non), "ngram_overlap": ngram_overlap_summary(non)}
+
+
+def ngram_overlap_summary(non: list[dict]) -> dict | None:
+    """How many non-members overlap the members by 13-grams at OVERLAP_FLAG or more (rows'
+    ``ngram_overlap``, ``goldfish.audit.overlap``); None when the rows carry no overlap."""
+    if not non or "ngram_overlap" not in non[0]:
+        return None
+    values = [r["ngram_overlap"] for r in non if r["ngram_overlap"] is not None]
+    above = sum(v >= OVERLAP_FLAG for v in values)
+    return {"n": NGRAM, "threshold": OVERLAP_FLAG, "non_members": len(non), "measured": len(values),
+            "above_threshold": above, "above_threshold_share": above / len(non),
+            "mean": float(np.mean(values)) if values else None}
 
 
 def heldout_loss(non: list[dict]) -> dict | None:
-    """The held-out loss of non-member rows (module docstring), or None without any."""
+    """The held-out loss of held-out rows (module docstring), or None without any."""
     if not non:
         return None
     loss, low, high = weighted_mean_ci([r["nll"] * r["scored_tokens"] for r in non], [r["scored_tokens"] for r in non])
@@ -118,45 +151,75 @@ def degeneration(members: list[dict]) -> dict | None:
     return {"generated": side("generated_ids", "generated_"), "true": side("true_ids", "true_"), "rows": len(rows)}
 
 
+def heldout_rows(rows: list[dict]) -> list[dict]:
+    """The rows the held-out loss reads: the --utility-data rows when there are any, else the non-members."""
+    return [r for r in rows if r.get("utility")] or [r for r in rows if not r["member"]]
+
+
+def heldout_parts(held: list[dict]) -> dict:
+    """``heldout_loss_ordinary`` and ``heldout_loss_near_duplicate``: the held-out loss of the rows
+    that are not / are near-duplicates of training text (rows' ``near_duplicate``; none: all ordinary)."""
+    return {"heldout_loss_ordinary": heldout_loss([r for r in held if not r.get("near_duplicate")]),
+            "heldout_loss_near_duplicate": heldout_loss([r for r in held if r.get("near_duplicate")])}
+
+
 def summarize(rows: list[dict], skipped: int, reference: bool) -> dict:
-    """One model's summary from its rows (members and non-members)."""
+    """One model's summary from its rows (members, non-members, --utility-data rows)."""
     members = [r for r in rows if r["member"]]
-    non = [r for r in rows if not r["member"]]
+    non = [r for r in rows if not r["member"] and not r.get("utility")]
+    held = heldout_rows(rows)
     s = {"documents": len(members), "skipped_too_short": skipped}
     if members and "exact_match" in members[0]:
         s.update(extraction_summary(members))
         s["prefix_mid_document"] = sum(r.get("prefix_start", 0) > 0 for r in members)
-        offsets = sorted({r["offset"] for r in members if "offset" in r})
-        if offsets:
-            s["by_offset"] = {str(o): extraction_summary([r for r in members if r.get("offset") == o]) for o in offsets}
+        for key, name in VARIANTS.items():
+            values = sorted({r[key] for r in members if key in r})
+            if values:
+                s[name] = {str(v): extraction_summary([r for r in members if r.get(key) == v]) for v in values}
     if non and members:
         s["mia"] = mia_summary(members, non, reference)
-    s["utility"] = {"heldout_loss": heldout_loss(non), "degeneration": degeneration(members)}
+    s["utility"] = {"heldout_loss": heldout_loss(held), **heldout_parts(held),
+                    "heldout_data": "--utility-data" if held and held[0].get("utility") else "--non-members" if held else None,
+                    "degeneration": degeneration(members)}
     return s
+
+
+def row_key(r: dict) -> tuple:
+    """What identifies a row of one model among the others: (member, --utility-data row, id)."""
+    return r["member"], bool(r.get("utility")), r["id"]
 
 
 def compare_to_baseline(summaries: dict, rows: list[dict], baseline: str) -> None:
     """Add ``utility.vs_baseline`` and ``utility.flags`` to each model's summary (module docstring)."""
     by_model: dict[str, dict] = {}
     for r in rows:
-        by_model.setdefault(r["model"], {})[(r["member"], r["id"])] = r
+        by_model.setdefault(r["model"], {})[row_key(r)] = r
     base = by_model.get(baseline, {})
+
+    def loss_change(mine, keys):
+        if not keys:
+            return None
+        n = [mine[k]["scored_tokens"] for k in keys]
+        value, low, high = paired_change_ci([mine[k]["nll"] * c for k, c in zip(keys, n)],
+                                            [base[k]["nll"] * c for k, c in zip(keys, n)], n, relative=True)
+        return {"relative": value, "ci": [low, high], "rows": len(keys)}
+
     for name, s in summaries.items():
         utility = s["utility"]
         utility["flags"] = []
         if name == baseline:
             continue
         mine = by_model.get(name, {})
-        shared_non = [k for k in mine if not k[0] and k in base]
+        held = [row_key(r) for r in heldout_rows(list(mine.values())) if row_key(r) in base]
         shared_gen = [k for k in mine if k[0] and k in base and mine[k].get("generated_repeated_4grams") is not None
                       and base[k].get("generated_repeated_4grams") is not None]
         change = {"baseline": baseline}
-        if shared_non:
-            n = [mine[k]["scored_tokens"] for k in shared_non]
-            value, low, high = paired_change_ci([mine[k]["nll"] * c for k, c in zip(shared_non, n)],
-                                                [base[k]["nll"] * c for k, c in zip(shared_non, n)], n, relative=True)
-            change["heldout_loss_change"] = {"relative": value, "ci": [low, high], "rows": len(shared_non)}
-            if low is not None and low > LOSS_FLAG:
+        if held:
+            dup = {k: bool(mine[k].get("near_duplicate")) and bool(base[k].get("near_duplicate")) for k in held}
+            change["heldout_loss_change"] = loss_change(mine, held)
+            change["heldout_loss_change_ordinary"] = ordinary = loss_change(mine, [k for k in held if not dup[k]])
+            change["heldout_loss_change_near_duplicate"] = loss_change(mine, [k for k in held if dup[k]])
+            if ordinary and ordinary["ci"][0] is not None and ordinary["ci"][0] > LOSS_FLAG:
                 utility["flags"].append("held-out loss")
         if shared_gen:
             value, low, high = paired_change_ci([mine[k]["generated_repeated_4grams"] for k in shared_gen],
