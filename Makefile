@@ -36,10 +36,10 @@ $(ENGINE_STAMP): constraints-engine.txt
 engine-venv: $(ENGINE_STAMP)
 
 test-engine: $(STAMP) $(ENGINE_STAMP)
-	GOLDFISH_VLLM_PYTHON=$(ENGINE_VENV)/bin/python $(PY) -m pytest -q -m engine
+	VLLM_CPU_KVCACHE_SPACE=1 GOLDFISH_VLLM_PYTHON=$(ENGINE_VENV)/bin/python $(PY) -m pytest -q -m engine
 
 bench-engine: $(STAMP) $(ENGINE_STAMP)
-	$(PY) benchmarks/bench_engine.py --vllm-python $(ENGINE_VENV)/bin/python
+	VLLM_CPU_KVCACHE_SPACE=1 $(PY) benchmarks/bench_engine.py --vllm-python $(ENGINE_VENV)/bin/python
 
 demo: $(STAMP)
 	$(VENV)/bin/goldfish demo

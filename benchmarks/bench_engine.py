@@ -3,7 +3,7 @@ side by side in one run: the same tiny Llama (built from a config, fp32, saved),
 (the embedded background corpus), the same settings; greedy extraction, then ``--samples`` sampled
 continuations. Prints each stage's seconds (``summary.json``'s ``timing_s``), the engine's over HF's
 ratio, the vLLM start, and whether the greedy token ids are identical on every document.
-Usage: python benchmarks/bench_engine.py --vllm-python .engine-venv/bin/python [--docs 64] [--samples 8]
+Usage: python benchmarks/bench_engine.py --vllm-python .engine-venv/bin/python [--docs 32] [--samples 4]
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import torch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--vllm-python", required=True)
-    parser.add_argument("--docs", type=int, default=64)
+    parser.add_argument("--docs", type=int, default=32)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--prefix", type=int, default=32)
     parser.add_argument("--suffix", type=int, default=50)
-    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=4)
     args = parser.parse_args()
 
     from transformers import AutoModelForCausalLM

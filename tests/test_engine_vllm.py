@@ -22,7 +22,7 @@ def audit(model, members, non, out, **kw):
     from goldfish.audit import AuditConfig, run_audit
 
     cfg = AuditConfig(models=[str(model)], data=str(members), non_members=str(non), out=str(out) if out else None,
-                      suffix_len=24, prefix_len=16, dtype="float32", device="cpu", progress=False, batch_size=4, **kw)
+                      suffix_len=24, dtype="float32", device="cpu", progress=False, batch_size=4, **kw)
     return run_audit(cfg)
 
 
