@@ -35,7 +35,7 @@ def test_bad_targets_are_refused_naming_the_clause(text, sampled, probability, m
 
 def _summary(runs, best, any_verbatim, change, log10=None, flags=()):
     s = {"exact_match_count": 0, "exact_match_rate": 0.0, "longest_run_mean": sum(runs) / len(runs), "longest_run_max": max(runs),
-         "utility": {"flags": list(flags), "vs_baseline": {"heldout_loss_change": {"relative": change, "ci": [change - 0.01, change + 0.01]}}},
+         "utility": {"flags": list(flags), "vs_baseline": {"heldout_loss_change_ordinary": {"relative": change, "ci": [change - 0.01, change + 0.01]}}},
          "sampled": {"any_verbatim_count": any_verbatim, "any_verbatim_rate": any_verbatim / len(runs), "sample_verbatim_rate": 0.0,
                      "best_longest_run_mean": best, "best_longest_run_max": int(best) + 1}}
     if log10 is not None:

@@ -139,7 +139,7 @@ def test_sweep_end_to_end(tmp_path, docs, capsys):
         a = audit["models"][p["name"]]
         assert p["intervals"]["run"][0] == pytest.approx(a["sampled"]["best_longest_run_mean"])
         assert p["intervals"]["verbatim"][0] == pytest.approx(a["sampled"]["any_verbatim_rate"])
-        change = a["utility"].get("vs_baseline", {}).get("heldout_loss_change")
+        change = a["utility"].get("vs_baseline", {}).get("heldout_loss_change_ordinary")  # the part the flag reads
         assert p["heldout_loss_change"] == (0.0 if p["name"] == "standard" else pytest.approx(change["relative"]))
     assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "frontier.png" in (out / "report.md").read_text() and "an older sweep" not in (out / "report.md").read_text()

@@ -13,7 +13,9 @@ Measures of one model (``measures``; None where the audit did not measure it):
                                                 N, P among the audit's grid; a target may write @N for @N:0.5)
     secret_recall / secret_recall_any           chats with --secrets: the highest recall over the secrets,
                                                 greedy / in any sample
-    heldout_loss_change                         relative change of the held-out loss against the reference
+    heldout_loss_change                         relative change of the held-out loss against the reference, on
+                                                the held-out rows that are no near-duplicate of training text
+                                                (the part the audit's utility flag reads)
 
 A target is clauses ``MEASURE OP NUMBER`` (OP one of <=, <, >=, >, ==; NUMBER may end in %, read
 as a hundredth) joined by ``and`` or commas; a model meets it when every clause holds (a measure
@@ -102,11 +104,16 @@ def parse_target(text: str, sampled: bool, probability: bool) -> list[Clause]:
     return clauses
 
 
+def heldout_change(summary: dict) -> dict | None:
+    """The audit's held-out loss change of one model on the ordinary held-out rows (what its flag reads)."""
+    return summary["utility"].get("vs_baseline", {}).get("heldout_loss_change_ordinary")
+
+
 def measures(summary: dict, reference: bool) -> dict:
     """The measures of one model's audit summary (module docstring), by name; ``reference``: the model
     the held-out loss change is measured against (its change is 0)."""
     s, sampled, prob = summary, summary.get("sampled"), summary.get("extraction_probability")
-    change = s["utility"].get("vs_baseline", {}).get("heldout_loss_change")
+    change = heldout_change(s)
     secrets = s.get("secrets", {})
     recall = [m["recall"] for m in secrets.values() if m.get("recall") is not None]
     recall_any = [m["recall_any"] for m in (sampled or {}).get("secrets", {}).values() if m.get("recall_any") is not None]

@@ -33,7 +33,7 @@ from pathlib import Path
 from goldfish.arguments import ArgumentParser, field_like
 from goldfish.audit import AuditConfig
 from goldfish.eval import EvalConfig
-from goldfish.frontier import check, default_target, frontier_png, measures, parse_target, recommend
+from goldfish.frontier import check, default_target, frontier_png, heldout_change, measures, parse_target, recommend
 from goldfish.train_config import ALIASES, GROUPS, REMOVED, SWITCHES, TrainConfig
 
 logger = logging.getLogger("goldfish")
@@ -243,7 +243,7 @@ def point_results(points: list[Point], audit: dict, clauses: list, sampled: bool
         verbatim = [r["samples_exact"] > 0 if sampled else r["exact_match"] for r in rows]
         values = measures(s, reference=p.name == REFERENCE)
         failed = check(clauses, values)
-        change = s["utility"].get("vs_baseline", {}).get("heldout_loss_change")
+        change = heldout_change(s)
         out.append({"name": p.name, "label": p.label, "family": p.family, "k": p.k, "protect": p.protect, "align": p.align,
                     "meets_target": not failed, "failed": failed, "flags": s["utility"]["flags"],
                     "heldout_loss": s["utility"]["heldout_loss"]["mean"], "heldout_loss_change": values["heldout_loss_change"],
