@@ -149,20 +149,12 @@ def check_sweep_out(out: Path, model: str | None) -> None:
     """Raise ValueError unless the sweep can replace ``out`` whole: it and its parent can be written, it
     is new, empty or a previous sweep's (SWEEP_FILES), and neither the base model nor the current
     folder lies in it."""
-    from goldfish.cache import check_writable
+    from goldfish.cache import check_out_folder
 
     out = out.absolute()
-    check_writable(out, "--out")
-    check_writable(out.parent, "--out")  # the new folder is made beside it, then renamed in
-    if Path.cwd().is_relative_to(out):
-        raise ValueError(f"--out {out}: the sweep replaces its --out folder whole; give a folder that is not the current one or above it")
+    check_out_folder(out, SWEEP_FILES, "a sweep")
     if model is not None and Path(model).resolve().is_relative_to(out.resolve()):
         raise ValueError(f"--model {model} lies in --out {out}, which the sweep replaces whole; copy it out or choose another --out")
-    if out.is_dir():
-        other = sorted(p.name for p in out.iterdir() if p.name not in SWEEP_FILES)
-        if other:
-            raise ValueError(f"--out {out} holds files that are not a sweep's ({', '.join(other[:5])}"
-                             f"{', ...' if len(other) > 5 else ''}); the sweep replaces the whole folder: give a new or empty one")
 
 
 def _validate(train: TrainConfig, args: SweepArguments) -> list:
