@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import sigkill_when_ready
+from helpers import NotAllowlisted, sigkill_when_ready
 from safetensors.torch import load_file
 
 from goldfish.checkpoints import checkpoint_problem
@@ -120,11 +120,9 @@ def test_a_forced_resume_into_another_model_size_is_a_clear_error(full, tmp_path
 
 
 def test_an_unloadable_state_in_a_checkpoint_is_named(full, tmp_path, capsys):
-    import types
-
     out = tmp_path / "unpicklable"
     shutil.copytree(full / "checkpoint-15", out / "checkpoint-15")
-    torch.save(types.SimpleNamespace(state="not a tensor dict"), out / "checkpoint-15" / "optimizer.pt")
+    torch.save(NotAllowlisted(state="not a tensor dict"), out / "checkpoint-15" / "optimizer.pt")
     assert main([*FULL, "--out", str(out), "--resume", str(out / "checkpoint-15")]) == 2
     assert _error_line(capsys).startswith(f"goldfish train: error: --resume {out / 'checkpoint-15'}: not a complete "
                                           "checkpoint: optimizer.pt cannot be loaded (UnpicklingError: ")

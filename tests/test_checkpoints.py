@@ -8,12 +8,11 @@ import json
 import logging
 import os
 import shutil
-import types
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import micro_model, seq2seq_collator, text_examples
+from helpers import NotAllowlisted, micro_model, seq2seq_collator, text_examples
 from transformers import Trainer, TrainingArguments
 
 from goldfish.checkpoints import RUN_FILE, checkpoint_problem, choose_checkpoint
@@ -80,7 +79,7 @@ def _save(name, obj):
     (_write("trainer_state.json", '{"global_step": 2, "log_hist'), "trainer_state.json cannot be read ("),
     (_write("trainer_state.json", '{"global_step": 1}'), "trainer_state.json is at step 1, not 2"),
     # a readable archive that HF's torch.load(weights_only=True) refuses on resuming
-    (_save("scheduler.pt", types.SimpleNamespace(lr=1)), "scheduler.pt cannot be loaded (UnpicklingError: "),
+    (_save("scheduler.pt", NotAllowlisted(lr=1)), "scheduler.pt cannot be loaded (UnpicklingError: "),
 ])
 def test_an_incomplete_checkpoint_says_why(run_dir, tmp_path, damage, reason):
     folder = _copy(run_dir, tmp_path)
