@@ -46,16 +46,22 @@ def check_writable(folder: str | Path, what: str = "folder") -> None:
         raise ValueError(f"{what} {folder}: cannot write in {existing} ({e.strerror}); choose a folder you can write to") from None
 
 
-def check_out_folder(out: str | Path, own_files: tuple[str, ...], tool: str) -> None:
-    """Raise ValueError unless ``atomic_dir(out)`` can replace ``out`` whole: it and its parent can be
-    written, and it is new, empty, or holds nothing but ``own_files`` (a previous run of ``tool``)."""
-    out = Path(out).absolute()
+def _check_replaceable(out: Path, tool: str) -> None:
+    """ValueError unless ``tool`` may replace the folder ``out`` (absolute): it can be written, it is not
+    a file, and it is neither the current folder nor above it."""
     check_writable(out, "--out")
-    check_writable(out.parent, "--out")  # the new folder is made beside it, then renamed in
     if Path.cwd().is_relative_to(out):
         raise ValueError(f"--out {out}: {tool} replaces its --out folder whole; give a folder that is not the current one or above it")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a new or empty folder")
+
+
+def check_out_folder(out: str | Path, own_files: tuple[str, ...], tool: str) -> None:
+    """Raise ValueError unless ``atomic_dir(out)`` can replace ``out`` whole: it and its parent can be
+    written, and it is new, empty, or holds nothing but ``own_files`` (a previous run of ``tool``)."""
+    out = Path(out).absolute()
+    _check_replaceable(out, tool)
+    check_writable(out.parent, "--out")  # the new folder is made beside it, then renamed in
     if out.is_dir():
         other = sorted(p.name for p in out.iterdir() if p.name not in own_files)
         if other:
@@ -69,11 +75,7 @@ def claim_out_folder(out: str | Path, marker: str, tool: str) -> None:
     run's folder is removed whole, so no file of it (a summary, a seed's report) outlives this run;
     then ``marker`` is written first, so a run killed on the way leaves a folder the next run replaces."""
     out = Path(out).absolute()
-    check_writable(out, "--out")
-    if Path.cwd().is_relative_to(out):
-        raise ValueError(f"--out {out}: {tool} replaces its --out folder; give a folder that is not the current one or above it")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a new or empty folder")
+    _check_replaceable(out, tool)
     if out.is_dir() and any(out.iterdir()):
         if not (out / marker).is_file():
             raise ValueError(f"--out {out} is not empty and is not a previous run of {tool} (it has no {marker}); "

@@ -140,7 +140,8 @@ class _Tokenize:
         for idx, doc, ids, labels, marker, roles in self._documents(batch, indices):
             drops.append(roles)
             empty += self.fmt != "text" and empty_replies(doc, self.settings.text_field, self.fmt) > 0
-            spans = [a + b for a, b in zip(spans, secret_spans(doc, self.secrets or []))]
+            if self.secrets:  # every string of every record is read only when the run names secrets
+                spans = [a + b for a, b in zip(spans, secret_spans(doc, self.secrets))]
             try:
                 k = document_k(doc, self.gcfg.k)
             except ValueError as e:
