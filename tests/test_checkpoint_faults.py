@@ -187,6 +187,15 @@ def test_a_real_full_disk_is_reported_as_such(small_disk, capsys, size, stops_in
     assert _error_line(capsys).startswith(f"goldfish train: error: no space left on device while saving checkpoint-3 in {out} (")
 
 
+def test_a_full_data_cache_is_named_and_holds_no_entry(small_disk, tmp_path, capsys):
+    cache = small_disk("200k") / "cache"
+    out = tmp_path / "run"
+    assert main([*ARGS, "--max-steps", "1", "--report-to", "none", "--data-cache", str(cache), "--out", str(out)]) == 2
+    assert _error_line(capsys).startswith(f"goldfish train: error: no space left on device while preparing data for "
+                                          f"the cache in {cache} (")
+    assert list(cache.iterdir()) == [] and not out.exists()
+
+
 # The other run: holds --out's lock as a goldfish train does while it runs, says so, and waits to be killed.
 HOLD_LOCK = """
 import pathlib, sys, time

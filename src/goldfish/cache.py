@@ -4,10 +4,12 @@ that a folder can be written."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -16,6 +18,9 @@ from pathlib import Path
 
 OWNER_FILE = ".goldfish-owner"  # in a temp folder of atomic_dir while its process works in it: {"host", "pid"}
 WRITE_CHECK_PREFIX = ".goldfish-write-check."  # check_writable's probe file, there for an instant (another rank's, say)
+# a write that failed for lack of space, as the writers say it: ENOSPC, safetensors' "No space left on device
+# (os error 28)", torch's zip writer's "unexpected pos" after a short write
+NO_SPACE = re.compile(r"no space left on device|os error 28|inline_container\.cc.*unexpected pos", re.IGNORECASE)
 STALE_AFTER_S = 60  # a temp folder without an owner file (older code, or one mid-rename) is stale after this
 
 
@@ -23,6 +28,19 @@ def cache_dir() -> Path:
     root = Path(os.environ.get("GOLDFISH_CACHE", Path.home() / ".cache" / "goldfish"))
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def raise_if_no_space(e: BaseException, folder: str | Path, doing: str, advice: str) -> None:
+    """Raise a one-line ValueError when ``e`` (or an exception in its chain) is a write that failed for
+    lack of space: what was being done, ``folder`` and its free space, then ``advice``; else return."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC or NO_SPACE.search(str(e)):
+            usage = shutil.disk_usage(folder)
+            raise ValueError(f"no space left on device while {doing} in {folder} ({usage.free / 2**20:.1f} MiB free of "
+                             f"{usage.total / 2**20:.1f} MiB): {advice}") from None
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
 
 
 def fingerprint(*parts) -> str:

@@ -4,19 +4,14 @@ during a save reads as such."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
-import re
-import shutil
 from pathlib import Path
 
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from goldfish.cache import write_text_atomic
+from goldfish.cache import raise_if_no_space, write_text_atomic
 from goldfish.checkpoints import RUN_FILE
-
-NO_SPACE = re.compile(r"no space left on device|os error 28|inline_container\.cc.*unexpected pos", re.IGNORECASE)
 
 
 class RunRecorder(TrainerCallback):
@@ -56,30 +51,12 @@ class RunRecorder(TrainerCallback):
 
     @contextlib.contextmanager
     def full_disk_reported(self, out: str | Path):
-        """Re-raise a write that failed for lack of space (ENOSPC, or its messages: safetensors' "No
-        space left on device (os error 28)", torch's zip writer's "unexpected pos") as a one-line
-        ValueError naming the save under way, ``out`` and its free space."""
+        """Re-raise a write that failed for lack of space (``goldfish.cache.raise_if_no_space``) as a
+        one-line ValueError naming the save under way, ``out`` and its free space."""
         try:
             yield
         except Exception as e:
-            if not _no_space(e):
-                raise
-            usage = shutil.disk_usage(out)
             doing = f"saving {self.saving}" if self.saving else "writing"
-            raise ValueError(f"no space left on device while {doing} in {out} ({_mib(usage.free)} free of "
-                             f"{_mib(usage.total)}): free space or choose another --out, then run again (--resume "
-                             "continues from the newest complete checkpoint)") from None
-
-
-def _no_space(e: BaseException | None) -> bool:
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC or NO_SPACE.search(str(e)):
-            return True
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return False
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
+            raise_if_no_space(e, out, doing, "free space or choose another --out, then run again (--resume continues "
+                              "from the newest complete checkpoint)")
+            raise

@@ -251,7 +251,7 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
     """
     import datasets
 
-    from goldfish.cache import atomic_dir, cache_dir, remove_stale_temps
+    from goldfish.cache import cache_dir, raise_if_no_space, remove_stale_temps
 
     start = time.time()
     for source in sources:
@@ -267,13 +267,12 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
         return reused
     if not progress:
         datasets.disable_progress_bars()
-    with atomic_dir(final) as tmp:
-        counts = _build(tmp, sources, tokenizer, settings, gcfg, secrets, num_proc if num_proc and num_proc > 1 else None)
-        if [source_identity(s) for s in sources] != key.sources:
-            raise ValueError(f"{', '.join(sources)}: changed while being prepared; run again once it is written")
-        record = {**counts, "checks": {f: file_check(tmp / f) for f in counts["files"]}, **key.record(),
-                  "prepare_seconds": round(time.time() - start, 2)}
-        (tmp / "prepared.json").write_text(json.dumps(record, indent=2) + "\n")
+    try:
+        counts = _write_entry(final, key, sources, tokenizer, settings, gcfg, secrets, num_proc, start)
+    except Exception as e:
+        raise_if_no_space(e, root, "preparing data for the cache", "free space there, or point --data-cache (or "
+                          "$GOLDFISH_CACHE) at a folder on another disk")
+        raise
     logger.info("prepared data: %d examples, %d rows in %.1f s, cached at %s", counts["examples"], counts["rows"],
                 time.time() - start, final)
     log_fitted(counts["documents"])
@@ -281,6 +280,22 @@ def prepare_dataset(sources: list[str], tokenizer, settings: DataSettings, gcfg:
     remove_superseded(root, key)
     record, train = load_verified(final)
     return PreparedData(train, record, final, False)
+
+
+def _write_entry(final: Path, key: PreparedKey, sources: list[str], tokenizer, settings: DataSettings, gcfg: GoldfishConfig,
+                 secrets, num_proc: int | None, start: float) -> dict:
+    """Build the cache entry ``final`` in a temp folder and rename it into place (``atomic_dir``: a failed
+    or killed build leaves no entry); returns its counts."""
+    from goldfish.cache import atomic_dir
+
+    with atomic_dir(final) as tmp:
+        counts = _build(tmp, sources, tokenizer, settings, gcfg, secrets, num_proc if num_proc and num_proc > 1 else None)
+        if [source_identity(s) for s in sources] != key.sources:
+            raise ValueError(f"{', '.join(sources)}: changed while being prepared; run again once it is written")
+        record = {**counts, "checks": {f: file_check(tmp / f) for f in counts["files"]}, **key.record(),
+                  "prepare_seconds": round(time.time() - start, 2)}
+        (tmp / "prepared.json").write_text(json.dumps(record, indent=2) + "\n")
+    return counts
 
 
 def _reuse(entry: Path, hashed: float) -> PreparedData | None:
