@@ -15,8 +15,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
+# Tests run in a random order (pytest-random-order: modules shuffled, and tests within each), another
+# each run; `make test TEST_ORDER_SEED=N` repeats the order a run printed.
+TEST_ORDER_SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
+TEST_ORDER_SEED := $(TEST_ORDER_SEED)
+
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not engine"
+	@echo "test order: --random-order-seed=$(TEST_ORDER_SEED) (make test TEST_ORDER_SEED=$(TEST_ORDER_SEED) repeats it)"
+	$(PY) -m pytest -q -m "not engine" --random-order-seed=$(TEST_ORDER_SEED)
 
 # The audit through a real inference engine: vLLM's CPU build in its own virtualenv (it pins other
 # transformers versions than ours), at the versions in constraints-engine.txt; its torch is the same
