@@ -206,14 +206,17 @@ def cmd_sweep(argv: list[str], prog: str) -> int:
 
 # ---- goldfish audit ----
 
-AUDIT_ALIASES = {"--model": "--models", "--name": "--names", "--beam": "--beams"}
+def _audit_aliases() -> dict[str, str]:
+    from goldfish.models import MODELS_ALIASES
+
+    return MODELS_ALIASES | {"--beam": "--beams"}
 
 
 def audit_parser(prog: str = "goldfish audit"):
     from goldfish.arguments import ArgumentParser
     from goldfish.audit import AuditConfig
 
-    return ArgumentParser([AuditConfig], aliases=AUDIT_ALIASES, prog=prog,
+    return ArgumentParser([AuditConfig], aliases=_audit_aliases(), prog=prog,
                           description="Measure memorization of local HF causal LMs: extraction (text documents or "
                                       "chat turns), secrets, membership inference.")
 
@@ -262,8 +265,9 @@ def cmd_audit(argv: list[str], prog: str) -> int:
 def eval_parser(prog: str = "goldfish eval"):
     from goldfish.arguments import ArgumentParser
     from goldfish.eval import EvalConfig
+    from goldfish.models import MODELS_ALIASES
 
-    return ArgumentParser([EvalConfig], aliases={"--model": "--models", "--name": "--names"}, prog=prog,
+    return ArgumentParser([EvalConfig], aliases=MODELS_ALIASES, prog=prog,
                           description="Score models on lm-evaluation-harness tasks (offline), with their differences to a "
                                       "baseline model.")
 
@@ -354,7 +358,7 @@ def run_experiment(name: str, argv: list[str], prog: str, default_out: str) -> i
         lines = recipe.lines(recipe.run(cfg))
     else:
         result = run_seeds(recipe, cfg, recipe.BASE)
-        lines = [headline_rows(result, recipe.HEADLINE), closing_line(result)]
+        lines = [headline_rows(result, recipe), closing_line(result)]
     for line in lines:
         print_line(line)
     return 0
