@@ -131,3 +131,13 @@ def test_resolve_models_checks_every_folder_and_name_before_anything_loads(tmp_p
     with pytest.raises(ValueError, match="--name x is given twice"):
         resolve_models(ModelsArguments(models=[a, b], names=["x", "x"]))
 
+
+@pytest.mark.parametrize("name", ["k", "h", "protect_k"])
+def test_the_experiments_take_the_mask_defaults_from_goldfish_config(name):
+    from goldfish.experiments.config import ChatConfig, ExperimentConfig
+
+    mask = {f.name: f for f in dataclasses.fields(GoldfishConfig)}[name]
+    cls = ChatConfig if name == "protect_k" else ExperimentConfig
+    mine = {f.name: f for f in dataclasses.fields(cls)}[name]
+    assert mine.default == mask.default and getattr(cls(), name) == mask.default
+    assert {k: v for k, v in mine.metadata.items() if k != "help"} == {k: v for k, v in mask.metadata.items() if k != "help"}
