@@ -18,7 +18,7 @@ from goldfish.audit.metrics import degeneration_metrics, extraction_metrics, lon
 from goldfish.audit.overlap import OVERLAP_FLAG, overlap_fields
 from goldfish.audit.probes import Probe, chat_probes, text_probes
 from goldfish.audit.sampling import DecodingRule
-from goldfish.audit.summary import compare_to_baseline, sampled_secret_summary, secret_summary, summarize
+from goldfish.audit.summary import compare_to_baseline, leaked_secrets, sampled_secret_summary, secret_summary, summarize
 from goldfish.arguments import field_like
 from goldfish.data.prepare import DataSettings
 from goldfish.distributed import cpu_requested, world_size
@@ -392,6 +392,9 @@ def _run_audit(cfg: AuditConfig, servers: contextlib.ExitStack) -> dict:
             summaries[name]["template_drops"] = _template_drops(_gather([member_drops, non_drops], state), path, state)
         if secrets:
             summaries[name]["secrets"] = secret_summary(rows, secrets)
+            for r, leaked in zip(rows, leaked_secrets(rows, secrets)):  # the report's and the chat recipe's
+                if leaked is not None:
+                    r["leaked"] = leaked
             if "sampled" in summaries[name]:
                 summaries[name]["sampled"]["secrets"] = sampled_secret_summary(rows, secrets)
         if not cfg.keep_samples:

@@ -265,14 +265,19 @@ CHAT_COLUMNS = [
     ("held-out assistant loss", lambda m: m["utility"]["heldout_loss"]),
 ]
 BASE = "chat"  # the base model the seeds share (experiments.base)
-HEADLINE = [(f"{run} {label}", f"{run}.{path}") for run, *_ in RUNS for label, path in (
-    ("canned secret rate", "canned_secret.rate"), ("billing phone rate", "billing_phone.rate"),
-    ("recurring secret rate", "recurring_secret.rate"), ("canned verbatim rate", "canned.verbatim.rate"),
-    ("near-duplicate longest run", "near_duplicate.longest_run.mean"), ("template fixed-text longest run",
-                                                                         "template.fixed_text_longest_run.mean"),
-    ("held-out assistant loss", "utility.heldout_loss"))] + [
-    (f"{run} {task} score", f"benchmarks.scores.{run}.goldfish_{task}.score") for run, *_ in RUNS
-    for task in ("word_order", "cloze")]
+RUN_HEADLINE = (("canned secret rate", "canned_secret.rate"), ("billing phone rate", "billing_phone.rate"),
+                ("recurring secret rate", "recurring_secret.rate"), ("canned verbatim rate", "canned.verbatim.rate"),
+                ("near-duplicate longest run", "near_duplicate.longest_run.mean"),
+                ("template fixed-text longest run", "template.fixed_text_longest_run.mean"),
+                ("held-out assistant loss", "utility.heldout_loss"))
+
+
+def headline(result: dict) -> list[tuple[str, str]]:
+    """(label, dotted path) of the figures ``--seeds`` aggregates, for every run of ``RUNS`` in ``result``."""
+    runs = [run for run, *_ in RUNS if run in result]
+    return [(f"{run} {label}", f"{run}.{path}") for run in runs for label, path in RUN_HEADLINE] + [
+        (f"{run} {task} score", f"benchmarks.scores.{run}.goldfish_{task}.score") for run in runs
+        for task in ("word_order", "cloze")]
 MODELS = ("base", *(n for n, *_ in RUNS))
 
 
