@@ -115,12 +115,10 @@ def _load_tokenizer(path):
 
 
 def cmd_mask(argv: list[str], prog: str) -> int:
-    import numpy as np
     from rich.console import Console
 
     from goldfish.data.tokenize import marker_for
-    from goldfish.mask import goldfish_mask
-    from goldfish.render import DROP_STYLE, PROTECT_STYLE, render_plain, render_rich, token_pieces
+    from goldfish.render import DROP_STYLE, PROTECT_STYLE, mask_view, render_plain, render_rich, token_pieces
     from goldfish.secrets import load_secrets
 
     (args, cfg), extra = _mask_parser(prog).parse(argv)
@@ -130,18 +128,12 @@ def cmd_mask(argv: list[str], prog: str) -> int:
     shown = [token_pieces(tokenizer, text, args.max_tokens) for text in texts]
     if not all(ids for ids, _, _ in shown):
         raise ValueError("the text has no tokens")
-    aligned = None
-    if cfg.near_duplicates == "align":
-        from goldfish.data.near_duplicates import aligned_examples
-
-        aligned = aligned_examples([ids for ids, _, _ in shown], [ids for ids, _, _ in shown], cfg.h, cfg.seed)
+    markers = [marker_for(text, offsets, secrets) if secrets else None for text, (_, _, offsets) in zip(texts, shown)]
+    view = mask_view([ids for ids, _, _ in shown], cfg, markers)
+    aligned = view.aligned
     console = Console(highlight=False, soft_wrap=True)
     colour = console.is_terminal and not args.plain
-    for n, (text, (ids, pieces, offsets)) in enumerate(zip(texts, shown)):
-        marker = marker_for(text, offsets, secrets) if secrets else None
-        column = None if aligned is None else aligned.column(n, len(ids))
-        dropped = goldfish_mask(np.asarray(ids, dtype=np.int64), cfg, protected=None if marker is None else np.asarray(marker),
-                                aligned=column).tolist()
+    for n, ((ids, pieces, _), marker, dropped, column) in enumerate(zip(shown, markers, view.dropped, view.columns)):
         d = sum(dropped)
         summary = (f"\ndropped {d} of {len(ids)} targets ({100 * d / len(ids):.1f}%; expected {100 / cfg.k:.1f}%), "
                    f"strategy={cfg.strategy} k={cfg.k:g} h={cfg.h} seed={cfg.seed}")
