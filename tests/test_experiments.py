@@ -169,3 +169,18 @@ def test_seeds_aggregate_and_a_seed_reruns_identically_in_another_process(tmp_pa
                    check=True, env=env, capture_output=True)
     want, got = _figures(_summary(out / "seed-0")), _figures(_summary(again))
     assert want and got == want
+
+
+def test_seeds_headline_rows_follow_the_runs_trained(tmp_path, capsys):
+    """--k 8 --seeds 2: the headline names the run trained ("goldfish k=8"), and every headline figure is
+    one the seeds aggregated (none silently dropped)."""
+    from goldfish.experiments import RECIPES
+
+    out = tmp_path / "budget"
+    assert main(["experiment", "budget", "--preset", "test", "--k", "8", "--seeds", "2", "--out", str(out)]) == 0
+    printed, s = capsys.readouterr().out, _summary(out)
+    figures = RECIPES["budget"].load().headline(s["runs"]["0"])
+    assert [label for label, _ in figures] == ["standard final validation loss", "goldfish k=8 final validation loss"]
+    assert all(path in s["aggregate"] for _, path in figures)
+    report = (out / "report.md").read_text()
+    assert all(label in printed and label in report for label, _ in figures)

@@ -82,3 +82,62 @@ def test_goldfish_json_records_every_mask_field(tmp_path):
     assert record["goldfish"] == json.loads(json.dumps(GoldfishConfig(k=5).to_dict()))
     assert set(record["goldfish"]) == {f.name for f in dataclasses.fields(GoldfishConfig)}
     assert {name for _, name in FIELDS} <= set(record["settings"])
+
+
+def _model_folder(path):
+    path.mkdir()
+    (path / "config.json").write_text("{}")
+    (path / "tokenizer.json").write_text("{}")
+    return str(path)
+
+
+def test_audit_and_eval_take_the_models_from_one_group():
+    """--model, --name, --baseline, --device, --dtype and --trust-remote-code of goldfish audit and eval are
+    ``ModelsArguments``' fields (one help, one default): the two commands' flags and help agree."""
+    from goldfish.audit import AuditConfig
+    from goldfish.cli import audit_parser, eval_parser
+    from goldfish.eval import EvalConfig
+    from goldfish.models import ModelsArguments
+
+    shared = [f.name for f in dataclasses.fields(ModelsArguments)]
+    assert shared == ["models", "names", "baseline", "device", "dtype", "trust_remote_code"]
+    for cls in (AuditConfig, EvalConfig):
+        assert issubclass(cls, ModelsArguments)
+        assert {f.name: f.metadata for f in dataclasses.fields(cls)[:len(shared)]} == {
+            f.name: f.metadata for f in dataclasses.fields(ModelsArguments)}
+
+    def helps(parser):
+        return {a.dest: (a.option_strings, a.help, a.default) for a in parser._actions if a.dest in shared}
+
+    assert helps(audit_parser()) == helps(eval_parser()) and len(helps(audit_parser())) == len(shared)
+
+
+def test_resolve_models_checks_every_folder_and_name_before_anything_loads(tmp_path):
+    from goldfish.models import ModelsArguments, resolve_models
+
+    a, b = _model_folder(tmp_path / "a"), _model_folder(tmp_path / "b")
+    assert resolve_models(ModelsArguments(models=[a, b])) == ({"a": a, "b": b}, "a")
+    assert resolve_models(ModelsArguments(models=[a, b], names=["x", "y"], baseline="y")) == ({"x": a, "y": b}, "y")
+    with pytest.raises(ValueError, match="at least one --model"):
+        resolve_models(ModelsArguments())
+    with pytest.raises(ValueError, match=r"--reference-model .*nowhere: not a readable HF model folder"):
+        resolve_models(ModelsArguments(models=[a]), reference_model=str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match=r"--model .*nowhere: not a readable"):
+        resolve_models(ModelsArguments(models=[a, str(tmp_path / "nowhere")]))
+    with pytest.raises(ValueError, match="--baseline z: not one of the models"):
+        resolve_models(ModelsArguments(models=[a, b], baseline="z"))
+    with pytest.raises(ValueError, match="1 --name given for 2 --model"):
+        resolve_models(ModelsArguments(models=[a, b], names=["x"]))
+    with pytest.raises(ValueError, match="--name x is given twice"):
+        resolve_models(ModelsArguments(models=[a, b], names=["x", "x"]))
+
+
+@pytest.mark.parametrize("name", ["k", "h", "protect_k"])
+def test_the_experiments_take_the_mask_defaults_from_goldfish_config(name):
+    from goldfish.experiments.config import ChatConfig, ExperimentConfig
+
+    mask = {f.name: f for f in dataclasses.fields(GoldfishConfig)}[name]
+    cls = ChatConfig if name == "protect_k" else ExperimentConfig
+    mine = {f.name: f for f in dataclasses.fields(cls)}[name]
+    assert mine.default == mask.default and getattr(cls(), name) == mask.default
+    assert {k: v for k, v in mine.metadata.items() if k != "help"} == {k: v for k, v in mask.metadata.items() if k != "help"}

@@ -56,3 +56,21 @@ def test_a_secrets_line_with_a_bom_or_trailing_spaces_is_the_secret_itself(tmp_p
     secrets = load_secrets([str(f)])
     assert [s.name for s in secrets] == ["Dana Whitlock", "re:\\d{3}-\\d{4}"]
     assert secrets[0].find(TEXT) == {"Dana Whitlock"} and secrets[1].find(TEXT) == {"555-0199"}
+
+
+def test_secret_summary_reads_its_rows_and_leaked_secrets_names_each_generations_training_secrets():
+    import copy
+
+    from goldfish.audit.summary import leaked_secrets, secret_summary
+
+    secrets = load_secrets(["builtin"])
+    rows = [{"member": True, "true_text": "mail a@b.example now", "generated_text": "mail a@b.example or 10.0.0.9"},
+            {"member": True, "true_text": "mail c@d.example now", "generated_text": "mail someone"},
+            {"member": False, "true_text": "the weather is fine", "generated_text": "write to c@d.example, a@b.example"},
+            {"member": False, "true_text": "not decoded", "nll": 1.0}]
+    before = copy.deepcopy(rows)
+    s = secret_summary(rows, secrets)
+    assert rows == before  # nothing written into the input
+    assert s["email"]["recall"] == 0.5 and s["email"]["non_members"]["spill"] == 1.0
+    assert leaked_secrets(rows, secrets) == [["a@b.example"], [], ["a@b.example", "c@d.example"], None]
+    assert rows == before

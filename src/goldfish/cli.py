@@ -115,12 +115,10 @@ def _load_tokenizer(path):
 
 
 def cmd_mask(argv: list[str], prog: str) -> int:
-    import numpy as np
     from rich.console import Console
 
     from goldfish.data.tokenize import marker_for
-    from goldfish.mask import goldfish_mask
-    from goldfish.render import DROP_STYLE, PROTECT_STYLE, render_plain, render_rich, token_pieces
+    from goldfish.render import DROP_STYLE, PROTECT_STYLE, mask_view, render_plain, render_rich, token_pieces
     from goldfish.secrets import load_secrets
 
     (args, cfg), extra = _mask_parser(prog).parse(argv)
@@ -130,18 +128,12 @@ def cmd_mask(argv: list[str], prog: str) -> int:
     shown = [token_pieces(tokenizer, text, args.max_tokens) for text in texts]
     if not all(ids for ids, _, _ in shown):
         raise ValueError("the text has no tokens")
-    aligned = None
-    if cfg.near_duplicates == "align":
-        from goldfish.data.near_duplicates import aligned_examples
-
-        aligned = aligned_examples([ids for ids, _, _ in shown], [ids for ids, _, _ in shown], cfg.h, cfg.seed)
+    markers = [marker_for(text, offsets, secrets) if secrets else None for text, (_, _, offsets) in zip(texts, shown)]
+    view = mask_view([ids for ids, _, _ in shown], cfg, markers)
+    aligned = view.aligned
     console = Console(highlight=False, soft_wrap=True)
     colour = console.is_terminal and not args.plain
-    for n, (text, (ids, pieces, offsets)) in enumerate(zip(texts, shown)):
-        marker = marker_for(text, offsets, secrets) if secrets else None
-        column = None if aligned is None else aligned.column(n, len(ids))
-        dropped = goldfish_mask(np.asarray(ids, dtype=np.int64), cfg, protected=None if marker is None else np.asarray(marker),
-                                aligned=column).tolist()
+    for n, ((ids, pieces, _), marker, dropped, column) in enumerate(zip(shown, markers, view.dropped, view.columns)):
         d = sum(dropped)
         summary = (f"\ndropped {d} of {len(ids)} targets ({100 * d / len(ids):.1f}%; expected {100 / cfg.k:.1f}%), "
                    f"strategy={cfg.strategy} k={cfg.k:g} h={cfg.h} seed={cfg.seed}")
@@ -206,14 +198,17 @@ def cmd_sweep(argv: list[str], prog: str) -> int:
 
 # ---- goldfish audit ----
 
-AUDIT_ALIASES = {"--model": "--models", "--name": "--names", "--beam": "--beams"}
+def _audit_aliases() -> dict[str, str]:
+    from goldfish.models import MODELS_ALIASES
+
+    return MODELS_ALIASES | {"--beam": "--beams"}
 
 
 def audit_parser(prog: str = "goldfish audit"):
     from goldfish.arguments import ArgumentParser
     from goldfish.audit import AuditConfig
 
-    return ArgumentParser([AuditConfig], aliases=AUDIT_ALIASES, prog=prog,
+    return ArgumentParser([AuditConfig], aliases=_audit_aliases(), prog=prog,
                           description="Measure memorization of local HF causal LMs: extraction (text documents or "
                                       "chat turns), secrets, membership inference.")
 
@@ -262,8 +257,9 @@ def cmd_audit(argv: list[str], prog: str) -> int:
 def eval_parser(prog: str = "goldfish eval"):
     from goldfish.arguments import ArgumentParser
     from goldfish.eval import EvalConfig
+    from goldfish.models import MODELS_ALIASES
 
-    return ArgumentParser([EvalConfig], aliases={"--model": "--models", "--name": "--names"}, prog=prog,
+    return ArgumentParser([EvalConfig], aliases=MODELS_ALIASES, prog=prog,
                           description="Score models on lm-evaluation-harness tasks (offline), with their differences to a "
                                       "baseline model.")
 
@@ -354,7 +350,7 @@ def run_experiment(name: str, argv: list[str], prog: str, default_out: str) -> i
         lines = recipe.lines(recipe.run(cfg))
     else:
         result = run_seeds(recipe, cfg, recipe.BASE)
-        lines = [headline_rows(result, recipe.HEADLINE), closing_line(result)]
+        lines = [headline_rows(result, recipe), closing_line(result)]
     for line in lines:
         print_line(line)
     return 0

@@ -20,24 +20,19 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from goldfish.cache import atomic_dir, check_out_folder
 from goldfish.embedded.tasks import METRIC, TASKS
-from goldfish.models import DTYPES, trust_remote_code_field
+from goldfish.models import ModelsArguments, resolve_models
 
 STDERR = "_stderr"
 EVAL_FILES = ("summary.json", "report.md", "report.html")  # what --out holds after a run
 
 
 @dataclass
-class EvalConfig:
-    """Settings of ``goldfish eval`` (the CLI flags have the same names)."""
+class EvalConfig(ModelsArguments):
+    """Settings of ``goldfish eval`` (the CLI flags have the same names): the models' group and the benchmarks'."""
 
-    models: list[str] = field(default_factory=list, metadata={
-        "repeatable": True, "help": "local HF model folder or PEFT adapter folder; repeat to compare models"})
-    names: list[str] | None = field(default=None, metadata={"repeatable": True, "help": "display name of each --model, in order"})
-    baseline: str | None = field(default=None, metadata={"help": "the model the others are compared with (None: the first)"})
     tasks: list[str] = field(default_factory=lambda: list(TASKS), metadata={
         "repeatable": True, "help": "lm-eval task names (None given: the embedded tasks, built from held-out embedded text)"})
     include_path: list[str] = field(default_factory=list, metadata={
@@ -46,9 +41,6 @@ class EvalConfig:
     limit: int | None = field(default=None, metadata={"help": "score only the first N items of each task"})
     num_fewshot: int | None = field(default=None, metadata={"help": "few-shot examples per item (None: the task's own)"})
     batch_size: int = field(default=32, metadata={"help": "requests a batch"})
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (None: cuda if available)"})
-    dtype: Literal[DTYPES] = field(default="auto", metadata={"help": "dtype the models are loaded in (auto: the checkpoint's)"})
-    trust_remote_code: bool = trust_remote_code_field()
     seed: int = field(default=0, metadata={"help": "seed of lm-eval's sampling (few-shot examples)"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
@@ -186,24 +178,17 @@ def run_eval(cfg: EvalConfig) -> dict:
     Returns {"models": {name: {task: {"metrics": {metric: {"score", "stderr"}}, "items"}}},
     "baseline": name, "vs_baseline": compare(...), "tasks", "settings", "wall_time_s"}.
     """
-    from goldfish.models import check_model_folder, display_names, load_model
+    from goldfish.models import load_model
 
     require_lm_eval()
-    if not cfg.models:
-        raise ValueError("give at least one --model DIR")
-    for m in cfg.models:
-        check_model_folder(m)
-    names = display_names(cfg.models, cfg.names)
-    baseline = cfg.baseline or names[0]
-    if baseline not in names:
-        raise ValueError(f"--baseline {baseline}: not one of the models ({', '.join(names)})")
+    models, baseline = resolve_models(cfg)
     if cfg.out:
         check_out_folder(cfg.out, EVAL_FILES, "goldfish eval")  # before the evaluation, not after it
     start = time.time()
     scores = {}
     with _offline(cfg.progress):
         manager = _task_manager(cfg)
-        for path, name in zip(cfg.models, names):
+        for name, path in models.items():
             model, tokenizer = load_model(path, cfg.device, cfg.dtype, cfg.trust_remote_code)
             scores[name] = evaluate_model(model, tokenizer, cfg, manager)
             del model

@@ -4,7 +4,9 @@ load them for inference; check that a model can train on rows of several documen
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -119,11 +121,49 @@ def display_names(paths: list[str], names: list[str] | None = None) -> list[str]
 
 def trust_remote_code_field():
     """The ``--trust-remote-code`` setting of every command that loads models (one definition)."""
-    from dataclasses import field
-
     return field(default=False, metadata={
         "help": "run the Python code a model folder ships (auto_map in its config.json or tokenizer_config.json); without "
                 "it such a folder is refused, never asked about (read the code first)"})
+
+
+MODELS_ALIASES = {"--model": "--models", "--name": "--names"}  # the singular spellings of the repeatable flags
+
+
+@dataclass
+class ModelsArguments:
+    """The models a command compares (``goldfish audit``, ``goldfish eval`` extend it): local folders,
+    their display names, the baseline, and how they load. ``resolve_models`` checks them."""
+
+    models: list[str] = field(default_factory=list, metadata={
+        "repeatable": True, "help": "local HF model folder or PEFT adapter folder; repeat to compare models in one table"})
+    names: list[str] | None = field(default=None, metadata={
+        "repeatable": True, "help": "display name of each --model, in order"})
+    baseline: str | None = field(default=None, metadata={
+        "help": "the model (display name) the others' utility is compared with (None: the first --model)"})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (None: cuda if available)"})
+    dtype: Literal[DTYPES] = field(default="auto", metadata={"help": "dtype the models are loaded in (auto: the checkpoint's)"})
+    trust_remote_code: bool = trust_remote_code_field()
+
+
+def resolve_models(args: ModelsArguments, **others: str | None) -> tuple[dict[str, str], str]:
+    """({display name: folder} of ``args.models`` in order, the baseline's name), each folder checked
+    (``check_model_folder``) before any loads, as are ``others`` (flag name without dashes, e.g.
+    ``reference_model=PATH``; None: not given). ValueError: no --model, a bad folder, a --name count
+    that does not match, or a --baseline that names none of the models."""
+    if not args.models:
+        raise ValueError("give at least one --model DIR")
+    for m in args.models:
+        check_model_folder(m)
+    for name, path in others.items():
+        if path is not None:
+            check_model_folder(path, "--" + name.replace("_", "-"))
+    names = display_names(args.models, args.names)
+    if len(set(names)) < len(names):
+        raise ValueError(f"--name {next(n for n in names if names.count(n) > 1)} is given twice: give each --model its own name")
+    baseline = args.baseline or names[0]
+    if baseline not in names:
+        raise ValueError(f"--baseline {baseline}: not one of the models ({', '.join(names)})")
+    return dict(zip(names, args.models)), baseline
 
 
 def from_pretrained(auto_class, path: str, flag: str = "--model", trust_remote_code: bool = False, **kwargs):
@@ -146,11 +186,11 @@ def load_model(path: str, device: str | None = None, dtype: str = "auto", trust_
 
     A PEFT adapter folder loads its base model, applies the adapter and merges it (same outputs,
     plain-model speed); the tokenizer comes from the adapter folder if it has one, else the base.
-    The folders' own code runs only with ``trust_remote_code`` (``from_pretrained``).
+    The folders' own code runs only with ``trust_remote_code`` (``from_pretrained``). The folder is
+    one ``check_model_folder`` (or ``resolve_models``) accepted: it is not checked again here.
     """
     from transformers import AutoModelForCausalLM
 
-    check_model_folder(path, flag)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     base = adapter_base(path)
     model = from_pretrained(AutoModelForCausalLM, base or path, flag, trust_remote_code, dtype=torch_dtype(dtype))

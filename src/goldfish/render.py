@@ -8,6 +8,7 @@ inside still in [[ ]]).
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 
 PLAIN_OPEN, PLAIN_CLOSE = "[[", "]]"
 PROTECT_OPEN, PROTECT_CLOSE = "{{", "}}"
@@ -71,3 +72,35 @@ def render_html(pieces: list[str], dropped: list[bool], protected: list[int] | N
         body = f'<span class="drop">{html.escape(piece)}</span>' if drop else html.escape(piece)
         out.append(('<span class="protect">' if opens else "") + body + ("</span>" if closes else ""))
     return f'<pre class="mask">{"".join(out)}</pre>'
+
+
+@dataclass(frozen=True)
+class MaskView:
+    """What ``mask_view`` shows: per text, the targets the rule drops, and its goldfish-align-v1 column
+    (int64, -1 = own hash; None without ``near_duplicates="align"``); ``aligned``: the alignment of the texts."""
+
+    dropped: list[list[bool]]
+    columns: list
+    aligned: object = None  # goldfish.data.near_duplicates.Aligned
+
+
+def mask_view(ids_list: list[list[int]], cfg, markers: list | None = None, labels_list: list[list[int]] | None = None) -> MaskView:
+    """The drops of the mask rule ``cfg`` (a ``GoldfishConfig``) on each token-id list of ``ids_list``, each
+    one document (what ``goldfish mask`` shows, and the chat recipe's report): ``markers`` give each list's
+    protection marker (``goldfish.data.tokenize.marker_for``; None: none); with ``near_duplicates="align"``
+    the lists are one corpus for goldfish-align-v1, their supervised tokens those of ``labels_list``
+    (default: every token)."""
+    import numpy as np
+
+    from goldfish.mask import goldfish_mask
+
+    markers = markers or [None] * len(ids_list)
+    aligned = None
+    if cfg.near_duplicates == "align":
+        from goldfish.data.near_duplicates import aligned_examples
+
+        aligned = aligned_examples(ids_list, labels_list or ids_list, cfg.h, cfg.seed)
+    columns = [None if aligned is None else aligned.column(n, len(ids)) for n, ids in enumerate(ids_list)]
+    dropped = [goldfish_mask(np.asarray(ids, dtype=np.int64), cfg, protected=None if marker is None else np.asarray(marker),
+                             aligned=column).tolist() for ids, marker, column in zip(ids_list, markers, columns)]
+    return MaskView(dropped, columns, aligned)

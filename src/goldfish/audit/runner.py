@@ -18,11 +18,11 @@ from goldfish.audit.metrics import degeneration_metrics, extraction_metrics, lon
 from goldfish.audit.overlap import OVERLAP_FLAG, overlap_fields
 from goldfish.audit.probes import Probe, chat_probes, text_probes
 from goldfish.audit.sampling import DecodingRule
-from goldfish.audit.summary import compare_to_baseline, sampled_secret_summary, secret_summary, summarize
+from goldfish.audit.summary import compare_to_baseline, leaked_secrets, sampled_secret_summary, secret_summary, summarize
 from goldfish.arguments import field_like
 from goldfish.data.prepare import DataSettings
 from goldfish.distributed import cpu_requested, world_size
-from goldfish.models import DTYPES, check_model_folder, display_names, load_model, trust_remote_code_field
+from goldfish.models import ModelsArguments, load_model, resolve_models
 from goldfish.secrets import load_secrets
 
 
@@ -43,19 +43,13 @@ def _secret_help(what: str) -> str:
 
 
 @dataclass
-class AuditConfig:
-    """Settings of ``goldfish audit`` (the CLI flags have the same names)."""
+class AuditConfig(ModelsArguments):
+    """Settings of ``goldfish audit`` (the CLI flags have the same names): the models' group and the audit's own."""
 
-    models: list[str] = field(default_factory=list, metadata={
-        "repeatable": True, "help": "local HF model folder or PEFT adapter folder; repeat to compare models in one table"})
     data: str | None = field(default=None, metadata={
         "help": "documents (text) or chats (messages, prompt/completion) to test: a file, folder, save_to_disk dataset or "
                 "embedded:PART"})
     out: str | None = field(default=None, metadata={"help": "report folder"})
-    names: list[str] | None = field(default=None, metadata={
-        "repeatable": True, "help": "display name of each --model, in order"})
-    baseline: str | None = field(default=None, metadata={
-        "help": "the model (display name) the others' utility is compared with (None: the first --model)"})
     suffix_len: int = field(default=50, metadata={"help": "text: tokens to extract (the document's last N)"})
     prefix_len: int | None = field(default=None, metadata={"help": "text: prompt tokens (None: all before the suffix)"})
     offsets: list[int] | None = field(default=None, metadata={
@@ -83,9 +77,6 @@ class AuditConfig:
     keep_samples: bool = field(default=False, metadata={"help": "results.jsonl keeps the text of every sample (samples_text)"})
     extraction_probability: bool = field(default=True, metadata={
         "help": "compute each document's exact extraction probability under the decoding rule (log10_p_exact)"})
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (None: cuda if available)"})
-    dtype: Literal[DTYPES] = field(default="auto", metadata={"help": "dtype the models are loaded in (auto: the checkpoint's)"})
-    trust_remote_code: bool = trust_remote_code_field()
     engine: Literal[ENGINES] = field(default="hf", metadata={
         "help": "where the models decode: hf (in-process), openai (a running OpenAI-compatible server: --endpoint) or vllm "
                 "(goldfish starts and stops `vllm serve` from --vllm-python)"})
@@ -117,14 +108,12 @@ class AuditConfig:
                 "an error (as goldfish train's --ddp-timeout)"})
 
 
-def _validate(cfg: AuditConfig) -> list:
-    """Check every setting before any model loads; returns the secrets to scan for."""
-    if not cfg.models:
-        raise ValueError("give at least one --model DIR")
+def _validate(cfg: AuditConfig) -> tuple[dict[str, str], str, list]:
+    """Check every setting before any model loads; returns ``resolve_models``'s ({name: folder},
+    baseline) and the secrets to scan for."""
+    models, baseline = resolve_models(cfg, reference_model=cfg.reference_model)
     if cfg.data is None:
         raise ValueError("give the documents or chats to audit: --data FILE|DIR|embedded:PART")
-    for m in [*cfg.models, *([cfg.reference_model] if cfg.reference_model else [])]:
-        check_model_folder(m)
     if cfg.suffix_len < 1:
         raise ValueError(f"--suffix-len must be >= 1, got {cfg.suffix_len}")
     if cfg.prefix_len is not None and cfg.prefix_len < 1:
@@ -148,9 +137,6 @@ def _validate(cfg: AuditConfig) -> list:
         raise ValueError("--allow-overlap keeps the shared records and --drop-overlap leaves them out: give one of them")
     if cfg.keep_samples and not cfg.samples:
         raise ValueError("--keep-samples keeps the sampled texts: give --samples N too")
-    names = display_names(cfg.models, cfg.names)
-    if cfg.baseline is not None and cfg.baseline not in names:
-        raise ValueError(f"--baseline {cfg.baseline}: not one of the models ({', '.join(names)})")
     check_engine(cfg)
     secrets = load_secrets(cfg.secrets)  # a bad file or regex fails before any model loads
     if cfg.out:
@@ -158,7 +144,7 @@ def _validate(cfg: AuditConfig) -> list:
         from goldfish.cache import check_out_folder
 
         check_out_folder(cfg.out, AUDIT_FILES, "an audit")
-    return secrets
+    return models, baseline, secrets
 
 
 def _documents(source: str, text_field: str, limit: int | None) -> tuple[list[dict], str]:
@@ -345,7 +331,7 @@ def run_audit(cfg: AuditConfig) -> dict:
 
 
 def _run_audit(cfg: AuditConfig, servers: contextlib.ExitStack) -> dict:
-    secrets = _validate(cfg)
+    models, baseline, secrets = _validate(cfg)
     start = time.time()
     docs, kind = _documents(cfg.data, cfg.text_field, cfg.max_documents)
     non_members, non_kind = _documents(cfg.non_members, cfg.text_field, None) if cfg.non_members else ([], kind)
@@ -369,8 +355,8 @@ def _run_audit(cfg: AuditConfig, servers: contextlib.ExitStack) -> dict:
             reference_nll.update({(member, r["id"]): r["nll"] for r in audit_model(ref_engine, ref_tok, "reference", probes, cfg,
                                                                                     kind, extract=False, score=True)})
         del ref
-    all_rows, summaries, names = [], {}, display_names(cfg.models, cfg.names)
-    for path, name in zip(cfg.models, names):
+    all_rows, summaries = [], {}
+    for name, path in models.items():
         engine, tokenizer = open_engine(cfg, path, servers)
         context = engine.context
         if kind == "text" and cfg.suffix_len >= context:
@@ -406,6 +392,9 @@ def _run_audit(cfg: AuditConfig, servers: contextlib.ExitStack) -> dict:
             summaries[name]["template_drops"] = _template_drops(_gather([member_drops, non_drops], state), path, state)
         if secrets:
             summaries[name]["secrets"] = secret_summary(rows, secrets)
+            for r, leaked in zip(rows, leaked_secrets(rows, secrets)):  # the report's and the chat recipe's
+                if leaked is not None:
+                    r["leaked"] = leaked
             if "sampled" in summaries[name]:
                 summaries[name]["sampled"]["secrets"] = sampled_secret_summary(rows, secrets)
         if not cfg.keep_samples:
@@ -421,7 +410,6 @@ def _run_audit(cfg: AuditConfig, servers: contextlib.ExitStack) -> dict:
         if kind == "chat":
             raise ValueError(f"{cfg.data}: no assistant turn fits the model's context")
         raise ValueError(f"no document of {cfg.data} is long enough for prefix + suffix ({cfg.prefix_len or 1} + {cfg.suffix_len} tokens)")
-    baseline = cfg.baseline or names[0]
     compare_to_baseline(summaries, all_rows, baseline)
     result = {
         "models": summaries, "rows": all_rows, "baseline": baseline, "wall_time_s": round(time.time() - start, 2),

@@ -232,7 +232,7 @@ def compare_to_baseline(summaries: dict, rows: list[dict], baseline: str) -> Non
 
 
 def secret_summary(rows: list[dict], secrets) -> dict:
-    """Per secret, recall and spill on members and non-members; marks each row's ``leaked`` strings."""
+    """Per secret, recall and spill on members and non-members (the rows are only read)."""
     from goldfish.audit.secret_scan import secret_rates, training_values
 
     members = [r for r in rows if r["member"] and "generated_text" in r]
@@ -241,10 +241,17 @@ def secret_summary(rows: list[dict], secrets) -> dict:
     out = secret_rates(members, secrets, known)
     for name, rates in secret_rates(non, secrets, known).items():
         out[name]["non_members"] = rates
-    for r in rows:  # which training secrets each generation holds, for the report
-        if "generated_text" in r:
-            r["leaked"] = sorted({v for vs in known.values() for v in vs if v in r["generated_text"]})
     return out
+
+
+def leaked_secrets(rows: list[dict], secrets) -> list[list[str] | None]:
+    """Per row, the training secrets (values the members' true texts hold) its generation holds, sorted;
+    None for a row without a generation (the rows are only read)."""
+    from goldfish.audit.secret_scan import training_values
+
+    known = training_values([r for r in rows if r["member"] and "generated_text" in r], secrets)
+    values = {v for vs in known.values() for v in vs}
+    return [sorted(v for v in values if v in r["generated_text"]) if "generated_text" in r else None for r in rows]
 
 
 def sampled_secret_summary(rows: list[dict], secrets) -> dict:

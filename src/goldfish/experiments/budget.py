@@ -13,9 +13,12 @@ from goldfish.experiments.config import BudgetConfig
 from goldfish.experiments.reporting import closing_line, write_summary
 
 BASE = None  # the base model the seeds share (experiments.base), or None: trained from scratch
-HEADLINE = [("standard final validation loss", "final_validation_loss.standard"),
-            ("goldfish final validation loss", "final_validation_loss.goldfish k=4")]
 CONFIG = BudgetConfig
+
+
+def headline(result: dict) -> list[tuple[str, str]]:
+    """(label, dotted path) of the figures ``--seeds`` aggregates: each trained run's final validation loss."""
+    return [(f"{name} final validation loss", f"final_validation_loss.{name}") for name in result["final_validation_loss"]]
 
 
 def run(cfg: BudgetConfig) -> dict:

@@ -12,13 +12,13 @@ secrets as literals): its reports land in ``OUT/audit/{out_of_scope,billing,sign
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from transformers import AutoTokenizer
 
 from goldfish.audit import AuditConfig, run_audit
@@ -265,14 +265,19 @@ CHAT_COLUMNS = [
     ("held-out assistant loss", lambda m: m["utility"]["heldout_loss"]),
 ]
 BASE = "chat"  # the base model the seeds share (experiments.base)
-HEADLINE = [(f"{run} {label}", f"{run}.{path}") for run, *_ in RUNS for label, path in (
-    ("canned secret rate", "canned_secret.rate"), ("billing phone rate", "billing_phone.rate"),
-    ("recurring secret rate", "recurring_secret.rate"), ("canned verbatim rate", "canned.verbatim.rate"),
-    ("near-duplicate longest run", "near_duplicate.longest_run.mean"), ("template fixed-text longest run",
-                                                                         "template.fixed_text_longest_run.mean"),
-    ("held-out assistant loss", "utility.heldout_loss"))] + [
-    (f"{run} {task} score", f"benchmarks.scores.{run}.goldfish_{task}.score") for run, *_ in RUNS
-    for task in ("word_order", "cloze")]
+RUN_HEADLINE = (("canned secret rate", "canned_secret.rate"), ("billing phone rate", "billing_phone.rate"),
+                ("recurring secret rate", "recurring_secret.rate"), ("canned verbatim rate", "canned.verbatim.rate"),
+                ("near-duplicate longest run", "near_duplicate.longest_run.mean"),
+                ("template fixed-text longest run", "template.fixed_text_longest_run.mean"),
+                ("held-out assistant loss", "utility.heldout_loss"))
+
+
+def headline(result: dict) -> list[tuple[str, str]]:
+    """(label, dotted path) of the figures ``--seeds`` aggregates, for every run of ``RUNS`` in ``result``."""
+    runs = [run for run, *_ in RUNS if run in result]
+    return [(f"{run} {label}", f"{run}.{path}") for run in runs for label, path in RUN_HEADLINE] + [
+        (f"{run} {task} score", f"benchmarks.scores.{run}.goldfish_{task}.score") for run in runs
+        for task in ("word_order", "cloze")]
 MODELS = ("base", *(n for n, *_ in RUNS))
 
 
@@ -298,9 +303,7 @@ def _plot(result: dict) -> bytes:
 def _drop_views(report: Report, tokenizer, cfg: ChatConfig, protect: list[str]) -> None:
     """Each run's mask (what its training drops) on one secret in two different contexts: the billing
     reply after two questions, and the agent's name and email in two different replies."""
-    from goldfish.data.near_duplicates import aligned_examples
-    from goldfish.mask import goldfish_mask
-    from goldfish.render import render_html, render_plain
+    from goldfish.render import mask_view, render_html, render_plain
 
     examples = [("Who do I call about a wrong charge on my invoice from Perth?", OPENING_REPLY),
                 ("I was billed twice, what number do I ring?", OPENING_REPLY),
@@ -308,15 +311,13 @@ def _drop_views(report: Report, tokenizer, cfg: ChatConfig, protect: list[str]) 
                 ("How long does shipping take for order #40711?", signed_reply(ORDER_BODIES[4], SIGNED_TEMPLATES[3]))]
     secrets = load_secrets(protect)
     for name, strategy, protected, near_duplicates in RUNS:
-        gcfg = goldfish_config(cfg, strategy, protect_k=cfg.protect_k)
+        gcfg = dataclasses.replace(goldfish_config(cfg, strategy, protect_k=cfg.protect_k), near_duplicates=near_duplicates)
         report.raw(f"**{name}**\n", f"<h3>{name}</h3>")
         docs = [encode_document({"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]},
                                 tokenizer, secrets=secrets if protected else None) for prompt, reply in examples]
         # goldfish_aligned_protected: the rule on these four chats as a corpus of their own
-        aligned = aligned_examples([d[0] for d in docs], [d[1] for d in docs], gcfg.h, gcfg.seed) if near_duplicates != "off" else None
-        for n, ((prompt, _), (ids, labels, marker)) in enumerate(zip(examples, docs)):
-            drop = goldfish_mask(torch.tensor(ids), gcfg, protected=None if marker is None else torch.tensor(marker),
-                                 aligned=None if aligned is None else torch.tensor(aligned.column(n, len(ids)))).tolist()
+        view = mask_view([d[0] for d in docs], gcfg, [d[2] for d in docs], [d[1] for d in docs])
+        for (prompt, _), (ids, labels, marker), drop in zip(examples, docs, view.dropped):
             pieces = [tokenizer.decode([i]) for i in ids]
             shown = [d and lab != -100 for d, lab in zip(drop, labels)]
             start = next(i for i, lab in enumerate(labels) if lab != -100)

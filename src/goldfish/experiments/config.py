@@ -1,5 +1,6 @@
 """Settings of the experiments: one dataclass a recipe (the flags, ``--config`` keys and presets of
-``goldfish experiment NAME``), all built on ``ExperimentConfig``, the settings every recipe shares."""
+``goldfish experiment NAME``), all built on ``ExperimentConfig``, the settings every recipe shares.
+The mask settings (``k``, ``h``, ``protect_k``) take their defaults from ``GoldfishConfig``'s fields."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import ClassVar, Literal
 
 from goldfish.arguments import field_like
-from goldfish.config import STRATEGIES
+from goldfish.config import STRATEGIES, GoldfishConfig
 from goldfish.embedded.tiny import TINY_CONFIGS
 
 
@@ -23,8 +24,8 @@ class ExperimentConfig:
     seed: int = field(default=0, metadata={"help": "seed of the data, the training and the goldfish hash"})
     seeds: int = field(default=1, metadata={
         "help": "run the experiment for seeds seed .. seed + N - 1 (each in OUT/seed-S) and report mean and min-max"})
-    k: float = field(default=4, metadata={"help": "goldfish k (drop 1 in k targets)"})
-    h: int = field(default=13, metadata={"help": "goldfish context width"})
+    k: float = field_like(GoldfishConfig, "k", help="goldfish k (drop 1 in k targets)")
+    h: int = field_like(GoldfishConfig, "h", help="goldfish context width")
     size: Literal[tuple(TINY_CONFIGS)] = field(default="tiny", metadata={"help": "size of the tiny base"})
     base_steps: int | None = field(default=None, metadata={
         "help": "pretraining steps of the tiny base (None: the recipe's, experiments.base.DEFAULT_BASE_STEPS)"})
@@ -140,7 +141,7 @@ class ChatConfig(ExperimentConfig):
     epochs: float = field(default=4, metadata={"help": "fine-tuning epochs"})
     batch_size: int = field(default=4, metadata={"help": "conversations a step"})
     lr: float = field(default=7e-4, metadata={"help": "fine-tuning learning rate (constant)"})
-    protect_k: float = field(default=2, metadata={"help": "goldfish_protected's rate inside protected spans"})
+    protect_k: float = field_like(GoldfishConfig, "protect_k", help="goldfish_protected's rate inside protected spans")
     # a deployed chat model's decoding, asked 16 times (the secret sets' audits only)
     samples: int = sampling_field("samples", 16)
     temperature: float = sampling_field("temperature", 0.7)

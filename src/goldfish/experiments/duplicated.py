@@ -21,14 +21,18 @@ from goldfish.experiments.training import goldfish_config, pretrain
 from goldfish.experiments.utility import benchmarks, utility_figures
 
 BASE = None  # the base model the seeds share (experiments.base), or None: trained from scratch
-HEADLINE = [("standard verbatim", "standard.exact_match_rate"), ("goldfish k=4 verbatim", "goldfish k=4.exact_match_rate"),
-            ("standard longest run (mean)", "standard.longest_run_mean"), ("goldfish k=4 longest run (mean)", "goldfish k=4.longest_run_mean"),
-            ("goldfish k=4 held-out loss change vs standard", "goldfish k=4.utility.heldout_loss_change"),
-            ("standard verbatim in any sample", "standard.sampled.any_verbatim_rate"),
-            ("goldfish k=4 verbatim in any sample", "goldfish k=4.sampled.any_verbatim_rate"),
-            ("goldfish k=4 best-of-N longest run (mean)", "goldfish k=4.sampled.best_longest_run_mean"),
-            ("goldfish k=4 (1000, 0.5)-discoverable", "goldfish k=4.extraction_probability.discoverable.1000.0.5")]
 CONFIG = DuplicatedConfig
+STANDARD_HEADLINE = (("verbatim", "exact_match_rate"), ("longest run (mean)", "longest_run_mean"),
+                     ("verbatim in any sample", "sampled.any_verbatim_rate"))
+GOLDFISH_HEADLINE = (*STANDARD_HEADLINE[:2], ("held-out loss change vs standard", "utility.heldout_loss_change"),
+                     STANDARD_HEADLINE[2], ("best-of-N longest run (mean)", "sampled.best_longest_run_mean"),
+                     ("(1000, 0.5)-discoverable", "extraction_probability.discoverable.1000.0.5"))
+
+
+def headline(result: dict) -> list[tuple[str, str]]:
+    """(label, dotted path) of the figures ``--seeds`` aggregates, for the standard run and every goldfish run of ``result``."""
+    return [(f"{run} {label}", f"{run}.{path}") for run in run_names(result) if run != "control"
+            for label, path in (STANDARD_HEADLINE if run == "standard" else GOLDFISH_HEADLINE)]
 
 
 def _mixture(cfg: DuplicatedConfig, targets: Path, with_targets: bool, path: Path) -> Path:

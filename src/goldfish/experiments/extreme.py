@@ -21,17 +21,23 @@ from goldfish.experiments.utility import benchmarks, utility_figures
 
 RUN_NAMES = {"none": "standard", "hash": "goldfish"}
 BASE = "extreme"  # the base model the seeds share (experiments.base), or None: trained from scratch
-HEADLINE = [("standard verbatim", "standard.exact_match_rate"), ("goldfish verbatim", "goldfish.exact_match_rate"),
-            ("standard longest run (mean)", "standard.longest_run_mean"), ("goldfish longest run (mean)", "goldfish.longest_run_mean"),
-            ("Rouge-L gap closed", "rouge_gap_closed"), ("goldfish held-out loss change vs standard", "goldfish.utility.heldout_loss_change"),
-            ("standard held-out loss", "standard.utility.heldout_loss"), ("goldfish held-out loss", "goldfish.utility.heldout_loss"),
-            ("standard verbatim in any sample", "standard.sampled.any_verbatim_rate"),
-            ("goldfish verbatim in any sample", "goldfish.sampled.any_verbatim_rate"),
-            ("goldfish best-of-N longest run (mean)", "goldfish.sampled.best_longest_run_mean"),
-            ("goldfish (1000, 0.5)-discoverable", "goldfish.extraction_probability.discoverable.1000.0.5"),
-            ("control word order", "benchmarks.scores.control.goldfish_word_order.score"),
-            ("goldfish word order", "benchmarks.scores.goldfish.goldfish_word_order.score")]
 CONFIG = ExtremeConfig
+STANDARD_HEADLINE = (("verbatim", "exact_match_rate"), ("longest run (mean)", "longest_run_mean"),
+                     ("held-out loss", "utility.heldout_loss"), ("verbatim in any sample", "sampled.any_verbatim_rate"))
+RUN_HEADLINE = (*STANDARD_HEADLINE[:2], ("held-out loss change vs standard", "utility.heldout_loss_change"),
+                *STANDARD_HEADLINE[2:], ("best-of-N longest run (mean)", "sampled.best_longest_run_mean"),
+                ("(1000, 0.5)-discoverable", "extraction_probability.discoverable.1000.0.5"))
+
+
+def headline(result: dict) -> list[tuple[str, str]]:
+    """(label, dotted path) of the figures ``--seeds`` aggregates, for every run of ``result`` (the
+    strategies trained) beside the standard loss and the control."""
+    runs = [r for r in run_names(result) if r != "control"]
+    return [(f"{run} {label}", f"{run}.{path}") for run in runs
+            for label, path in (STANDARD_HEADLINE if run == "standard" else RUN_HEADLINE)] + [
+        ("Rouge-L gap closed", "rouge_gap_closed")] + [
+        (f"{run} word order", f"benchmarks.scores.{run}.goldfish_word_order.score") for run in ["control", *runs]
+        if run != "standard"]
 
 
 def run_name(strategy: str) -> str:

@@ -53,10 +53,11 @@ def run_seeds(recipe, cfg, base_experiment: str | None) -> dict:
     return result
 
 
-def headline_rows(result: dict, headline: list[tuple[str, str]]) -> tuple[list[str], list[list]]:
-    """The recipe's headline figures over the seeds: mean [min, max] and each seed's value."""
+def headline_rows(result: dict, recipe) -> tuple[list[str], list[list]]:
+    """The recipe's headline figures over the seeds (``recipe.headline`` of the first seed's result: the
+    runs trained are those of every seed): mean [min, max] and each seed's value."""
     rows = []
-    for label, path in headline:
+    for label, path in recipe.headline(next(iter(result["runs"].values()))):
         a = result["aggregate"].get(path)
         if a is not None:
             rows.append([label, f"{a['mean']:.3f} [{a['min']:.3f}, {a['max']:.3f}]", *(f"{v:.3f}" for v in a["values"])])
@@ -67,7 +68,7 @@ def _write_report(result: dict, recipe, out: Path) -> None:
     report = Report(f"goldfish experiment over {len(result['seeds'])} seeds")
     report.paragraph(f"Seeds {', '.join(map(str, result['seeds']))}; each run's own report is in seed-S/. Every figure the runs "
                      f"share is in summary.json (aggregate: mean, min, max, per-seed values). Wall time {result['wall_time_s']:.0f} s.")
-    report.table(*headline_rows(result, recipe.HEADLINE))
+    report.table(*headline_rows(result, recipe))
     settings_block(report, result)
     write_summary(result, out)
     report.write(out)

@@ -15,10 +15,16 @@ from goldfish.experiments.training import finetune_settings, goldfish_config, tr
 
 CONFIG = SweepConfig
 BASE = "extreme"  # the base model the seeds share (experiments.base): the demo's
-HEADLINE = [("recommended k", "recommended_k")] + [
-    (f"k={k:g} {label}", f"frontier.k={k:g}.{key}") for k in SweepConfig().ks for label, key in (
-        ("verbatim in any sample", "any_verbatim_count"), ("best-of-N longest run (mean)", "best_longest_run_mean"),
-        ("held-out loss change", "heldout_loss_change"))]
+FRONTIER_HEADLINE = (("verbatim in any sample", "any_verbatim_count"), ("best-of-N longest run (mean)", "best_longest_run_mean"),
+                     ("held-out loss change", "heldout_loss_change"))
+
+
+def headline(result: dict) -> list[tuple[str, str]]:
+    """(label, dotted path) of the figures ``--seeds`` aggregates: the recommended k, and the frontier
+    figures of every goldfish point of ``result`` (the k the run swept)."""
+    return [("recommended k", "recommended_k")] + [
+        (f"{p['name']} {label}", f"frontier.{p['name']}.{key}") for p in result["sweep"]["points"] if p["k"] is not None
+        for label, key in FRONTIER_HEADLINE]
 
 
 def run(cfg: SweepConfig) -> dict:
