@@ -8,7 +8,7 @@ import html
 import json
 from pathlib import Path
 
-from goldfish.audit.summary import DEGENERATION_FLAG, LOSS_FLAG
+from goldfish.audit.summary import DEGENERATION_FLAG, LOSS_FLAG, ModelSummary
 from goldfish.cache import atomic_dir
 from goldfish.report import (
     Report,
@@ -99,7 +99,7 @@ def _near_duplicate_note(report: Report, result: dict) -> None:
         report.table(["model", "held-out loss, ordinary", "ordinary rows", "held-out loss, near-duplicates", "near-duplicate rows"], rows)
 
 
-def summary_rows(models: dict) -> tuple[list[str], list[list]]:
+def summary_rows(models: dict[str, ModelSummary]) -> tuple[list[str], list[list]]:
     headers = ["model"] + [label for _, label in SUMMARY_COLUMNS]
     return headers, [[name] + [s.get(key, "") for key, _ in SUMMARY_COLUMNS] for name, s in models.items()]
 
@@ -139,7 +139,7 @@ def rule_text(settings: dict) -> str:
                      + ([f"top-p {settings['top_p']:g}"] if settings["top_p"] < 1 else []))
 
 
-def sampled_rows(models: dict) -> tuple[list[str], list[list]]:
+def sampled_rows(models: dict[str, ModelSummary]) -> tuple[list[str], list[list]]:
     """Greedy beside sampled, per model: verbatim documents and samples (counts beside rates), longest runs."""
     rows = []
     for name, s in models.items():
@@ -155,7 +155,7 @@ def sampled_rows(models: dict) -> tuple[list[str], list[list]]:
              "greedy longest run (mean / max)", f"best-of-{n} longest run (mean / max)", f"mean-of-{n} longest run"], rows)
 
 
-def extraction_probability_rows(models: dict) -> tuple[list[str], list[list]]:
+def extraction_probability_rows(models: dict[str, ModelSummary]) -> tuple[list[str], list[list]]:
     """Per model and p: the (n, p)-discoverable documents for each n, with the median log10 p_exact."""
     from goldfish.audit.summary import DISCOVERABLE_N, DISCOVERABLE_P
 
