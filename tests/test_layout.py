@@ -105,7 +105,7 @@ def test_no_import_circle_in_goldfish():
     assert _cycle(graph) is None
 
 
-CORE = ("data", "train.py", "train_config.py", "checkpoints.py", "resume.py", "saving.py", "out_folder.py")
+CORE = ("data", "train.py", "train_config.py", "checkpoints.py", "resume.py", "saving.py", "out_folder.py", "audit", "experiments")
 MAX_LINES = 50
 
 

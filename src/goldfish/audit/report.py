@@ -339,6 +339,17 @@ def _prefix_text(settings: dict) -> str:
     return str(settings["prefix_len"] or "all preceding")
 
 
+def _protocol_text(settings: dict) -> str:
+    """What the audit decoded, in words: chat turns or text suffixes after prefixes."""
+    if settings.get("kind") != "chat":
+        return f"suffix of {settings['suffix_len']} tokens after a prefix of {_prefix_text(settings)} tokens"
+    return ("each trained assistant turn, prompted with the conversation before it (generation prompt included), "
+            "decoded for as many tokens as the true reply and scored up to the model's own end-of-turn token (the reply "
+            "a chat UI shows)" + (f"; the secret scan reads the reply decoded up to {settings['min_new_tokens']} "
+                                  "tokens (--min-new-tokens), up to the same end-of-turn token"
+                                  if settings.get("min_new_tokens") else ""))
+
+
 def write_report(result: dict, out: str | Path) -> None:
     """The audit's files (AUDIT_FILES: results.jsonl, summary.json, report.md, report.html and the
     plots) as one set: written into a temp folder beside ``out``, which then replaces ``out`` in one
@@ -350,14 +361,7 @@ def write_report(result: dict, out: str | Path) -> None:
         {"non_members_dropped": result["non_members_dropped"]} if "non_members_dropped" in result else {})
     report = Report("Memorization audit")
     chat = result["settings"].get("kind") == "chat"
-    protocol = ("each trained assistant turn, prompted with the conversation before it (generation prompt included), "
-                "decoded for as many tokens as the true reply and scored up to the model's own end-of-turn token (the reply "
-                "a chat UI shows)" + (f"; the secret scan reads the reply decoded up to {result['settings']['min_new_tokens']} "
-                                      "tokens (--min-new-tokens), up to the same end-of-turn token"
-                                      if result["settings"].get("min_new_tokens") else "") if chat else
-                f"suffix of {result['settings']['suffix_len']} tokens after a prefix of "
-                f"{_prefix_text(result['settings'])} tokens")
-    report.paragraph(f"{len(result['models'])} model(s) on {result['settings']['data']}: {protocol}, "
+    report.paragraph(f"{len(result['models'])} model(s) on {result['settings']['data']}: {_protocol_text(result['settings'])}, "
                      f"{'greedy' if result['settings']['beams'] == 1 else str(result['settings']['beams']) + '-beam'} decoding. "
                      f"Wall time {result['wall_time_s']:.1f} s.")
     report.heading("Memorization and utility")
