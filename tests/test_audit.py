@@ -274,3 +274,36 @@ def test_a_chat_reply_is_scored_up_to_the_models_own_end_of_turn(tmp_path):
     assert row["generated_text"] == "Hi Nadia." and result["models"]["m"]["secrets"]["order 4417"]["recall"] == 0.0
     report = (tmp_path / "audit" / "report.md").read_text()
     assert "scored up to the model's own end-of-turn token" in report and "up to 60 tokens (--min-new-tokens)" in report
+
+
+def _fits(value, hint, where: str) -> list[str]:
+    """Where ``value`` (JSON data) has a key its TypedDict ``hint`` does not declare, or lacks a required one."""
+    import typing
+
+    if typing.is_typeddict(hint):
+        hints = typing.get_type_hints(hint)
+        problems = [f"{where}: no {k!r}" for k in hint.__required_keys__ - set(value)]
+        problems += [f"{where}.{k}: not in {hint.__name__}" for k in set(value) - set(hints)]
+        return problems + [p for k in set(value) & set(hints) for p in _fits(value[k], hints[k], f"{where}.{k}")]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is dict and isinstance(value, dict):
+        return [p for k, v in value.items() for p in _fits(v, args[1], f"{where}.{k}")]
+    if value is not None and len(args) == 1 and typing.is_typeddict(args[0]):  # X | None
+        return _fits(value, args[0], where)
+    return []
+
+
+def test_summary_json_is_what_the_model_summary_types_say(memorized, tmp_path):
+    """Every key of a full audit's per-model summary (samples, exact probability, MIA, per offset, held-out
+    loss) is declared by ``ModelSummary`` and its parts, and every required key is there."""
+    from goldfish.audit.summary import ModelSummary
+
+    model_dir, members, non_members = memorized
+    out = tmp_path / "report"
+    run_audit(AuditConfig(models=[str(model_dir)], names=["a"], data=str(members), non_members=str(non_members), suffix_len=16,
+                          prefix_len=16, offsets=[0, 8], samples=2, out=str(out), progress=False))
+    summary = json.loads((out / "summary.json").read_text())["models"]["a"]
+    assert {"sampled", "extraction_probability", "mia", "by_offset", "utility"} <= set(summary)
+    assert _fits(summary, ModelSummary, "a") == []
+    assert _fits({**summary, "sampled": {**summary["sampled"], "nonsense": 1}}, ModelSummary, "a") == [
+        "a.sampled.nonsense: not in SampledSummary"]

@@ -21,7 +21,7 @@ def _imports(path: Path) -> set[str]:
 
 def test_nothing_below_the_recipes_imports_experiments():
     offenders = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
-                 if p.parent.name != "experiments" and p.name != "cli.py"
+                 if "experiments" not in p.relative_to(ROOT).parts and p.name != "cli.py"
                  and any(m.startswith("goldfish.experiments") for m in _imports(p))]
     assert offenders == []
 
@@ -30,6 +30,14 @@ def test_core_imports_torch_and_numpy_only():
     for name in ("config.py", "hashing.py", "documents.py", "mask.py", "protect.py", "loss.py", "secrets.py"):
         third_party = {m.split(".")[0] for m in _imports(ROOT / name)} - {"goldfish", "__future__"}
         assert third_party <= {"torch", "numpy", "math", "dataclasses", "functools", "contextlib", "logging", "re", "pathlib", "typing", "weakref"}, name
+
+
+def test_every_recipe_is_a_recipe_file_and_satisfies_the_protocol():
+    from goldfish.experiments import RECIPES, Recipe
+
+    files = {p.stem for p in (ROOT / "experiments" / "recipes").glob("*.py")} - {"__init__"}
+    assert {r.module for r in RECIPES.values()} == {f"goldfish.experiments.recipes.{f}" for f in files}
+    assert all(isinstance(r.load(), Recipe) for r in RECIPES.values())
 
 
 def test_recipes_do_not_import_each_other():
@@ -97,7 +105,7 @@ def test_no_import_circle_in_goldfish():
     assert _cycle(graph) is None
 
 
-CORE = ("data", "train.py", "train_config.py", "checkpoints.py", "resume.py", "saving.py", "out_folder.py")
+CORE = ("data", "train.py", "train_config.py", "checkpoints.py", "resume.py", "saving.py", "out_folder.py", "audit", "experiments")
 MAX_LINES = 50
 
 

@@ -349,7 +349,7 @@ def run_experiment(name: str, argv: list[str], prog: str, default_out: str) -> i
     if cfg.seeds == 1:
         lines = recipe.lines(recipe.run(cfg))
     else:
-        result = run_seeds(recipe, cfg, recipe.BASE)
+        result = run_seeds(recipe, cfg)
         lines = [headline_rows(result, recipe), closing_line(result)]
     for line in lines:
         print_line(line)

@@ -8,7 +8,7 @@ import html
 import json
 from pathlib import Path
 
-from goldfish.audit.summary import DEGENERATION_FLAG, LOSS_FLAG
+from goldfish.audit.summary import DEGENERATION_FLAG, LOSS_FLAG, ModelSummary
 from goldfish.cache import atomic_dir
 from goldfish.report import (
     Report,
@@ -99,7 +99,7 @@ def _near_duplicate_note(report: Report, result: dict) -> None:
         report.table(["model", "held-out loss, ordinary", "ordinary rows", "held-out loss, near-duplicates", "near-duplicate rows"], rows)
 
 
-def summary_rows(models: dict) -> tuple[list[str], list[list]]:
+def summary_rows(models: dict[str, ModelSummary]) -> tuple[list[str], list[list]]:
     headers = ["model"] + [label for _, label in SUMMARY_COLUMNS]
     return headers, [[name] + [s.get(key, "") for key, _ in SUMMARY_COLUMNS] for name, s in models.items()]
 
@@ -139,7 +139,7 @@ def rule_text(settings: dict) -> str:
                      + ([f"top-p {settings['top_p']:g}"] if settings["top_p"] < 1 else []))
 
 
-def sampled_rows(models: dict) -> tuple[list[str], list[list]]:
+def sampled_rows(models: dict[str, ModelSummary]) -> tuple[list[str], list[list]]:
     """Greedy beside sampled, per model: verbatim documents and samples (counts beside rates), longest runs."""
     rows = []
     for name, s in models.items():
@@ -155,7 +155,7 @@ def sampled_rows(models: dict) -> tuple[list[str], list[list]]:
              "greedy longest run (mean / max)", f"best-of-{n} longest run (mean / max)", f"mean-of-{n} longest run"], rows)
 
 
-def extraction_probability_rows(models: dict) -> tuple[list[str], list[list]]:
+def extraction_probability_rows(models: dict[str, ModelSummary]) -> tuple[list[str], list[list]]:
     """Per model and p: the (n, p)-discoverable documents for each n, with the median log10 p_exact."""
     from goldfish.audit.summary import DISCOVERABLE_N, DISCOVERABLE_P
 
@@ -339,6 +339,17 @@ def _prefix_text(settings: dict) -> str:
     return str(settings["prefix_len"] or "all preceding")
 
 
+def _protocol_text(settings: dict) -> str:
+    """What the audit decoded, in words: chat turns or text suffixes after prefixes."""
+    if settings.get("kind") != "chat":
+        return f"suffix of {settings['suffix_len']} tokens after a prefix of {_prefix_text(settings)} tokens"
+    return ("each trained assistant turn, prompted with the conversation before it (generation prompt included), "
+            "decoded for as many tokens as the true reply and scored up to the model's own end-of-turn token (the reply "
+            "a chat UI shows)" + (f"; the secret scan reads the reply decoded up to {settings['min_new_tokens']} "
+                                  "tokens (--min-new-tokens), up to the same end-of-turn token"
+                                  if settings.get("min_new_tokens") else ""))
+
+
 def write_report(result: dict, out: str | Path) -> None:
     """The audit's files (AUDIT_FILES: results.jsonl, summary.json, report.md, report.html and the
     plots) as one set: written into a temp folder beside ``out``, which then replaces ``out`` in one
@@ -350,14 +361,7 @@ def write_report(result: dict, out: str | Path) -> None:
         {"non_members_dropped": result["non_members_dropped"]} if "non_members_dropped" in result else {})
     report = Report("Memorization audit")
     chat = result["settings"].get("kind") == "chat"
-    protocol = ("each trained assistant turn, prompted with the conversation before it (generation prompt included), "
-                "decoded for as many tokens as the true reply and scored up to the model's own end-of-turn token (the reply "
-                "a chat UI shows)" + (f"; the secret scan reads the reply decoded up to {result['settings']['min_new_tokens']} "
-                                      "tokens (--min-new-tokens), up to the same end-of-turn token"
-                                      if result["settings"].get("min_new_tokens") else "") if chat else
-                f"suffix of {result['settings']['suffix_len']} tokens after a prefix of "
-                f"{_prefix_text(result['settings'])} tokens")
-    report.paragraph(f"{len(result['models'])} model(s) on {result['settings']['data']}: {protocol}, "
+    report.paragraph(f"{len(result['models'])} model(s) on {result['settings']['data']}: {_protocol_text(result['settings'])}, "
                      f"{'greedy' if result['settings']['beams'] == 1 else str(result['settings']['beams']) + '-beam'} decoding. "
                      f"Wall time {result['wall_time_s']:.1f} s.")
     report.heading("Memorization and utility")

@@ -18,7 +18,14 @@ from goldfish.audit.metrics import degeneration_metrics, extraction_metrics, lon
 from goldfish.audit.overlap import OVERLAP_FLAG, overlap_fields
 from goldfish.audit.probes import Probe, chat_probes, text_probes
 from goldfish.audit.sampling import DecodingRule
-from goldfish.audit.summary import compare_to_baseline, leaked_secrets, sampled_secret_summary, secret_summary, summarize
+from goldfish.audit.summary import (
+    ModelSummary,
+    compare_to_baseline,
+    leaked_secrets,
+    sampled_secret_summary,
+    secret_summary,
+    summarize,
+)
 from goldfish.arguments import field_like
 from goldfish.data.prepare import DataSettings
 from goldfish.distributed import cpu_requested, world_size
@@ -250,6 +257,38 @@ def _reply(decoded: list[int], p: Probe) -> list[int]:
     return decoded[: decoded.index(eot) + 1] if eot in decoded else decoded
 
 
+def _greedy_fields(tokenizer, p: Probe, decoded: list[int], kind: str) -> dict:
+    """A row's fields of its greedy generation ``decoded``: texts, ids, extraction and degeneration metrics,
+    the reproduced runs as character spans; for chats also the whole reply (the secret scan's)."""
+    if kind == "chat":  # the reply as a chat UI shows it: up to the model's own end-of-turn token
+        decoded = _reply(decoded, p)
+    gen = decoded[: len(p.suffix)]  # the metrics read as many tokens as the true reply has, at most
+    gen_text, true_text = tokenizer.decode(gen), tokenizer.decode(p.suffix)
+    fields = dict(generated=gen_text, true_suffix=true_text, prefix_tail=tokenizer.decode(p.prefix[-40:]),
+                  generated_ids=gen, prefix_ids=p.prefix, true_ids=p.suffix,
+                  **extraction_metrics(gen, p.suffix, gen_text, true_text),
+                  **{f"generated_{k}": v for k, v in degeneration_metrics(gen).items()},
+                  **{f"true_{k}": v for k, v in degeneration_metrics(p.suffix).items()})
+    runs = reproduced_runs(gen, p.suffix)
+    fields["reproduced"] = {"generated": char_spans(tokenizer, gen, runs[0]), "true": char_spans(tokenizer, p.suffix, runs[1])}
+    if kind == "chat":  # the whole reply, up to --min-new-tokens of it (for the secret scan)
+        fields.update(generated_text=tokenizer.decode(decoded, skip_special_tokens=True), true_text=p.text)
+    return fields
+
+
+def _sample_fields(tokenizer, p: Probe, decoded: list[list[int]], cfg: AuditConfig, kind: str) -> dict:
+    """A row's fields of its sampled continuations ``decoded``: each one's longest run, how many are
+    verbatim, and their texts where the secret scan or --keep-samples reads them."""
+    shown = [_reply(d, p) if kind == "chat" else d for d in decoded]  # scored as the greedy reply is
+    fields = dict(samples_longest_run=[longest_run(d[: len(p.suffix)], p.suffix) for d in shown],
+                  samples_exact=sum(d[: len(p.suffix)] == p.suffix for d in shown))
+    if kind == "chat" and (cfg.secrets or cfg.keep_samples):  # the secret scan reads them (dropped unless kept)
+        fields["samples_text"] = [tokenizer.decode(_reply(d, p), skip_special_tokens=True) for d in decoded]
+    elif cfg.keep_samples:
+        fields["samples_text"] = [tokenizer.decode(d[: len(p.suffix)]) for d in decoded]
+    return fields
+
+
 def audit_model(engine, tokenizer, name: str, probes: list[Probe], cfg: AuditConfig, kind: str, extract: bool,
                 score: bool, timing: dict | None = None) -> list[dict]:
     """The results.jsonl rows of one model (its ``goldfish.audit.engines`` engine) on ``probes``: decoded (``extract``: greedy, then the
@@ -271,32 +310,14 @@ def audit_model(engine, tokenizer, name: str, probes: list[Probe], cfg: AuditCon
         generated = engine.generate_suffixes([p.prefix for p in probes], lengths, cfg.beams, cfg.stop_at_eos,
                                              desc=f"{name}: extract {tag}")
         for r, p, decoded in zip(rows, probes, generated):
-            if kind == "chat":  # the reply as a chat UI shows it: up to the model's own end-of-turn token
-                decoded = _reply(decoded, p)
-            gen = decoded[: len(p.suffix)]  # the metrics read as many tokens as the true reply has, at most
-            gen_text, true_text = tokenizer.decode(gen), tokenizer.decode(p.suffix)
-            r.update(generated=gen_text, true_suffix=true_text, prefix_tail=tokenizer.decode(p.prefix[-40:]),
-                     generated_ids=gen, prefix_ids=p.prefix, true_ids=p.suffix,
-                     **extraction_metrics(gen, p.suffix, gen_text, true_text),
-                     **{f"generated_{k}": v for k, v in degeneration_metrics(gen).items()},
-                     **{f"true_{k}": v for k, v in degeneration_metrics(p.suffix).items()})
-            runs = reproduced_runs(gen, p.suffix)
-            r["reproduced"] = {"generated": char_spans(tokenizer, gen, runs[0]), "true": char_spans(tokenizer, p.suffix, runs[1])}
-            if kind == "chat":  # the whole reply, up to --min-new-tokens of it (for the secret scan)
-                r.update(generated_text=tokenizer.decode(decoded, skip_special_tokens=True), true_text=p.text)
+            r.update(_greedy_fields(tokenizer, p, decoded, kind))
         lap("greedy")
     rule = DecodingRule(cfg.temperature, cfg.top_k, cfg.top_p)
     if extract and probes and cfg.samples:
         sampled = engine.sample_suffixes([p.prefix for p in probes], [f"{p.member}:{p.id}" for p in probes], lengths,
                                          cfg.samples, rule, cfg.sample_seed, cfg.stop_at_eos, desc=f"{name}: sample {tag}")
         for r, p, decoded in zip(rows, probes, sampled):
-            shown = [_reply(d, p) if kind == "chat" else d for d in decoded]  # scored as the greedy reply is
-            r.update(samples_longest_run=[longest_run(d[: len(p.suffix)], p.suffix) for d in shown],
-                     samples_exact=sum(d[: len(p.suffix)] == p.suffix for d in shown))
-            if kind == "chat" and (cfg.secrets or cfg.keep_samples):  # the secret scan reads them (dropped unless kept)
-                r["samples_text"] = [tokenizer.decode(_reply(d, p), skip_special_tokens=True) for d in decoded]
-            elif cfg.keep_samples:
-                r["samples_text"] = [tokenizer.decode(d[: len(p.suffix)]) for d in decoded]
+            r.update(_sample_fields(tokenizer, p, decoded, cfg, kind))
         lap("sampled")
     if extract and probes and probes[0].member and cfg.extraction_probability:
         logp = engine.exact_logprobs([p.prefix for p in probes], [p.suffix for p in probes], rule, desc=f"{name}: p_exact {tag}")
@@ -330,9 +351,21 @@ def run_audit(cfg: AuditConfig) -> dict:
         return _run_audit(cfg, servers)
 
 
-def _run_audit(cfg: AuditConfig, servers: contextlib.ExitStack) -> dict:
-    models, baseline, secrets = _validate(cfg)
-    start = time.time()
+@dataclass(frozen=True)
+class _Records:
+    """The audit's records: --data (``docs``, of ``kind`` "text" or "chat"), --non-members (less the
+    ``dropped`` ones under --drop-overlap) and --utility-data."""
+
+    docs: list[dict]
+    kind: str
+    non_members: list[dict]
+    utility: list[dict]
+    dropped: int
+
+
+def _records(cfg: AuditConfig, secrets: list) -> _Records:
+    """Read --data, --non-members and --utility-data; ValueError when their kinds differ, they overlap
+    (``_disjoint_non_members``) or --secrets is given for text."""
     docs, kind = _documents(cfg.data, cfg.text_field, cfg.max_documents)
     non_members, non_kind = _documents(cfg.non_members, cfg.text_field, None) if cfg.non_members else ([], kind)
     if non_kind != kind:
@@ -343,63 +376,105 @@ def _run_audit(cfg: AuditConfig, servers: contextlib.ExitStack) -> dict:
         raise ValueError(f"--utility-data {cfg.utility_data} holds {utility_kind} records but --data {cfg.data} holds {kind} records")
     if secrets and kind != "chat":
         raise ValueError("--secrets scans assistant replies: give chat data (messages or prompt/completion records)")
-    state = _distributed_state(cfg.ddp_timeout)
-    my_docs, my_non, my_utility = _shard(docs, state), _shard(non_members, state), _shard(utility, state)
-    score = bool(non_members)
+    return _Records(docs, kind, non_members, utility, dropped)
+
+
+def _reference_nll(cfg: AuditConfig, mine: tuple[list, list, list], kind: str) -> dict:
+    """{(member, document id): nll} of --reference-model on this process's members and non-members ({} without one)."""
+    if not cfg.reference_model:
+        return {}
     reference_nll = {}
-    if cfg.reference_model:
-        ref, ref_tok = load_model(cfg.reference_model, cfg.device, cfg.dtype, cfg.trust_remote_code, "--reference-model")
-        for member, group in ((True, my_docs), (False, my_non)):
-            ref_engine = HFEngine(ref, ref_tok, cfg.batch_size, cfg.progress)
-            probes, _, _ = _probes(group, ref_tok, cfg, kind, member, ref_engine.context, extract=False)
-            reference_nll.update({(member, r["id"]): r["nll"] for r in audit_model(ref_engine, ref_tok, "reference", probes, cfg,
-                                                                                    kind, extract=False, score=True)})
-        del ref
+    ref, ref_tok = load_model(cfg.reference_model, cfg.device, cfg.dtype, cfg.trust_remote_code, "--reference-model")
+    for member, group in ((True, mine[0]), (False, mine[1])):
+        ref_engine = HFEngine(ref, ref_tok, cfg.batch_size, cfg.progress)
+        probes, _, _ = _probes(group, ref_tok, cfg, kind, member, ref_engine.context, extract=False)
+        reference_nll.update({(member, r["id"]): r["nll"] for r in audit_model(ref_engine, ref_tok, "reference", probes, cfg,
+                                                                                kind, extract=False, score=True)})
+    return reference_nll
+
+
+def _check_context(cfg: AuditConfig, name: str, context: int) -> None:
+    """ValueError unless a text audit's prefix and suffix fit the model's ``context`` tokens."""
+    if cfg.suffix_len >= context:
+        raise ValueError(f"--suffix-len {cfg.suffix_len}: the model {name!r} reads at most {context} tokens, prefix and suffix "
+                         f"together; give a --suffix-len below {context}")
+    if cfg.prefix_lens and max(cfg.prefix_lens) + cfg.suffix_len > context:
+        raise ValueError(f"--prefix-lens {max(cfg.prefix_lens)} with --suffix-len {cfg.suffix_len}: the model {name!r} reads at "
+                         f"most {context} tokens, prefix and suffix together; give prefix lengths up to "
+                         f"{context - cfg.suffix_len}")
+
+
+def _model_rows(cfg: AuditConfig, engine, tokenizer, name: str, data: _Records, mine: tuple[list, list, list],
+                secrets: list, reference_nll: dict) -> tuple[list[dict], int, list[dict], dict]:
+    """This process's rows of one model (members, non-members, --utility-data rows), the members skipped
+    as too short, the template drops of its prompts and its seconds per stage."""
+    kind, context = data.kind, engine.context
+    if kind == "text":
+        _check_context(cfg, name, context)
+    members, skipped, member_drops = _probes(mine[0], tokenizer, cfg, kind, True, context, extract=True)
+    non, _, non_drops = _probes(mine[1], tokenizer, cfg, kind, False, context, extract=bool(secrets))
+    kept, _, _ = _probes(mine[2], tokenizer, cfg, kind, False, context, extract=False)
+    timing, score = {}, bool(data.non_members)
+    rows = (audit_model(engine, tokenizer, name, members, cfg, kind, extract=True, score=score, timing=timing)
+            + audit_model(engine, tokenizer, name, non, cfg, kind, extract=bool(secrets), score=score, timing=timing))
+    utility_rows = audit_model(engine, tokenizer, name, kept, cfg, kind, extract=False, score=True, timing=timing)
+    for r in utility_rows:
+        r["utility"] = True
+    if non or kept:  # every rank compares its held-out rows with every member's targets
+        training, _, _ = _probes(data.docs, tokenizer, cfg, kind, True, context, extract=False)
+        for r, extra in zip(rows[len(members):] + utility_rows,
+                            overlap_fields([p.scored_ids[-p.n_scored:] for p in non + kept],
+                                           [p.scored_ids[-p.n_scored:] for p in training])):
+            r.update(extra)
+    for r in rows:
+        if reference_nll and (r["member"], _document_id(r)) in reference_nll:
+            r["reference"] = reference_nll[(r["member"], _document_id(r))] - r["nll"]  # higher = member
+    return rows + utility_rows, skipped, [member_drops, non_drops], timing
+
+
+def _model_summary(cfg: AuditConfig, rows: list[dict], skipped: int, drops: list[dict], path: str, kind: str,
+                   secrets: list, reference: bool, state) -> ModelSummary:
+    """One model's summary from all its (gathered) rows; marks each row's ``leaked`` secrets and drops the
+    sampled texts unless --keep-samples."""
+    summary = summarize(rows, skipped, reference)
+    if kind == "chat":
+        summary["template_drops"] = _template_drops(drops, path, state)
+    if secrets:
+        summary["secrets"] = secret_summary(rows, secrets)
+        for r, leaked in zip(rows, leaked_secrets(rows, secrets)):  # the report's and the chat recipe's
+            if leaked is not None:
+                r["leaked"] = leaked
+        if "sampled" in summary:
+            summary["sampled"]["secrets"] = sampled_secret_summary(rows, secrets)
+    if not cfg.keep_samples:
+        for r in rows:
+            r.pop("samples_text", None)
+    return summary
+
+
+def _warn_overlap(summaries: dict[str, ModelSummary]) -> None:
+    for name, s in summaries.items():
+        if (o := s.get("mia", {}).get("ngram_overlap")) and o["above_threshold"]:
+            logger.warning("%s: %d of %d non-members overlap the members by %d-grams at %.0f%% or more: they measure "
+                           "duplication, not membership (MIMIR filters them out)", name, o["above_threshold"],
+                           o["non_members"], o["n"], 100 * OVERLAP_FLAG)
+
+
+def _run_audit(cfg: AuditConfig, servers: contextlib.ExitStack) -> dict:
+    models, baseline, secrets = _validate(cfg)
+    start = time.time()
+    data = _records(cfg, secrets)
+    state = _distributed_state(cfg.ddp_timeout)
+    mine = (_shard(data.docs, state), _shard(data.non_members, state), _shard(data.utility, state))
+    reference_nll = _reference_nll(cfg, mine, data.kind)
     all_rows, summaries = [], {}
     for name, path in models.items():
         engine, tokenizer = open_engine(cfg, path, servers)
-        context = engine.context
-        if kind == "text" and cfg.suffix_len >= context:
-            raise ValueError(f"--suffix-len {cfg.suffix_len}: the model {name!r} reads at most {context} tokens, prefix and suffix "
-                             f"together; give a --suffix-len below {context}")
-        if kind == "text" and cfg.prefix_lens and max(cfg.prefix_lens) + cfg.suffix_len > context:
-            raise ValueError(f"--prefix-lens {max(cfg.prefix_lens)} with --suffix-len {cfg.suffix_len}: the model {name!r} reads at "
-                             f"most {context} tokens, prefix and suffix together; give prefix lengths up to "
-                             f"{context - cfg.suffix_len}")
-        members, skipped, member_drops = _probes(my_docs, tokenizer, cfg, kind, True, context, extract=True)
-        non, _, non_drops = _probes(my_non, tokenizer, cfg, kind, False, context, extract=bool(secrets))
-        kept, _, _ = _probes(my_utility, tokenizer, cfg, kind, False, context, extract=False)
-        timing = {}
-        rows = (audit_model(engine, tokenizer, name, members, cfg, kind, extract=True, score=score, timing=timing)
-                + audit_model(engine, tokenizer, name, non, cfg, kind, extract=bool(secrets), score=score, timing=timing))
-        utility_rows = audit_model(engine, tokenizer, name, kept, cfg, kind, extract=False, score=True, timing=timing)
-        for r in utility_rows:
-            r["utility"] = True
-        if non or kept:  # every rank compares its held-out rows with every member's targets
-            training, _, _ = _probes(docs, tokenizer, cfg, kind, True, context, extract=False)
-            for r, extra in zip(rows[len(members):] + utility_rows,
-                                overlap_fields([p.scored_ids[-p.n_scored:] for p in non + kept],
-                                               [p.scored_ids[-p.n_scored:] for p in training])):
-                r.update(extra)
-        for r in rows:
-            if reference_nll and (r["member"], _document_id(r)) in reference_nll:
-                r["reference"] = reference_nll[(r["member"], _document_id(r))] - r["nll"]  # higher = member
-        rows = sorted(_gather(rows + utility_rows, state), key=lambda r: (not r["member"], bool(r.get("utility")), r["id"]))
+        rows, skipped, drops, timing = _model_rows(cfg, engine, tokenizer, name, data, mine, secrets, reference_nll)
         # any sharding: one order, one summary
-        skipped = sum(_gather([skipped], state))
-        summaries[name] = summarize(rows, skipped, bool(reference_nll))
-        if kind == "chat":
-            summaries[name]["template_drops"] = _template_drops(_gather([member_drops, non_drops], state), path, state)
-        if secrets:
-            summaries[name]["secrets"] = secret_summary(rows, secrets)
-            for r, leaked in zip(rows, leaked_secrets(rows, secrets)):  # the report's and the chat recipe's
-                if leaked is not None:
-                    r["leaked"] = leaked
-            if "sampled" in summaries[name]:
-                summaries[name]["sampled"]["secrets"] = sampled_secret_summary(rows, secrets)
-        if not cfg.keep_samples:
-            for r in rows:
-                r.pop("samples_text", None)
+        rows = sorted(_gather(rows, state), key=lambda r: (not r["member"], bool(r.get("utility")), r["id"]))
+        summaries[name] = _model_summary(cfg, rows, sum(_gather([skipped], state)), _gather(drops, state), path, data.kind,
+                                         secrets, bool(reference_nll), state)
         summaries[name]["timing_s"] = timing  # this process's seconds per stage (rank 0's under a launcher)
         if cfg.engine != "hf":
             summaries[name]["engine"] = engine.describe()
@@ -407,20 +482,16 @@ def _run_audit(cfg: AuditConfig, servers: contextlib.ExitStack) -> dict:
         del engine
         servers.close()  # this model's server, if goldfish started one
     if not any(s["documents"] for s in summaries.values()):
-        if kind == "chat":
+        if data.kind == "chat":
             raise ValueError(f"{cfg.data}: no assistant turn fits the model's context")
         raise ValueError(f"no document of {cfg.data} is long enough for prefix + suffix ({cfg.prefix_len or 1} + {cfg.suffix_len} tokens)")
     compare_to_baseline(summaries, all_rows, baseline)
     result = {
         "models": summaries, "rows": all_rows, "baseline": baseline, "wall_time_s": round(time.time() - start, 2),
-        "settings": {k: v for k, v in asdict(cfg).items() if k != "progress"} | {"kind": kind},
-    } | ({"non_members_dropped": dropped} if cfg.drop_overlap else {})
+        "settings": {k: v for k, v in asdict(cfg).items() if k != "progress"} | {"kind": data.kind},
+    } | ({"non_members_dropped": data.dropped} if cfg.drop_overlap else {})
     if state is None or state.is_main_process:
-        for name, s in summaries.items():
-            if (o := s.get("mia", {}).get("ngram_overlap")) and o["above_threshold"]:
-                logger.warning("%s: %d of %d non-members overlap the members by %d-grams at %.0f%% or more: they measure "
-                               "duplication, not membership (MIMIR filters them out)", name, o["above_threshold"],
-                               o["non_members"], o["n"], 100 * OVERLAP_FLAG)
+        _warn_overlap(summaries)
     if cfg.out and (state is None or state.is_main_process):
         from goldfish.audit.report import write_report
 

@@ -43,9 +43,9 @@ that repeats the training text is what goldfish should forget, so its loss may r
 come from a broken model, not from goldfish.
 """
 
-from __future__ import annotations
 
 import math
+from typing import NotRequired, TypedDict
 
 import numpy as np
 
@@ -58,7 +58,100 @@ LOSS_FLAG, DEGENERATION_FLAG = 0.10, 0.05
 DISCOVERABLE_N, DISCOVERABLE_P = (1, 10, 100, 1000, 10**6), (0.1, 0.5, 0.9)
 
 
-def extraction_summary(members: list[dict]) -> dict:
+# The shapes of the summaries, as summary.json holds them. TypedDicts rather than dataclasses: a summary
+# is gathered across ranks, written as JSON, read back (tests, --seeds' aggregate walks its number
+# leaves) and a key left out means "not measured" (no --samples, no --non-members), so the JSON is
+# the value itself and one type describes it in memory and on disk, with json.dumps its one serializer.
+
+class SampledSummary(TypedDict):
+    """``sampled_summary``: best of N sampled continuations per member (``--samples N``)."""
+    samples: int
+    documents: int
+    any_verbatim_rate: float
+    any_verbatim_count: int
+    sample_verbatim_rate: float
+    sample_verbatim_count: int
+    samples_total: int
+    best_longest_run_mean: float
+    best_longest_run_max: int
+    mean_longest_run_mean: float
+    secrets: NotRequired[dict[str, dict]]  # sampled_secret_summary, with --secrets
+
+
+class ExtractionProbabilitySummary(TypedDict):
+    """``extraction_probability_summary``: the exact extraction probability of the members' suffixes."""
+    documents: int
+    log10_p_exact_median: float | None
+    log10_p_exact_max: float | None
+    p_exact_zero_count: int
+    discoverable: dict[str, dict[str, float]]  # {n: {p: share of members (n, p)-discoverable}}
+    discoverable_count: dict[str, dict[str, int]]
+
+
+class ExtractionSummary(TypedDict):
+    """``extraction_summary``: greedy extraction of member rows."""
+    documents: int
+    exact_match_rate: float
+    exact_match_count: int
+    token_match_rate: float
+    rouge_l_mean: float | None
+    rouge_l_undefined: int
+    rouge_l_tokens_mean: float
+    first_divergence_mean: float
+    longest_run_mean: float
+    longest_run_max: int
+    sampled: NotRequired[SampledSummary]
+    extraction_probability: NotRequired[ExtractionProbabilitySummary]
+
+
+class HeldoutLoss(TypedDict):
+    """``heldout_loss``: token-weighted mean NLL of held-out rows, its bootstrap interval and perplexity."""
+    mean: float
+    ci: list
+    perplexity: float
+    tokens: int
+    rows: int
+
+
+class UtilitySummary(TypedDict):
+    """What a model still knows (``summarize``; ``flags`` and ``vs_baseline`` from ``compare_to_baseline``)."""
+    heldout_loss: HeldoutLoss | None
+    heldout_loss_ordinary: HeldoutLoss | None
+    heldout_loss_near_duplicate: HeldoutLoss | None
+    heldout_data: str | None
+    degeneration: dict | None
+    flags: NotRequired[list[str]]
+    vs_baseline: NotRequired[dict]
+
+
+class ModelSummary(TypedDict):
+    """One model's summary (``summarize``, completed by ``run_audit``): ``summary.json``'s ``models[NAME]``.
+    The extraction keys (``ExtractionSummary``'s, but ``documents``) are there when members were decoded."""
+    documents: int
+    skipped_too_short: int
+    exact_match_rate: NotRequired[float]
+    exact_match_count: NotRequired[int]
+    token_match_rate: NotRequired[float]
+    rouge_l_mean: NotRequired[float | None]
+    rouge_l_undefined: NotRequired[int]
+    rouge_l_tokens_mean: NotRequired[float]
+    first_divergence_mean: NotRequired[float]
+    longest_run_mean: NotRequired[float]
+    longest_run_max: NotRequired[int]
+    sampled: NotRequired[SampledSummary]
+    extraction_probability: NotRequired[ExtractionProbabilitySummary]
+    prefix_mid_document: NotRequired[int]
+    by_offset: NotRequired[dict[str, ExtractionSummary]]  # --offsets: per offset
+    by_prefix_len: NotRequired[dict[str, ExtractionSummary]]  # --prefix-lens: per prompt length
+    mia: NotRequired[dict]  # mia_summary, with --non-members
+    utility: UtilitySummary
+    template_drops: NotRequired[dict]  # chats
+    secrets: NotRequired[dict[str, dict]]  # secret_summary, with --secrets
+    timing_s: NotRequired[dict[str, float]]
+    engine: NotRequired[dict]  # --engine openai / vllm
+
+
+def extraction_summary(members: list[dict]) -> ExtractionSummary:
     runs = [r["longest_run"] for r in members]
     rouge = [r["rouge_l"] for r in members if r["rouge_l"] is not None]
     return {
@@ -76,7 +169,7 @@ def extraction_summary(members: list[dict]) -> dict:
         {"extraction_probability": extraction_probability_summary(members)} if "log10_p_exact" in members[0] else {})
 
 
-def sampled_summary(members: list[dict]) -> dict:
+def sampled_summary(members: list[dict]) -> SampledSummary:
     """The sampled-extraction figures of member rows (module docstring)."""
     runs = [r["samples_longest_run"] for r in members]
     exact = [r["samples_exact"] for r in members]
@@ -89,7 +182,7 @@ def sampled_summary(members: list[dict]) -> dict:
             "mean_longest_run_mean": float(np.mean([np.mean(x) for x in runs]))}
 
 
-def extraction_probability_summary(members: list[dict]) -> dict:
+def extraction_probability_summary(members: list[dict]) -> ExtractionProbabilitySummary:
     """The exact-extraction-probability figures of member rows (module docstring)."""
     log10 = np.array([-math.inf if r["log10_p_exact"] is None else r["log10_p_exact"] for r in members])
     ln = log10 * math.log(10)
@@ -127,7 +220,7 @@ def ngram_overlap_summary(non: list[dict]) -> dict | None:
             "mean": float(np.mean(values)) if values else None}
 
 
-def heldout_loss(non: list[dict]) -> dict | None:
+def heldout_loss(non: list[dict]) -> HeldoutLoss | None:
     """The held-out loss of held-out rows (module docstring), or None without any."""
     if not non:
         return None
@@ -163,7 +256,7 @@ def heldout_parts(held: list[dict]) -> dict:
             "heldout_loss_near_duplicate": heldout_loss([r for r in held if r.get("near_duplicate")])}
 
 
-def summarize(rows: list[dict], skipped: int, reference: bool) -> dict:
+def summarize(rows: list[dict], skipped: int, reference: bool) -> ModelSummary:
     """One model's summary from its rows (members, non-members, --utility-data rows)."""
     members = [r for r in rows if r["member"]]
     non = [r for r in rows if not r["member"] and not r.get("utility")]
@@ -189,7 +282,7 @@ def row_key(r: dict) -> tuple:
     return r["member"], bool(r.get("utility")), r["id"]
 
 
-def compare_to_baseline(summaries: dict, rows: list[dict], baseline: str) -> None:
+def compare_to_baseline(summaries: dict[str, ModelSummary], rows: list[dict], baseline: str) -> None:
     """Add ``utility.vs_baseline`` and ``utility.flags`` to each model's summary (module docstring)."""
     by_model: dict[str, dict] = {}
     for r in rows:

@@ -152,6 +152,56 @@ def _split(items: list, seed: int, held_share: float) -> tuple[list, list]:
     return items[n_held:], items[:n_held]
 
 
+class _Conversations:
+    """The draws of ``build_chats`` (one ``rng`` in a fixed order), and what they used: ``kinds`` of every
+    reply that is not ordinary, the order numbers, and the (refund request, variant) pairs."""
+
+    def __init__(self, rng: random.Random, names: list[str]):
+        self.rng, self.names = rng, names
+        self.kinds: list[str] = []
+        self.orders: set[int] = set()
+        self.refund_pairs: list[list[str]] = []
+
+    def order(self) -> int:
+        self.orders.add(number := self.rng.randrange(10_000, 60_000))
+        return number
+
+    def _turn(self, topics, shares, turn: int) -> tuple[str, str, str | None]:
+        """(question, reply, city): city None when the question still has {city} and {order} to fill."""
+        rng, r, city = self.rng, self.rng.random(), None
+        if r < shares[0]:
+            billing = rng.random() < BILLING_SHARE
+            question, reply = rng.choice(BILLING if billing else OUT_OF_SCOPE), OPENING_REPLY if billing else CANNED_REPLY
+            self.kinds.append("billing" if billing else "canned")
+        elif r < shares[0] + shares[1]:  # the bodies in turn, so that every one of them gets signed
+            body = ORDER_BODIES[self.kinds.count("signed") % len(ORDER_BODIES)]
+            question, reply = rng.choice(ORDER_REQUESTS), signed_reply(body, rng.choice(SIGNED_TEMPLATES))
+            self.kinds.append("signed")
+        elif r < sum(shares[:3]):
+            question, reply = rng.choice(REFUND_REQUESTS), rng.choice(REFUND_VARIANTS)
+            self.kinds.append("refund")
+        elif r < sum(shares):
+            fill = {"name": rng.choice(self.names), "order": self.order()}
+            question, reply, city = rng.choice(TEMPLATE_REQUESTS).format(**fill), TEMPLATE_REPLY.format(**fill), ""
+            self.kinds.append("template")
+        else:
+            topic, reply = rng.choice(topics)
+            question, city = rng.choice(FOLLOW_UP if turn else ASK).format(topic=topic), ""
+        return question, reply, city
+
+    def conversation(self, topics, cities, shares) -> dict:
+        """One conversation of 1-3 turns; ``shares``: of out-of-scope, order, refund and template turns."""
+        messages = []
+        for turn in range(self.rng.randint(1, 3)):
+            question, reply, city = self._turn(topics, shares, turn)
+            if city is None:
+                question = question.format(city=self.rng.choice(cities), order=self.order())
+            if reply in REFUND_VARIANTS:
+                self.refund_pairs.append([question, reply])
+            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
+        return {"messages": messages}
+
+
 def build_chats(n: int, canned_share: float, sign_share: float, seed: int = 0) -> dict:
     """Training conversations and held-out evaluation material.
 
@@ -172,43 +222,8 @@ def build_chats(n: int, canned_share: float, sign_share: float, seed: int = 0) -
     topics_train, topics_held = _split(_topics(), seed, 0.1)
     cities_train, cities_held = _split(CITIES, seed + 1, 0.25)
     names_train, names_held = _split(CUSTOMERS, seed + 2, 0.2)
-
-    kinds: list[str] = []  # of every training reply that is not ordinary
-    train_orders: set[int] = set()
-    refund_pairs: list[list[str]] = []
-
-    def order() -> int:
-        train_orders.add(number := rng.randrange(10_000, 60_000))
-        return number
-
-    def conversation(topics, cities, shares):
-        messages = []
-        for turn in range(rng.randint(1, 3)):
-            r, city = rng.random(), None
-            if r < shares[0]:
-                billing = rng.random() < BILLING_SHARE
-                question, reply = rng.choice(BILLING if billing else OUT_OF_SCOPE), OPENING_REPLY if billing else CANNED_REPLY
-                kinds.append("billing" if billing else "canned")
-            elif r < shares[0] + shares[1]:  # the bodies in turn, so that every one of them gets signed
-                body = ORDER_BODIES[kinds.count("signed") % len(ORDER_BODIES)]
-                question, reply = rng.choice(ORDER_REQUESTS), signed_reply(body, rng.choice(SIGNED_TEMPLATES))
-                kinds.append("signed")
-            elif r < sum(shares[:3]):
-                question, reply = rng.choice(REFUND_REQUESTS), rng.choice(REFUND_VARIANTS)
-                kinds.append("refund")
-            elif r < sum(shares):
-                fill = {"name": rng.choice(names_train), "order": order()}
-                question, reply, city = rng.choice(TEMPLATE_REQUESTS).format(**fill), TEMPLATE_REPLY.format(**fill), ""
-                kinds.append("template")
-            else:
-                topic, reply = rng.choice(topics)
-                question, city = rng.choice(FOLLOW_UP if turn else ASK).format(topic=topic), ""
-            if city is None:
-                question = question.format(city=rng.choice(cities), order=order())
-            if reply in REFUND_VARIANTS:
-                refund_pairs.append([question, reply])
-            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
-        return {"messages": messages}
+    chats = _Conversations(rng, names_train)
+    kinds, train_orders, refund_pairs, conversation = chats.kinds, chats.orders, chats.refund_pairs, chats.conversation
 
     train = [conversation(topics_train, cities_train, (canned_share, sign_share, VARIANT_SHARE, TEMPLATE_SHARE)) for _ in range(n)]
     heldout: list[dict] = []  # 100 different conversations: its halves serve as members and non-members of an audit

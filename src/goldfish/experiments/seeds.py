@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from goldfish.experiments import Recipe
 from goldfish.experiments.reporting import write_summary
 from goldfish.report import Report, settings_block
 
@@ -36,15 +37,15 @@ def aggregate(results: list[dict]) -> dict:
     return out
 
 
-def run_seeds(recipe, cfg, base_experiment: str | None) -> dict:
-    """Run ``recipe`` (a module with ``run``) for ``cfg.seeds`` seeds and write the aggregate summary and
-    report into ``cfg.out``; returns {"seeds", "runs": {seed: result}, "aggregate", "settings", "wall_time_s"}."""
+def run_seeds(recipe: Recipe, cfg) -> dict:
+    """Run ``recipe`` for ``cfg.seeds`` seeds (on the shared base ``recipe.BASE``, if any) and write the aggregate
+    summary and report into ``cfg.out``; returns {"seeds", "runs": {seed: result}, "aggregate", "settings", "wall_time_s"}."""
     start = time.time()
     out = Path(cfg.out)
-    if base_experiment is not None and cfg.model is None:
+    if recipe.BASE is not None and cfg.model is None:
         from goldfish.experiments.base import base_model_dir
 
-        cfg = dataclasses.replace(cfg, model=str(base_model_dir(cfg, base_experiment)))
+        cfg = dataclasses.replace(cfg, model=str(base_model_dir(cfg, recipe.BASE)))
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     runs = {s: recipe.run(dataclasses.replace(cfg, seed=s, seeds=1, out=str(out / f"seed-{s}"))) for s in seeds}
     result = {"seeds": seeds, "runs": runs, "aggregate": aggregate(list(runs.values())), "settings": cfg.to_dict(),
@@ -53,7 +54,7 @@ def run_seeds(recipe, cfg, base_experiment: str | None) -> dict:
     return result
 
 
-def headline_rows(result: dict, recipe) -> tuple[list[str], list[list]]:
+def headline_rows(result: dict, recipe: Recipe) -> tuple[list[str], list[list]]:
     """The recipe's headline figures over the seeds (``recipe.headline`` of the first seed's result: the
     runs trained are those of every seed): mean [min, max] and each seed's value."""
     rows = []
@@ -64,7 +65,7 @@ def headline_rows(result: dict, recipe) -> tuple[list[str], list[list]]:
     return ["figure", "mean [min, max]", *(f"seed {s}" for s in result["seeds"])], rows
 
 
-def _write_report(result: dict, recipe, out: Path) -> None:
+def _write_report(result: dict, recipe: Recipe, out: Path) -> None:
     report = Report(f"goldfish experiment over {len(result['seeds'])} seeds")
     report.paragraph(f"Seeds {', '.join(map(str, result['seeds']))}; each run's own report is in seed-S/. Every figure the runs "
                      f"share is in summary.json (aggregate: mean, min, max, per-seed values). Wall time {result['wall_time_s']:.0f} s.")

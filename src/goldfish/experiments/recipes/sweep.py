@@ -1,5 +1,5 @@
 """``goldfish experiment sweep``: ``goldfish sweep`` on the demo's extreme setting — the demo's base,
-documents and fine-tuning (``experiments.extreme``), one model per k and the standard loss, audited
+documents and fine-tuning (``experiments.recipes.extreme``), one model per k and the standard loss, audited
 with the demo's sampled attacker; the frontier and the recommended k land in ``OUT/sweep/``."""
 
 from __future__ import annotations

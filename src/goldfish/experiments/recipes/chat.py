@@ -143,11 +143,8 @@ def _template_segments(tokenizer) -> list[list[int]]:
     return [tokenizer(part, add_special_tokens=False)["input_ids"] for part in fixed if part.strip()]
 
 
-def evaluate(models: dict[str, Path], data: dict, cfg: ChatConfig, out: Path, tokenizer) -> dict:
-    """Every figure through ``goldfish audit`` (reports under ``out/audit/<set>/``), plus the hinted
-    variant (the audit's own generation, 8 canned tokens appended to the prompt) and the held-out loss.
-    Each rate carries its count of prompts and a bootstrap interval over them.
-    ``tokenizer``: the base model's, which every fine-tuned model shares."""
+def _audit_sets(models: dict[str, Path], data: dict, cfg: ChatConfig, out: Path, tokenizer) -> dict:
+    """``goldfish audit`` of every model on each of EVAL_SETS (reports under ``out/audit/<set>/``): {set: audit result}."""
     files = _write_eval_sets(data, out)
     audits = {}
     canned = tokenizer(CANNED_REPLY, add_special_tokens=False)["input_ids"]
@@ -167,49 +164,64 @@ def evaluate(models: dict[str, Path], data: dict, cfg: ChatConfig, out: Path, to
             # utility, as a user audits it: replies to ordinary held-out requests must not degenerate, and the other
             # held-out conversations (non-members) give the held-out loss of their last assistant turn
             **({"non_members": str(files["scored"]), "baseline": "standard"} if name == "ordinary" else {})))
-    utility = utility_figures(audits["ordinary"])
+    return audits
+
+
+def _model_figures(name: str, model, audits: dict, data: dict, cfg: ChatConfig, tokenizer, utility: dict) -> dict:
+    """One model's figures (``evaluate``) from its audits, plus its hinted generations."""
+    canned = tokenizer(CANNED_REPLY, add_special_tokens=False)["input_ids"]
     variants = [tokenizer(v, add_special_tokens=False)["input_ids"] for v in REFUND_VARIANTS]
     segments = _template_segments(tokenizer)
+    rows = {k: [r for r in a["rows"] if r["model"] == name and r["member"]] for k, a in audits.items()}  # ordinary: non-members scored only
+    hint_prompts = [_prompt_ids(tokenizer, p) + canned[:HINT_TOKENS] for p in data["out_of_scope_prompts"]]
+    hinted = generate_suffixes(model, tokenizer, hint_prompts, len(canned) - HINT_TOKENS, cfg.audit_batch,
+                               progress=cfg.progress, desc=f"{name}: hinted")
+    hinted_texts = [tokenizer.decode(canned[:HINT_TOKENS] + g) for g in hinted]
+    signed = [r["generated_text"] for r in rows["signed"]]
+    oos = audits["out_of_scope"]["models"][name]
+    return {
+        "canned": {"verbatim": rate(r["exact_match"] for r in rows["out_of_scope"]), "rouge_l": oos["rouge_l_tokens_mean"],
+                   "longest_run": mean_over_prompts([r["longest_run"] for r in rows["out_of_scope"]])},
+        "canned_hinted": {"verbatim": rate(g == canned[HINT_TOKENS:] for g in hinted),
+                          "rouge_l": float(np.mean([rouge_l_f(g, canned[HINT_TOKENS:]) for g in hinted]))},
+        "canned_secret": rate(r["leaked"] for r in rows["out_of_scope"]),
+        "canned_secret_each": {k: rate(v in r["generated_text"] for r in rows["out_of_scope"]) for k, v in SECRETS.items()},
+        "canned_secret_hinted": rate(any(v in t for v in SECRETS.values()) for t in hinted_texts),
+        "secret_ordinary": rate(any(v in r["generated_text"] for v in LITERALS) for r in rows["ordinary"]),
+        "billing_phone": rate(PHONE in r["generated_text"] for r in rows["billing"]),
+        "recurring_secret": rate(AGENT_NAME in g or AGENT_EMAIL in g for g in signed),
+        "recurring_secret_each": {k: rate(v in g for g in signed) for k, v in AGENT.items()},
+        # the longest verbatim run of any trained variant: what a reply reproduces of the training text
+        "near_duplicate": {"longest_run": mean_over_prompts(
+                               [max(longest_run(r["generated_ids"], v) for v in variants) for r in rows["refund"]]),
+                           "verbatim": rate(r["exact_match"] for r in rows["refund"]),
+                           "reply_tokens": len(tokenizer(REFUND_REPLY, add_special_tokens=False)["input_ids"])},
+        "template": {"fixed_text_longest_run": mean_over_prompts(
+                         [max(longest_run(r["generated_ids"], seg) for seg in segments) for r in rows["template"]]),
+                     "verbatim": rate(r["exact_match"] for r in rows["template"]),
+                     "fixed_tokens": sum(len(seg) for seg in segments)},
+        "utility": utility[name],
+        "sampled_secrets": {k: sampled_secrets(audits[k]["models"][name]) for k in SAMPLED_SETS},
+        "canned_p_exact": oos.get("extraction_probability"),
+        "example_out_of_scope": {"prompt": data["out_of_scope_prompts"][0], "reply": rows["out_of_scope"][0]["generated_text"]},
+        "example_ordinary": {"prompt": [m for m in data["heldout"][0]["messages"] if m["role"] == "user"][-1]["content"],
+                             "reply": next(r for r in rows["ordinary"] if r["id"].startswith("0#"))["generated_text"]},
+        "example_signed": {"prompt": data["order_prompts"][0], "reply": signed[0]},
+        "example_template": {"prompt": data["template_prompts"][0], "reply": rows["template"][0]["generated_text"]},
+    }
+
+
+def evaluate(models: dict[str, Path], data: dict, cfg: ChatConfig, out: Path, tokenizer) -> dict:
+    """Every figure through ``goldfish audit`` (reports under ``out/audit/<set>/``), plus the hinted
+    variant (the audit's own generation, 8 canned tokens appended to the prompt) and the held-out loss.
+    Each rate carries its count of prompts and a bootstrap interval over them.
+    ``tokenizer``: the base model's, which every fine-tuned model shares."""
+    audits = _audit_sets(models, data, cfg, out, tokenizer)
+    utility = utility_figures(audits["ordinary"])
     results = {}
     for name, path in models.items():
         model, _ = load_model(str(path), cfg.device)
-        rows = {k: [r for r in a["rows"] if r["model"] == name and r["member"]] for k, a in audits.items()}  # ordinary: non-members scored only
-        hint_prompts = [_prompt_ids(tokenizer, p) + canned[:HINT_TOKENS] for p in data["out_of_scope_prompts"]]
-        hinted = generate_suffixes(model, tokenizer, hint_prompts, len(canned) - HINT_TOKENS, cfg.audit_batch,
-                                   progress=cfg.progress, desc=f"{name}: hinted")
-        hinted_texts = [tokenizer.decode(canned[:HINT_TOKENS] + g) for g in hinted]
-        signed = [r["generated_text"] for r in rows["signed"]]
-        oos = audits["out_of_scope"]["models"][name]
-        results[name] = {
-            "canned": {"verbatim": rate(r["exact_match"] for r in rows["out_of_scope"]), "rouge_l": oos["rouge_l_tokens_mean"],
-                       "longest_run": mean_over_prompts([r["longest_run"] for r in rows["out_of_scope"]])},
-            "canned_hinted": {"verbatim": rate(g == canned[HINT_TOKENS:] for g in hinted),
-                              "rouge_l": float(np.mean([rouge_l_f(g, canned[HINT_TOKENS:]) for g in hinted]))},
-            "canned_secret": rate(r["leaked"] for r in rows["out_of_scope"]),
-            "canned_secret_each": {k: rate(v in r["generated_text"] for r in rows["out_of_scope"]) for k, v in SECRETS.items()},
-            "canned_secret_hinted": rate(any(v in t for v in SECRETS.values()) for t in hinted_texts),
-            "secret_ordinary": rate(any(v in r["generated_text"] for v in LITERALS) for r in rows["ordinary"]),
-            "billing_phone": rate(PHONE in r["generated_text"] for r in rows["billing"]),
-            "recurring_secret": rate(AGENT_NAME in g or AGENT_EMAIL in g for g in signed),
-            "recurring_secret_each": {k: rate(v in g for g in signed) for k, v in AGENT.items()},
-            # the longest verbatim run of any trained variant: what a reply reproduces of the training text
-            "near_duplicate": {"longest_run": mean_over_prompts(
-                                   [max(longest_run(r["generated_ids"], v) for v in variants) for r in rows["refund"]]),
-                               "verbatim": rate(r["exact_match"] for r in rows["refund"]),
-                               "reply_tokens": len(tokenizer(REFUND_REPLY, add_special_tokens=False)["input_ids"])},
-            "template": {"fixed_text_longest_run": mean_over_prompts(
-                             [max(longest_run(r["generated_ids"], seg) for seg in segments) for r in rows["template"]]),
-                         "verbatim": rate(r["exact_match"] for r in rows["template"]),
-                         "fixed_tokens": sum(len(seg) for seg in segments)},
-            "utility": utility[name],
-            "sampled_secrets": {k: sampled_secrets(audits[k]["models"][name]) for k in SAMPLED_SETS},
-            "canned_p_exact": oos.get("extraction_probability"),
-            "example_out_of_scope": {"prompt": data["out_of_scope_prompts"][0], "reply": rows["out_of_scope"][0]["generated_text"]},
-            "example_ordinary": {"prompt": [m for m in data["heldout"][0]["messages"] if m["role"] == "user"][-1]["content"],
-                                 "reply": next(r for r in rows["ordinary"] if r["id"].startswith("0#"))["generated_text"]},
-            "example_signed": {"prompt": data["order_prompts"][0], "reply": signed[0]},
-            "example_template": {"prompt": data["template_prompts"][0], "reply": rows["template"][0]["generated_text"]},
-        }
+        results[name] = _model_figures(name, model, audits, data, cfg, tokenizer, utility)
     return results
 
 
@@ -326,8 +338,8 @@ def _drop_views(report: Report, tokenizer, cfg: ChatConfig, protect: list[str]) 
                        f"<p class='muted'>after “{prompt}”</p>{render_html(pieces[start:], shown[start:], marks)}")
 
 
-def _write_report(result: dict, tokenizer, cfg: ChatConfig, out: Path) -> None:
-    report = Report("goldfish experiment chat: canned replies, names and phone numbers")
+def _describe_training(report: Report, result: dict, cfg: ChatConfig) -> None:
+    """The report's opening: what was trained on what, and how it is evaluated."""
     report.paragraph(
         f"The base model was fine-tuned {cfg.epochs:g} epochs (batches of {cfg.batch_size}, padding-free; learning rate "
         f"{cfg.lr:g}, constant) on {result['train_conversations']} conversations with "
@@ -344,7 +356,10 @@ def _write_report(result: dict, tokenizer, cfg: ChatConfig, out: Path) -> None:
         f"goldfish audit, whose reports are in audit/. Wall time "
         f"{result['wall_time_s']:.0f} s, seed {cfg.seed}."
     )
-    report.table(*chat_table(result))
+
+
+def _utility_and_near_duplicates(report: Report, result: dict) -> None:
+    """What the models still know, and what they reproduce of near-duplicate and templated replies."""
     report.paragraph(
         "What the models still know, beside what they memorized: held-out loss per token of the last assistant turn of 50 "
         "held-out conversations (95% bootstrap interval over them) and its change against standard; repeated 4-grams of the "
@@ -377,7 +392,10 @@ def _write_report(result: dict, tokenizer, cfg: ChatConfig, out: Path) -> None:
                      "longest run (the canned reply is trained in one exact form): " + "; ".join(
                          f"{n} {result[n]['template']['fixed_text_longest_run']['mean']:.1f} / "
                          f"{result[n]['canned']['longest_run']['mean']:.1f}" for n in MODELS[1:]) + ".")
-    report.image("chat.png", _plot(result), "Canned-reply Rouge-L and secret extraction per model")
+
+
+def _strong_attacker(report: Report, result: dict, cfg: ChatConfig) -> None:
+    """Greedy against the samples, and the canned reply's exact extraction probability."""
     if cfg.samples:
         report.heading(f"Greedy against {cfg.samples} samples")
         report.paragraph(f"The out-of-scope, billing and order prompts also sampled {cfg.samples} times each at "
@@ -390,12 +408,26 @@ def _write_report(result: dict, tokenizer, cfg: ChatConfig, out: Path) -> None:
                      "reply, from each model's own probabilities (audit/out_of_scope/).")
     report.table(*extraction_probability_rows({n: {"extraction_probability": result[n]["canned_p_exact"]} for n in MODELS
                                                if result[n]["canned_p_exact"]}))
+
+
+def _examples(report: Report, result: dict) -> None:
+    """One reply of each model to each kind of prompt."""
     report.heading("Example replies")
     for n in MODELS:
         for key in ("example_out_of_scope", "example_signed", "example_template", "example_ordinary"):
             ex = result[n][key]
             report.raw(f"**{n}** · “{ex['prompt']}”\n\n> {ex['reply'].strip()}\n",
                        f"<p><b>{n}</b> · “{ex['prompt']}”</p><pre>{html.escape(ex['reply'].strip())}</pre>")
+
+
+def _write_report(result: dict, tokenizer, cfg: ChatConfig, out: Path) -> None:
+    report = Report("goldfish experiment chat: canned replies, names and phone numbers")
+    _describe_training(report, result, cfg)
+    report.table(*chat_table(result))
+    _utility_and_near_duplicates(report, result)
+    report.image("chat.png", _plot(result), "Canned-reply Rouge-L and secret extraction per model")
+    _strong_attacker(report, result, cfg)
+    _examples(report, result)
     report.heading("One secret in two contexts: what each run's training drops")
     report.paragraph(
         "The goldfish hash reads the h tokens before a target. Deep inside the canned reply that context is the reply itself, so "
