@@ -72,14 +72,17 @@ const lines = [...document.querySelectorAll('td')].map(td => {
   return [td.textContent, new Set([...range.getClientRects()].map(r => Math.round(r.top))).size];
 });
 document.body.setAttribute('data-lines', JSON.stringify(lines));
+document.body.setAttribute('data-pre', JSON.stringify([...document.querySelectorAll('pre')].map(p => p.getBoundingClientRect().height)));
 </script>"""
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs headless chromium")
 def test_a_wide_table_never_splits_a_word_in_a_browser(tmp_path):
     """Laid out by headless chromium at 1280 px (the audit's table of ten columns, intervals in them):
-    a cell wraps at its spaces only, so "standard" stays whole and each value on as few lines as it has words."""
+    a cell wraps at its spaces only, so "standard" stays whole and each value on as few lines as it has words;
+    a generation of 300 newlines (a degenerate model) scrolls in a box of 30 lines, not pages of blank."""
     report = Report("audit")
+    report.comparison("m · d#0", "user: hi", "\n" * 300, "Hello, how can I help?", [], [])
     headers = ["model", "docs/turns", "verbatim", "longest run (mean)", "MIA loss AUC", "held-out loss (nats/token)",
                "Δ held-out loss vs standard", "repeated 4-grams (generated / true)", "Δ repeated 4-grams vs standard", "flags"]
     report.table(headers, [[name, 4, 0.0, 3.0, "1.00 [1.00, 1.00]", "7.980 [7.728, 8.244]", "+8.6% [+6.8%, +10.3%]",
@@ -94,3 +97,5 @@ def test_a_wide_table_never_splits_a_word_in_a_browser(tmp_path):
     assert len(lines) == 30
     for text, n in lines:
         assert n <= len(text.split()), (text, n)
+    heights = json.loads(html.unescape(re.search(r'data-pre="([^"]*)"', dom).group(1)))
+    assert len(heights) == 2 and max(heights) < 40 * 20  # 30 lines of ~16 px text and the padding; unbounded: ~300 lines
