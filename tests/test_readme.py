@@ -14,7 +14,7 @@ README = (ROOT / "README.md").read_text()
 FLAG = re.compile(r"(?<![\w/-])--[a-z][a-z0-9_-]*")
 # torchrun's, accelerate's, pip's, pytest's and Megatron's own flags in the examples, and the benchmark scripts' flags
 FOREIGN = {"--nproc_per_node", "--num_processes", "--no-deps", "--standalone", "--random-order", "--append-eod", "--eod-mask-loss",
-           "--data-path", "--num-workers"} | {
+           "--data-path", "--num-workers", "--headless", "--no-sandbox", "--window-size", "--screenshot"} | {  # last four: chromium's
     flag for script in (ROOT / "benchmarks").glob("*.py") for flag in re.findall(r"[\"'](--[a-z][a-z0-9-]*)[\"']", script.read_text())}
 
 

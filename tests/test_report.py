@@ -1,7 +1,13 @@
 """The audit's HTML report: long unbroken text wraps, every reproduced run is marked, the secrets
 table leaves out secrets found nowhere and gives the non-member recall its denominator."""
 
+import html
+import json
 import re
+import shutil
+import subprocess
+
+import pytest
 
 from goldfish.audit.report import add_examples, add_secrets
 from goldfish.report import Report
@@ -58,3 +64,38 @@ def test_token_runs_become_the_character_spans_of_the_decoded_text(tokenizer):
     assert text[a:b].strip() == "refund of 36 dollars for order 4417 is"
     (a, b), = char_spans(tokenizer, true, true_runs)
     assert tokenizer.decode(true)[a:b].strip() == "refund of 36 dollars for order 4417 is"
+
+
+_LINES_SCRIPT = """<script>
+const lines = [...document.querySelectorAll('td')].map(td => {
+  const range = document.createRange(); range.selectNodeContents(td);
+  return [td.textContent, new Set([...range.getClientRects()].map(r => Math.round(r.top))).size];
+});
+document.body.setAttribute('data-lines', JSON.stringify(lines));
+document.body.setAttribute('data-pre', JSON.stringify([...document.querySelectorAll('pre')].map(p => p.getBoundingClientRect().height)));
+</script>"""
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs headless chromium")
+def test_a_wide_table_never_splits_a_word_in_a_browser(tmp_path):
+    """Laid out by headless chromium at 1280 px (the audit's table of ten columns, intervals in them):
+    a cell wraps at its spaces only, so "standard" stays whole and each value on as few lines as it has words;
+    a generation of 300 newlines (a degenerate model) scrolls in a box of 30 lines, not pages of blank."""
+    report = Report("audit")
+    report.comparison("m · d#0", "user: hi", "\n" * 300, "Hello, how can I help?", [], [])
+    headers = ["model", "docs/turns", "verbatim", "longest run (mean)", "MIA loss AUC", "held-out loss (nats/token)",
+               "Δ held-out loss vs standard", "repeated 4-grams (generated / true)", "Δ repeated 4-grams vs standard", "flags"]
+    report.table(headers, [[name, 4, 0.0, 3.0, "1.00 [1.00, 1.00]", "7.980 [7.728, 8.244]", "+8.6% [+6.8%, +10.3%]",
+                            "0.692 (true 0.000)", "+0.077 [-0.192, +0.346]", "—"] for name in ("standard", "k=2", "k=8")])
+    page = tmp_path / "report.html"
+    report.write(tmp_path)
+    page.write_text(page.read_text().replace("</body>", _LINES_SCRIPT + "</body>"))
+    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,2400",
+                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    lines = json.loads(html.unescape(re.search(r'data-lines="([^"]*)"', dom).group(1)))
+    assert len(lines) == 30
+    for text, n in lines:
+        assert n <= len(text.split()), (text, n)
+    heights = json.loads(html.unescape(re.search(r'data-pre="([^"]*)"', dom).group(1)))
+    assert len(heights) == 2 and max(heights) < 40 * 20  # 30 lines of ~16 px text and the padding; unbounded: ~300 lines

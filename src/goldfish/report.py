@@ -13,11 +13,14 @@ from pathlib import Path
 
 from goldfish.cache import write_bytes_atomic, write_text_atomic
 
+# td: overflow-wrap break-word, not anywhere: anywhere makes one character a cell's narrowest width, so the
+# table layout splits short words (model names) to fit wide tables; <pre> keeps anywhere (generations, one per column)
+# and scrolls past 30 lines (a model that degenerates into newlines would otherwise fill pages with an empty box)
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.45}
 table{border-collapse:collapse;margin:1em 0;display:block;overflow-x:auto}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
-pre{white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-word;background:#f8f8f8;padding:8px;border-radius:4px}
-td{overflow-wrap:anywhere}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-word;background:#f8f8f8;padding:8px;border-radius:4px;max-height:30em;overflow-y:auto}
+td{overflow-wrap:break-word}
 .same{background:#d7f5d7}.diff{background:#ffd6d6}.drop{background:#e0474c;color:#fff}.protect{background:#ffe680;outline:1px solid #c9a400}
 .pair{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:12px}.muted{color:#777}mark{background:#ffd54a;font-weight:600}"""
 
