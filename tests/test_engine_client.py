@@ -35,10 +35,14 @@ class FakeServer:
                 self.wfile.write(data)
 
             def do_GET(self):
+                if self.path != "/v1/models":
+                    return self._answer(404, {"detail": "Not Found"})
                 self._answer(200, {"data": [{"id": "tiny"}]})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path not in ("/tokenize", "/v1/completions"):  # vLLM's routes; 404 elsewhere
+                    return self._answer(404, {"detail": "Not Found"})
                 with fake.lock:
                     fake.seen.append((self.path, body, self.headers.get("Authorization")))
                     failing = self.path == "/v1/completions" and fake.fail_first > 0
@@ -94,6 +98,15 @@ def test_decodes_token_ids_with_a_bounded_pool_and_retries_transient_errors(serv
     assert len(sent) == 3 + 3  # three 503s retried
     assert all(b["temperature"] == 0 and b["ignore_eos"] and b["model"] == "tiny" for b in sent)
     assert e.served_model == "tiny" and e.tokenizer_check == "tokenize"
+
+
+@pytest.mark.parametrize("suffix", ["/", "/v1", "/v1/"])
+def test_the_endpoint_may_be_given_with_or_without_v1(serve, tokenizer, suffix):
+    """The OpenAI clients' convention is a base URL ending in /v1; vLLM's /tokenize sits outside it."""
+    server = serve()
+    e = engine(server.url + suffix, tokenizer)
+    assert e.endpoint == server.url and e.tokenizer_check == "tokenize"
+    assert e.generate_suffixes([[5, 6]], [2]) == [[6, 6]]
 
 
 def test_gives_up_after_the_retries_with_a_clear_error(serve, tokenizer):

@@ -12,9 +12,10 @@ from goldfish.train_config import GROUPS, REMOVED
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
 FLAG = re.compile(r"(?<![\w/-])--[a-z][a-z0-9_-]*")
-# torchrun's, accelerate's, pip's, pytest's and Megatron's own flags in the examples, and the benchmark scripts' flags
+# torchrun's, accelerate's, pip's, pytest's, Megatron's and vLLM's own flags in the examples, and the benchmark scripts' flags
 FOREIGN = {"--nproc_per_node", "--num_processes", "--no-deps", "--standalone", "--random-order", "--append-eod", "--eod-mask-loss",
-           "--data-path", "--num-workers", "--headless", "--no-sandbox", "--window-size", "--screenshot"} | {  # last four: chromium's
+           "--data-path", "--num-workers", "--host", "--port", "--enforce-eager",  # vLLM's
+           "--headless", "--no-sandbox", "--window-size", "--screenshot"} | {  # chromium's
     flag for script in (ROOT / "benchmarks").glob("*.py") for flag in re.findall(r"[\"'](--[a-z][a-z0-9-]*)[\"']", script.read_text())}
 
 

@@ -88,7 +88,8 @@ class AuditConfig(ModelsArguments):
         "help": "where the models decode: hf (in-process), openai (a running OpenAI-compatible server: --endpoint) or vllm "
                 "(goldfish starts and stops `vllm serve` from --vllm-python)"})
     endpoint: str | None = field(default=None, metadata={
-        "help": "--engine openai: the server's base URL (e.g. http://127.0.0.1:8000); it must serve the --model folder"})
+        "help": "--engine openai: the server's base URL, with or without /v1 (e.g. http://127.0.0.1:8000/v1); it must serve "
+                "the --model folder"})
     served_model: str | None = field(default=None, metadata={
         "help": "--engine openai: the model name the server serves it as (None: the only one it lists)"})
     api_key_env: str | None = field(default=None, metadata={

@@ -51,14 +51,21 @@ def api_key(env_var: str | None) -> str | None:
     return os.environ[env_var]
 
 
+def base_url(endpoint: str) -> str:
+    """The server's base URL: ``endpoint`` without a trailing slash or ``/v1`` (the OpenAI clients'
+    convention ends the base URL in /v1; the routes here add it, and vLLM's /tokenize is outside it)."""
+    url = endpoint.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
 def sample_seed(seed: int, key: str, sample: int) -> int:
     """The server-side seed of continuation ``sample`` of the prompt ``key`` (a 31-bit integer)."""
     return int.from_bytes(hashlib.sha256(f"{seed}\0{key}\0{sample}".encode("utf-8")).digest()[:4], "big") >> 1
 
 
 class OpenAIEngine:
-    """Completions at ``endpoint`` (the server's base URL, e.g. http://127.0.0.1:8000) for the model it
-    serves as ``served_model`` (None: the only one it lists), whose tokenizer must be ``tokenizer``'s
+    """Completions at ``endpoint`` (the server's base URL, e.g. http://127.0.0.1:8000, with or without
+    /v1) for the model it serves as ``served_model`` (None: the only one it lists), whose tokenizer must be ``tokenizer``'s
     (checked on a probe at start). ``local``: a function returning the in-process engine of the same
     model, called only when something must be computed in-process. ``retries``: attempts per request
     beyond the first on transient errors, waiting ``backoff`` * 2^attempt seconds between them.
@@ -67,7 +74,7 @@ class OpenAIEngine:
     def __init__(self, endpoint: str, tokenizer, context: int, local: Callable, served_model: str | None = None,
                  key: str | None = None, concurrency: int = 16, progress: bool = True, retries: int = 5,
                  backoff: float = 0.5, timeout: float = 600.0, kind: str = "openai"):
-        self.kind, self.endpoint, self.tokenizer, self.context = kind, endpoint.rstrip("/"), tokenizer, context
+        self.kind, self.endpoint, self.tokenizer, self.context = kind, base_url(endpoint), tokenizer, context
         self._local_factory = local
         self.concurrency, self.progress, self.timeout = concurrency, progress, timeout
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
