@@ -58,6 +58,7 @@ def print_line(line) -> None:
 def _mask_parser(prog: str):
     from goldfish.arguments import ArgumentParser
     from goldfish.config import GoldfishConfig
+    from goldfish.models import trust_remote_code_field
 
     @dataclass
     class MaskArguments:
@@ -67,6 +68,7 @@ def _mask_parser(prog: str):
         embedded: str | None = field(default=None, metadata={"help": "an embedded corpus document, PART:INDEX (e.g. targets:0)"})
         tokenizer: str | None = field(default=None, metadata={"help": "HF tokenizer folder (None: the embedded BPE tokenizer)"})
         max_tokens: int | None = field(default=None, metadata={"help": "show only the first N tokens"})
+        trust_remote_code: bool = trust_remote_code_field()
         plain: bool = field(default=False, metadata={"help": "plain [[markers]] even in a terminal"})
 
     parser = ArgumentParser([MaskArguments, GoldfishConfig], aliases={"--seed": "--goldfish_seed"}, config=False, prog=prog,
@@ -100,7 +102,7 @@ def _mask_texts(args, cfg, texts: list[str]) -> list[str]:
         raise ValueError(f"--embedded wants PART:INDEX with INDEX in 0..{len(docs) - 1}, got {args.embedded!r}") from None
 
 
-def _load_tokenizer(path):
+def _load_tokenizer(path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     from goldfish.models import from_pretrained
@@ -111,7 +113,7 @@ def _load_tokenizer(path):
         return load_embedded_tokenizer()
     if not Path(path, "tokenizer_config.json").exists() and not Path(path, "tokenizer.json").exists():
         raise ValueError(f"{path} is not a HF tokenizer folder (no tokenizer.json / tokenizer_config.json)")
-    return from_pretrained(AutoTokenizer, path, "--tokenizer")
+    return from_pretrained(AutoTokenizer, path, "--tokenizer", trust_remote_code)
 
 
 def cmd_mask(argv: list[str], prog: str) -> int:
@@ -124,7 +126,7 @@ def cmd_mask(argv: list[str], prog: str) -> int:
     (args, cfg), extra = _mask_parser(prog).parse(argv)
     secrets = load_secrets(list(cfg.protect))
     texts = _mask_texts(args, cfg, extra.text)
-    tokenizer = _load_tokenizer(args.tokenizer)
+    tokenizer = _load_tokenizer(args.tokenizer, args.trust_remote_code)
     shown = [token_pieces(tokenizer, text, args.max_tokens) for text in texts]
     if not all(ids for ids, _, _ in shown):
         raise ValueError("the text has no tokens")
