@@ -116,6 +116,9 @@ def test_chat_experiment_quick_pipeline(tmp_path):
         assert m["utility"]["heldout_loss"] > 0 and m["example_ordinary"]["prompt"] and m["example_template"]["reply"] is not None
         assert 0 <= m["near_duplicate"]["longest_run"]["mean"] <= m["near_duplicate"]["longest_run"]["max"]
         assert m["template"]["fixed_text_longest_run"]["n"] >= 32
+        # the loss on the templated replies of the held-out fills, paired against standard's
+        assert m["template"]["loss"]["mean"] > 0 and m["template"]["loss"]["rows"] == m["template"]["verbatim"]["n"]
+        assert (m["template"]["vs_standard"] is None) == (name == "standard")
     assert s["train_conversations"] == 40 and s["heldout_loss_ratio"]["goldfish_protected"] > 0
     assert s["standard"]["utility"]["baseline"] == "standard" and s["goldfish"]["utility"]["heldout_loss_change"] is not None
     assert set(s["benchmarks"]["scores"]) == {"base", "standard", "goldfish", "goldfish_protected", "goldfish_aligned_protected"}

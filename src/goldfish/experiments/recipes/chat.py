@@ -162,9 +162,18 @@ def _audit_sets(models: dict[str, Path], data: dict, cfg: ChatConfig, out: Path,
             min_new_tokens=new_tokens.get(name, len(canned) + HINT_TOKENS),
             assistant_turns="last" if name == "ordinary" else "all",  # ordinary: one turn a conversation
             # utility, as a user audits it: replies to ordinary held-out requests must not degenerate, and the other
-            # held-out conversations (non-members) give the held-out loss of their last assistant turn
-            **({"non_members": str(files["scored"]), "baseline": "standard"} if name == "ordinary" else {})))
+            # held-out conversations (non-members) give the held-out loss of their last assistant turn; template: the
+            # loss on the templated reply itself (held-out fills), what goldfish-align-v1 costs on the text it aligns
+            **({"non_members": str(files["scored"]), "baseline": "standard"} if name == "ordinary" else
+               {"utility_data": str(files["template"]), "baseline": "standard"} if name == "template" else {})))
     return audits
+
+
+def template_loss(audit: dict, name: str) -> dict:
+    """One model's loss per token on the templated replies of the template audit's held-out fills, and
+    its paired change against standard (None for standard)."""
+    utility = audit["models"][name]["utility"]
+    return {"loss": utility["heldout_loss"], "vs_standard": utility.get("vs_baseline", {}).get("heldout_loss_change")}
 
 
 def _model_figures(name: str, model, audits: dict, data: dict, cfg: ChatConfig, tokenizer, utility: dict) -> dict:
@@ -199,7 +208,7 @@ def _model_figures(name: str, model, audits: dict, data: dict, cfg: ChatConfig, 
         "template": {"fixed_text_longest_run": mean_over_prompts(
                          [max(longest_run(r["generated_ids"], seg) for seg in segments) for r in rows["template"]]),
                      "verbatim": rate(r["exact_match"] for r in rows["template"]),
-                     "fixed_tokens": sum(len(seg) for seg in segments)},
+                     "fixed_tokens": sum(len(seg) for seg in segments), **template_loss(audits["template"], name)},
         "utility": utility[name],
         "sampled_secrets": {k: sampled_secrets(audits[k]["models"][name]) for k in SAMPLED_SETS},
         "canned_p_exact": oos.get("extraction_probability"),
@@ -281,7 +290,7 @@ RUN_HEADLINE = (("canned secret rate", "canned_secret.rate"), ("billing phone ra
                 ("recurring secret rate", "recurring_secret.rate"), ("canned verbatim rate", "canned.verbatim.rate"),
                 ("near-duplicate longest run", "near_duplicate.longest_run.mean"),
                 ("template fixed-text longest run", "template.fixed_text_longest_run.mean"),
-                ("held-out assistant loss", "utility.heldout_loss"))
+                ("templated-reply loss", "template.loss.mean"), ("held-out assistant loss", "utility.heldout_loss"))
 
 
 def headline(result: dict) -> list[tuple[str, str]]:
@@ -387,11 +396,24 @@ def _utility_and_near_duplicates(report: Report, result: dict) -> None:
             "cluster representative's decision, so every copy and every template fill drops the same tokens where it agrees "
             f"with the representative; its held-out assistant loss is "
             f"{100 * (result[n]['utility']['heldout_loss'] / result['goldfish_protected']['utility']['heldout_loss'] - 1):+.1f}% "
-            "relative to goldfish_protected (the same protection, hash-v1 alone).")
+            f"relative to goldfish_protected (the same protection, hash-v1 alone), and on the templated replies themselves "
+            f"{_percent(result[n]['template']['loss']['mean'] / result['goldfish_protected']['template']['loss']['mean'] - 1)}.")
+    report.paragraph("The cost on the text the rules are meant to blur: loss per token of the templated reply after the "
+                     "held-out fills' requests (teacher-forced, audit/template/), and its change against standard with a 95% "
+                     "bootstrap interval over the prompts: " + "; ".join(
+                         f"{n} {result[n]['template']['loss']['mean']:.3f}" + (
+                             "" if (c := result[n]['template']['vs_standard']) is None else
+                             f" ({_percent(c['relative'])} [{_percent(c['ci'][0])}, {_percent(c['ci'][1])}])")
+                         for n in MODELS) + ". The standard model has memorized this text, so a rise here is partly the point; "
+                     "a large one also shows in the replies (the template's longest run, its example reply).")
     report.paragraph("Template against one exact form: the templated reply's fixed-text longest run over the canned reply's "
                      "longest run (the canned reply is trained in one exact form): " + "; ".join(
                          f"{n} {result[n]['template']['fixed_text_longest_run']['mean']:.1f} / "
                          f"{result[n]['canned']['longest_run']['mean']:.1f}" for n in MODELS[1:]) + ".")
+
+
+def _percent(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:+.1f}%"
 
 
 def _strong_attacker(report: Report, result: dict, cfg: ChatConfig) -> None:
