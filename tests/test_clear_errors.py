@@ -245,3 +245,31 @@ def test_a_record_over_the_size_bound_is_refused_before_it_is_tokenized(tmp_path
     assert f"{data}: record 1: the record holds {held} characters of text; goldfish reads records of up to 100 (the " \
            "tokenizer holds one whole in memory): split it into several records" in _error(capsys, "train")
     assert not (tmp_path / "out").exists()
+
+
+CUSTOM_TOKENIZER = """
+import os, pathlib
+pathlib.Path(os.environ["GOLDFISH_TEST_RAN"]).write_text("the folder's own code ran")
+from transformers import PreTrainedTokenizerFast
+class CustomTokenizer(PreTrainedTokenizerFast):
+    pass
+"""
+
+
+def test_goldfish_mask_runs_a_tokenizer_folder_s_own_code_only_when_trusted(tmp_path, monkeypatch, capsys, chatml_model):
+    import shutil
+
+    folder = tmp_path / "custom"
+    shutil.copytree(chatml_model, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config |= {"tokenizer_class": "CustomTokenizer", "auto_map": {"AutoTokenizer": [None, "tokenization_custom.CustomTokenizer"]}}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "tokenization_custom.py").write_text(CUSTOM_TOKENIZER)
+    ran = tmp_path / "RAN"
+    monkeypatch.setenv("GOLDFISH_TEST_RAN", str(ran))
+    assert main(["mask", "a sentence to mask", "--tokenizer", str(folder), "--plain"]) == 2
+    assert not ran.exists()
+    assert (f"goldfish mask: error: --tokenizer {folder}: the folder holds its own model code (auto_map); goldfish runs it "
+            "only with --trust-remote-code") in capsys.readouterr().err
+    assert main(["mask", "a sentence to mask", "--tokenizer", str(folder), "--trust-remote-code", "--plain"]) == 0
+    assert ran.exists() and "dropped 1 of 6 targets" in capsys.readouterr().out
