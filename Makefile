@@ -17,15 +17,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 # Tests run in a random order (pytest-random-order: modules shuffled, and tests within each), another
 # each run; `make test TEST_ORDER_SEED=N` repeats the order a run printed. They run in TEST_WORKERS
-# processes (pytest-xdist, a test file per worker at a time; each worker has its own caches, tests/conftest.py):
-# most tests wait on a subprocess or run a tiny model on one thread, so two share 2 cores well.
+# processes (pytest-xdist; each worker has its own caches, tests/conftest.py), each test and its subprocesses
+# on one thread: tiny models gain little from a second thread, and imports use one anyway (measured on
+# 2 cores: 10 min 48 s so, 16 min 17 s with two threads a worker, ~11.5 min in one process).
 TEST_ORDER_SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
 TEST_ORDER_SEED := $(TEST_ORDER_SEED)
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
 	@echo "test order: --random-order-seed=$(TEST_ORDER_SEED) (make test TEST_ORDER_SEED=$(TEST_ORDER_SEED) repeats it)"
-	$(PY) -m pytest -q -m "not engine" --random-order-seed=$(TEST_ORDER_SEED) -n $(TEST_WORKERS) --dist loadfile
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not engine" --random-order-seed=$(TEST_ORDER_SEED) -n $(TEST_WORKERS) --dist load
 
 # The audit through a real inference engine: vLLM's CPU build in its own virtualenv (it pins other
 # transformers versions than ours), at the versions in constraints-engine.txt; its torch is the same

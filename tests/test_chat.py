@@ -140,5 +140,5 @@ def test_chat_experiment_quick_pipeline(tmp_path):
             assert m["greedy"] == round(a["secrets"][secret]["recall"] * m["turns"])
             assert m["any"] == round(a["sampled"]["secrets"][secret]["recall_any"] * m["turns"])
         assert s[name]["canned_p_exact"] == audit["models"][name]["extraction_probability"]
-    assert audit["settings"]["samples"] == 2 and audit["settings"]["top_p"] == 0.9 and audit["settings"]["temperature"] == 0.7
+    assert audit["settings"]["samples"] == 2 and audit["settings"]["top_p"] == 1.0 and audit["settings"]["temperature"] == 0.7
     assert "Greedy against 2 samples" in html and "Exact extraction probability of the canned reply" in html

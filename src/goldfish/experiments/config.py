@@ -152,4 +152,6 @@ class ChatConfig(ExperimentConfig):
 
     PRESETS: ClassVar[dict] = {
         "quick": {"base_steps": 120, "conversations": 160, "canned_share": 0.15, "lr": 1e-3},
-        "test": {**_TEST, "conversations": 40, "epochs": 1, "samples": 2}}
+        # test: a micro model, one batch a set; no nucleus (top-p sorts the vocabulary at every step: most of this
+        # preset's time on one thread; tests/test_audit_sampling.py checks top-p)
+        "test": {**_TEST, "conversations": 40, "epochs": 1, "samples": 2, "audit_batch": 128, "top_p": 1.0}}
