@@ -25,7 +25,7 @@ from goldfish.audit import AuditConfig, run_audit
 from goldfish.audit.extraction import generate_suffixes
 from goldfish.audit.report import extraction_probability_rows, rule_text
 from goldfish.audit.metrics import longest_run, rouge_l_f
-from goldfish.report import Report, figure_png, pyplot, settings_block
+from goldfish.report import Report, figure_png, pyplot, settings_block, with_interval
 from goldfish.cache import write_text_atomic
 from goldfish.data.tokenize import encode_document
 from goldfish.experiments.base import base_model_dir
@@ -397,23 +397,19 @@ def _utility_and_near_duplicates(report: Report, result: dict) -> None:
             f"with the representative; its held-out assistant loss is "
             f"{100 * (result[n]['utility']['heldout_loss'] / result['goldfish_protected']['utility']['heldout_loss'] - 1):+.1f}% "
             f"relative to goldfish_protected (the same protection, hash-v1 alone), and on the templated replies themselves "
-            f"{_percent(result[n]['template']['loss']['mean'] / result['goldfish_protected']['template']['loss']['mean'] - 1)}.")
+            f"{result[n]['template']['loss']['mean'] / result['goldfish_protected']['template']['loss']['mean'] - 1:+.1%}.")
     report.paragraph("The cost on the text the rules are meant to blur: loss per token of the templated reply after the "
                      "held-out fills' requests (teacher-forced, audit/template/), and its change against standard with a 95% "
                      "bootstrap interval over the prompts: " + "; ".join(
                          f"{n} {result[n]['template']['loss']['mean']:.3f}" + (
                              "" if (c := result[n]['template']['vs_standard']) is None else
-                             f" ({_percent(c['relative'])} [{_percent(c['ci'][0])}, {_percent(c['ci'][1])}])")
+                             f" ({with_interval(c['relative'], c['ci'], '{:+.1%}')})")
                          for n in MODELS) + ". The standard model has memorized this text, so a rise here is partly the point; "
                      "a large one also shows in the replies (the template's longest run, its example reply).")
     report.paragraph("Template against one exact form: the templated reply's fixed-text longest run over the canned reply's "
                      "longest run (the canned reply is trained in one exact form): " + "; ".join(
                          f"{n} {result[n]['template']['fixed_text_longest_run']['mean']:.1f} / "
                          f"{result[n]['canned']['longest_run']['mean']:.1f}" for n in MODELS[1:]) + ".")
-
-
-def _percent(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:+.1f}%"
 
 
 def _strong_attacker(report: Report, result: dict, cfg: ChatConfig) -> None:
